@@ -1,0 +1,41 @@
+"""fastsurface: loss surfaces of neural networks over a grid of their weights, fast.
+
+>>> import fastsurface as fs
+>>> (train, test) = fs.train_test_split(*fs.piecewise_dataset(500))
+>>> surface = fs.loss_surface(fs.ANN(1, 1, 1), test, fs.axis(-2, 2, 0.5), fs.axis(-2, 2, 0.5))
+>>> surface.loss.shape
+(8, 8)
+"""
+
+from fastsurface.data import piecewise_dataset, piecewise_target, train_test_split
+from fastsurface.engine import Evaluation, evaluate_points, loss_surface
+from fastsurface.errors import FastsurfaceError
+from fastsurface.grid import axis
+from fastsurface.model import ANN
+from fastsurface.naive import naive_loss_surface
+from fastsurface.plane import Plane, default_plane, entry_plane
+from fastsurface.plot import plot_surface
+from fastsurface.surface import Surface
+from fastsurface.train import Trajectory, train_sgd
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANN",
+    "Evaluation",
+    "FastsurfaceError",
+    "Plane",
+    "Surface",
+    "Trajectory",
+    "axis",
+    "default_plane",
+    "entry_plane",
+    "evaluate_points",
+    "loss_surface",
+    "naive_loss_surface",
+    "piecewise_dataset",
+    "piecewise_target",
+    "plot_surface",
+    "train_sgd",
+    "train_test_split",
+]

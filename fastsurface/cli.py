@@ -1,0 +1,165 @@
+"""The ``fastsurface`` command line: ``fastsurface run`` draws the seed article's figure."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from fastsurface.data import piecewise_dataset, train_test_split
+from fastsurface.engine import loss_surface
+from fastsurface.errors import FastsurfaceError
+from fastsurface.files import atomic_write_text, check_writable
+from fastsurface.grid import axis
+from fastsurface.model import ANN
+from fastsurface.plot import plot_surface
+from fastsurface.surface import Surface
+from fastsurface.train import Trajectory, train_sgd
+
+# Share of a range added on each side when --fit-trajectory widens the grid.
+_FIT_MARGIN = 0.05
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastsurface`` command; returns the exit status."""
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    try:
+        return arguments.handler(arguments)
+    except FastsurfaceError as error:
+        print(f"fastsurface: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastsurface: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastsurface", description="Fast loss surfaces of neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="the seed article end to end: data, SGD, loss surface, HTML figure",
+        description="Train the seed article's two-weight network with SGD, evaluate its test loss on a "
+        "w1 x w2 grid and write an interactive HTML figure of the surface with the SGD path.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument(
+        "--w1", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w1 range, stop excluded"
+    )
+    run.add_argument(
+        "--w2", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w2 range, stop excluded"
+    )
+    run.add_argument("--step", type=float, default=0.05, help="grid step on both axes")
+    run.add_argument("--fit-trajectory", action="store_true", help="widen the grid to cover the whole SGD path")
+    run.add_argument("--samples", type=int, default=10_000, help="data set size")
+    run.add_argument("--seed", type=int, default=42, help="seed of the data (the article's 42)")
+    run.add_argument("--test-size", type=float, default=0.2, help="test fraction of the seeded split")
+    run.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+    run.add_argument("--lr", type=float, default=1e-2, help="SGD learning rate")
+    run.add_argument("--epochs", type=int, default=25, help="SGD epochs")
+    run.add_argument("--batch-size", type=int, default=64, help="training batch size and batch_mean's test batch size")
+    run.add_argument("--train-seed", type=int, default=0, help="seed of the training batches' shuffling")
+    run.add_argument(
+        "--record", choices=("epoch", "step"), default="epoch", help="record the path per epoch or per step"
+    )
+    run.add_argument("--reduction", choices=("mean", "batch_mean"), default="mean", help="test loss reduction")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
+    run.add_argument("--output", default="loss_surface.html", help="HTML file to write")
+    run.add_argument(
+        "--plotlyjs",
+        choices=("embed", "cdn"),
+        default="embed",
+        help="embed plotly.js (works offline) or load it from a CDN",
+    )
+    progress = run.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=sys.stderr.isatty(),
+        help="show progress bars (default: when stderr is a terminal)",
+    )
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    output = check_writable("--output", arguments.output, (".html", ".htm"))
+    first, second = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
+    x, y = piecewise_dataset(arguments.samples, seed=arguments.seed)
+    train, test = train_test_split(x, y, test_size=arguments.test_size, seed=arguments.split_seed)
+    common = {
+        "reduction": arguments.reduction,
+        "batch_size": arguments.batch_size,
+        "device": arguments.device,
+        "dtype": arguments.dtype,
+        "progress": arguments.progress,
+    }
+    model = ANN(1, 1, 1)
+    path = train_sgd(
+        model,
+        train,
+        test,
+        lr=arguments.lr,
+        epochs=arguments.epochs,
+        seed=arguments.train_seed,
+        record=arguments.record,
+        **common,
+    )
+    if arguments.fit_trajectory:
+        first, second = _fit(first, path.w1, arguments.step), _fit(second, path.w2, arguments.step)
+    surface = loss_surface(model, test, first, second, **common)
+    figure = plot_surface(surface, path)
+    atomic_write_text(output, figure.to_html(include_plotlyjs=True if arguments.plotlyjs == "embed" else "cdn"))
+    print(_summary(surface, path, arguments, str(output)))
+    return 0
+
+
+def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
+    """Extend an axis by whole steps (keeping its points) to cover ``path`` plus a margin."""
+    margin = _FIT_MARGIN * (max(values[-1], path.max()) - min(values[0], path.min()))
+    below = max(0, math.ceil((values[0] - (path.min() - margin)) / step))
+    above = max(0, math.ceil((path.max() + margin - values[-1]) / step))
+    return values[0] + step * np.arange(-below, len(values) + above, dtype=np.float64)
+
+
+def _summary(surface: Surface, path: Trajectory, arguments: argparse.Namespace, output: str) -> str:
+    a, b, lowest = surface.argmin()
+    n1, n2 = surface.loss.shape
+    lines = [
+        f"grid      {n1} x {n2} = {n1 * n2:,} points, {surface.labels[0]} in {_span(surface.w1)}, "
+        f"{surface.labels[1]} in {_span(surface.w2)}",
+        f"surface   {surface.samples:,} test samples, {surface.reduction} loss, {surface.device} {surface.dtype}, "
+        f"method {surface.method}: {surface.seconds:.3f} s",
+        f"training  SGD lr={arguments.lr:g}, {arguments.epochs} epochs: ({path.w1[0]:.4g}, {path.w2[0]:.4g}) -> "
+        f"({path.w1[-1]:.4g}, {path.w2[-1]:.4g}), test loss {path.loss[0]:.6g} -> {path.loss[-1]:.6g}",
+        f"lowest    loss {lowest:.6g} at {surface.labels[0]}={a:.4g}, {surface.labels[1]}={b:.4g} (grid point)",
+    ]
+    outside = _outside(surface, path)
+    if outside:
+        lines.append(
+            f"note      the SGD path leaves the grid ({outside}); --fit-trajectory widens the grid to cover it"
+        )
+    lines.append(f"wrote     {output}")
+    return "\n".join(lines)
+
+
+def _outside(surface: Surface, path: Trajectory) -> str:
+    reports = []
+    for label, values, coordinates in (
+        (surface.labels[0], surface.w1, path.w1),
+        (surface.labels[1], surface.w2, path.w2),
+    ):
+        if coordinates.min() < values[0] or coordinates.max() > values[-1]:
+            reports.append(f"{label} spans {_span(coordinates)}, grid {_span(values)}")
+    return "; ".join(reports)
+
+
+def _span(values: np.ndarray) -> str:
+    return f"[{values.min():.4g}, {values.max():.4g}]"

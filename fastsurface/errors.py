@@ -1,0 +1,19 @@
+"""The one exception type fastsurface raises for bad input."""
+
+from __future__ import annotations
+
+import numbers
+
+
+class FastsurfaceError(ValueError):
+    """A value passed to fastsurface breaks a documented rule.
+
+    Messages name the argument in backticks, state the rule and quote the value
+    received, e.g. "`step` must be > 0, got -0.05".
+    """
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raise unless ``value`` is an integer >= 1 (``bool`` excluded)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise FastsurfaceError(f"`{name}` must be a positive integer, got {value!r}")

@@ -1,0 +1,77 @@
+"""Grid axes: ``np.arange`` semantics without end-point drift, and validation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from fastsurface.errors import FastsurfaceError
+
+# A ratio (stop - start) / step this close to an integer k is taken as exactly k,
+# so that float rounding of the operands cannot add a spurious point at `stop`.
+_DRIFT_TOLERANCE = 1e-9
+
+
+def axis(start: float, stop: float, step: float) -> np.ndarray:
+    """Evenly spaced values ``start, start + step, ...`` below ``stop`` (float64).
+
+    Like ``np.arange(start, stop, step)``: ``stop`` is excluded, so
+    ``axis(-2, 2, 0.05)`` has 80 values. Two guards against floating-point drift:
+    the count is ``ceil((stop - start) / step)`` except when that ratio lies within
+    a relative 1e-9 of an integer ``k``, where it is ``k`` (``np.arange(1, 1.3, 0.1)``
+    would return a fourth value ``1.3000000000000003``; this returns three); and each
+    value is ``start + i * step``, never a running sum.
+
+    Args:
+        start: first value.
+        stop: exclusive upper end; must exceed ``start``.
+        step: spacing, > 0.
+
+    Returns:
+        float64 array of shape ``(count,)``, strictly increasing.
+
+    >>> axis(-2, 2, 0.05).shape
+    (80,)
+    >>> axis(1, 1.3, 0.1).round(12).tolist()
+    [1.0, 1.1, 1.2]
+    """
+    for name, value in (("start", start), ("stop", stop), ("step", step)):
+        if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+            raise FastsurfaceError(f"`{name}` must be a finite number, got {value!r}")
+    if step <= 0:
+        raise FastsurfaceError(f"`step` must be > 0, got {step!r}")
+    if stop <= start:
+        raise FastsurfaceError(f"`stop` must be greater than `start`, got start={start!r}, stop={stop!r}")
+    ratio = (stop - start) / step
+    nearest = round(ratio)
+    count = nearest if abs(ratio - nearest) <= _DRIFT_TOLERANCE * max(1.0, ratio) else math.ceil(ratio)
+    return start + step * np.arange(count, dtype=np.float64)
+
+
+def as_axis(name: str, values: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
+    """Validate explicit axis values: 1-D, non-empty, finite, strictly increasing.
+
+    Returns:
+        float64 array of shape ``(len(values),)``.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise FastsurfaceError(f"`{name}` must be a 1-D sequence of numbers, got {values!r}") from error
+    if array.ndim != 1 or array.size == 0:
+        raise FastsurfaceError(f"`{name}` must be a non-empty 1-D array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise FastsurfaceError(f"`{name}` must hold finite values only, got {array[~np.isfinite(array)][:3]}")
+    if array.size > 1 and not (np.diff(array) > 0).all():
+        raise FastsurfaceError(f"`{name}` must be strictly increasing, got {_preview(array)}")
+    return array
+
+
+def _preview(array: np.ndarray) -> str:
+    shown = ", ".join(f"{v:g}" for v in array[:5])
+    return f"[{shown}{', ...' if array.size > 5 else ''}] (length {array.size})"

@@ -1,0 +1,120 @@
+"""Planes through parameter space: ``θ(a, b) = θ₀ + a·d₁ + b·d₂``."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fastsurface.errors import FastsurfaceError
+
+TensorDict = dict[str, torch.Tensor]
+
+_ENTRY = re.compile(r"^\s*([\w.]+)\s*(?:\[([\d\s,]*)\])?\s*$")
+
+
+@dataclass(frozen=True)
+class Plane:
+    """A 2-D affine slice of a model's parameters; buffers are never touched.
+
+    Only the parameters a direction moves are stored: ``origin``, ``first`` and
+    ``second`` share their keys (parameter names as in ``model.named_parameters()``)
+    and each key's three tensors share the parameter's shape. Every other parameter
+    keeps the model's own value.
+
+    Attributes:
+        origin: ``θ₀`` of the moving parameters.
+        first: ``d₁``, the direction of the first coordinate ``a``.
+        second: ``d₂``, the direction of the second coordinate ``b``.
+        labels: names of the two coordinates, used on axes and in messages.
+    """
+
+    origin: TensorDict
+    first: TensorDict
+    second: TensorDict
+    labels: tuple[str, str] = ("a", "b")
+
+    def params(self, a: torch.Tensor, b: torch.Tensor) -> TensorDict:
+        """The moving parameters at coordinates ``(a, b)`` (0-d tensors; vmap-safe)."""
+        return {name: self.origin[name] + a * self.first[name] + b * self.second[name] for name in self.origin}
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Plane:
+        """A copy with every tensor on ``device`` in ``dtype``."""
+
+        def move(tensors: TensorDict) -> TensorDict:
+            return {name: t.detach().to(device=device, dtype=dtype) for name, t in tensors.items()}
+
+        return Plane(move(self.origin), move(self.first), move(self.second), self.labels)
+
+
+def entry_plane(model: nn.Module, first: str, second: str, labels: tuple[str, str] | None = None) -> Plane:
+    """The axis-aligned plane spanned by two scalar entries of ``model``'s parameters.
+
+    Coordinates are the entries' absolute values, as in the seed article: the point
+    ``(a, b)`` sets entry ``first`` to ``a`` and entry ``second`` to ``b`` and keeps
+    every other parameter entry at the model's value.
+
+    Args:
+        model: any module; it is only read.
+        first, second: entries written as ``"name[i, j]"`` with ``name`` from
+            ``model.named_parameters()``; the index may be left out for a parameter
+            with one element (``"scale"``).
+        labels: axis names; the entry strings by default.
+
+    >>> from fastsurface import ANN
+    >>> entry_plane(ANN(1, 1, 1), "net.Layer_1.weight[0, 0]", "net.Layer_2.weight[0, 0]").labels
+    ('net.Layer_1.weight[0, 0]', 'net.Layer_2.weight[0, 0]')
+    """
+    parameters = dict(model.named_parameters())
+    name_a, index_a = _parse_entry("first", first, parameters)
+    name_b, index_b = _parse_entry("second", second, parameters)
+    if (name_a, index_a) == (name_b, index_b):
+        raise FastsurfaceError(f"`first` and `second` must be different entries, both are {first!r}")
+    origin = {name: parameters[name].detach().clone() for name in dict.fromkeys((name_a, name_b))}
+    first_dir = {name: torch.zeros_like(t) for name, t in origin.items()}
+    second_dir = {name: torch.zeros_like(t) for name, t in origin.items()}
+    for name, index, direction in ((name_a, index_a, first_dir), (name_b, index_b, second_dir)):
+        origin[name][index] = 0
+        direction[name][index] = 1
+    return Plane(origin, first_dir, second_dir, labels or (first.strip(), second.strip()))
+
+
+def default_plane(model: nn.Module) -> Plane:
+    """The plane of a model with exactly two scalar weights (the seed ``ANN(1, 1, 1)``).
+
+    Coordinates ``w1`` and ``w2`` are the two entries in ``named_parameters()`` order.
+    """
+    count = sum(parameter.numel() for parameter in model.parameters())
+    if count != 2:
+        raise FastsurfaceError(
+            f"`plane` is required: `model` has {count} parameter entries, and only a model "
+            "with exactly two has a default plane; pass e.g. "
+            "plane=fastsurface.entry_plane(model, 'layer.weight[0, 0]', 'other.weight[0, 1]')"
+        )
+    entries = [
+        (name, index) for name, p in model.named_parameters() for index in itertools.product(*map(range, p.shape))
+    ]
+    first, second = (f"{name}[{', '.join(map(str, index))}]" for name, index in entries)
+    return entry_plane(model, first, second, labels=("w1", "w2"))
+
+
+def _parse_entry(argument: str, entry: str, parameters: dict[str, nn.Parameter]) -> tuple[str, tuple[int, ...]]:
+    match = _ENTRY.match(entry) if isinstance(entry, str) else None
+    if match is None:
+        raise FastsurfaceError(f"`{argument}` must look like 'name[i, j]', got {entry!r}")
+    name, index_text = match.group(1), match.group(2)
+    if name not in parameters:
+        known = ", ".join(parameters) or "none"
+        raise FastsurfaceError(f"`{argument}` names no parameter of `model`: {name!r} (parameters: {known})")
+    shape = tuple(parameters[name].shape)
+    index = tuple(int(i) for i in index_text.split(",") if i.strip()) if index_text is not None else ()
+    if index_text is None and parameters[name].numel() == 1:
+        index = (0,) * len(shape)
+    if len(index) != len(shape) or any(not 0 <= i < s for i, s in zip(index, shape, strict=True)):
+        raise FastsurfaceError(
+            f"`{argument}` index {list(index)} does not fit parameter {name!r} of shape {list(shape)}"
+        )
+    return name, index

@@ -1,0 +1,57 @@
+"""The result of a surface evaluation: axes, losses and how they were computed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Surface:
+    """Losses on a grid of plane coordinates.
+
+    ``loss[i, j]`` is the loss at ``(w1[i], w2[j])``: rows follow the first
+    coordinate, columns the second.
+
+    Attributes:
+        w1: first coordinate's values, float64, shape ``(n1,)``.
+        w2: second coordinate's values, float64, shape ``(n2,)``.
+        loss_tensor: the losses as computed, float64 on the compute device, shape
+            ``(n1, n2)``; use it to avoid a device-to-host copy.
+        labels: names of the two coordinates (``("w1", "w2")`` for the seed model).
+        reduction: ``"mean"`` or ``"batch_mean"``.
+        device: the device the losses were computed on, e.g. ``"cpu"``.
+        dtype: compute dtype of the forward passes, e.g. ``"float32"``.
+        samples: number of evaluation samples.
+        batches: number of evaluation batches (what ``batch_mean`` averages over).
+        seconds: wall-clock time of the evaluation.
+        method: the engine path that ran, e.g. ``"vmap"``.
+        tile_points: grid points evaluated together in one kernel call.
+    """
+
+    w1: np.ndarray
+    w2: np.ndarray
+    loss_tensor: torch.Tensor = field(repr=False)
+    labels: tuple[str, str]
+    reduction: str
+    device: str
+    dtype: str
+    samples: int
+    batches: int
+    seconds: float
+    method: str
+    tile_points: int
+
+    @cached_property
+    def loss(self) -> np.ndarray:
+        """The losses as a float64 numpy array of shape ``(len(w1), len(w2))``."""
+        return self.loss_tensor.detach().cpu().numpy()
+
+    def argmin(self) -> tuple[float, float, float]:
+        """``(w1, w2, loss)`` at the lowest finite loss on the grid."""
+        loss = np.where(np.isfinite(self.loss), self.loss, np.inf)
+        i, j = np.unravel_index(np.argmin(loss), loss.shape)
+        return float(self.w1[i]), float(self.w2[j]), float(self.loss[i, j])

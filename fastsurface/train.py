@@ -1,0 +1,164 @@
+"""SGD on a plane's two coordinates, recording the path and its test loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from fastsurface import stream
+from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface.engine import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points, per_sample_squared_error
+from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.plane import Plane, default_plane
+
+RECORDS = ("epoch", "step")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """An optimiser's path in plane coordinates, with the test loss at each point.
+
+    Attributes:
+        w1, w2: coordinates, float64, shape ``(P,)``.
+        loss: test loss at each point, computed by the surface engine with the same
+            reduction, float64, shape ``(P,)``.
+        step: optimiser steps taken before each point, int64, shape ``(P,)``.
+        labels: names of the two coordinates.
+        reduction: reduction of ``loss``.
+        record: ``"epoch"`` (``epochs + 1`` points) or ``"step"`` (one per step, plus the start).
+    """
+
+    w1: np.ndarray
+    w2: np.ndarray
+    loss: np.ndarray
+    step: np.ndarray
+    labels: tuple[str, str]
+    reduction: str
+    record: str
+
+
+def train_sgd(
+    model: nn.Module,
+    train: object,
+    test: object,
+    *,
+    lr: float = 1e-2,
+    epochs: int = 25,
+    start: tuple[float, float] = (-1.0, -1.0),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    record: str = "epoch",
+    plane: Plane | None = None,
+    reduction: str = "mean",
+    device: DeviceLike = "auto",
+    dtype: DTypeLike = torch.float32,
+    progress: bool = False,
+) -> Trajectory:
+    """Train the plane coordinates with plain SGD from ``start``; record the path.
+
+    The loss is the per-sample mean squared error of each training batch. Only the
+    two coordinates move (every other parameter stays at the plane's value), so the
+    recorded path lies on the plane; for the seed ``ANN(1, 1, 1)`` that is ordinary
+    SGD on ``w1`` and ``w2``. The caller's model is not modified.
+
+    Args:
+        model: the network; only read.
+        train: an ``(x, y)`` pair, shuffled into batches of ``batch_size`` each epoch
+            by a generator seeded with ``seed``, or an iterable of batches read once
+            per epoch (a ``DataLoader``; its own shuffling then applies).
+        test: evaluation data, as ``data`` of ``loss_surface``.
+        lr: learning rate, > 0.
+        epochs: passes over ``train``, >= 1.
+        start: initial coordinates ``(a, b)``; the article's ``(-1, -1)``.
+        batch_size: training batch size, and the test batches of ``"batch_mean"``.
+        seed: seed of the shuffling (a private generator; no global state).
+        record: ``"epoch"``: once before training and after every epoch; ``"step"``:
+            also after every optimiser step.
+        plane, reduction, device, dtype: as in ``loss_surface``.
+        progress: show a progress bar over epochs on stderr.
+
+    Returns:
+        A ``Trajectory`` starting at ``start``.
+    """
+    _check_training(lr, epochs, start, record)
+    check_positive_int("batch_size", batch_size)
+    stream.check_reduction(reduction)
+    plane = default_plane(model) if plane is None else plane
+    resolved, compute = resolve_device(device), resolve_dtype(dtype)
+    module = copy.deepcopy(model).to(device=resolved, dtype=compute).eval()
+    local_plane = plane.to(resolved, compute)
+    coordinates = torch.tensor(start, dtype=compute, device=resolved, requires_grad=True)
+    optimizer = torch.optim.SGD([coordinates], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    path, steps = [coordinates.detach().clone()], [0]
+    taken = 0
+    for _ in tqdm(range(epochs), desc="training", unit="epoch", disable=not progress, leave=False):
+        for x, y in _training_batches(train, batch_size, generator, resolved, compute):
+            if taken == 0:
+                check_prediction_shape(module, local_plane, x, y)
+            optimizer.zero_grad()
+            prediction = functional_call(module, local_plane.params(coordinates[0], coordinates[1]), (x,))
+            per_sample_squared_error(prediction, y).mean().backward()
+            optimizer.step()
+            taken += 1
+            if record == "step":
+                path.append(coordinates.detach().clone())
+                steps.append(taken)
+        if record == "epoch":
+            path.append(coordinates.detach().clone())
+            steps.append(taken)
+    points = torch.stack(path).to(torch.float64)
+    losses = evaluate_points(
+        model, plane, test, points, reduction=reduction, batch_size=batch_size, device=resolved, dtype=compute
+    ).loss
+    return Trajectory(
+        w1=points[:, 0].cpu().numpy(),
+        w2=points[:, 1].cpu().numpy(),
+        loss=losses.cpu().numpy(),
+        step=np.asarray(steps, dtype=np.int64),
+        labels=plane.labels,
+        reduction=reduction,
+        record=record,
+    )
+
+
+def _check_training(lr: float, epochs: int, start: tuple[float, float], record: str) -> None:
+    if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not (0 < lr < math.inf):
+        raise FastsurfaceError(f"`lr` must be a finite number > 0, got {lr!r}")
+    check_positive_int("epochs", epochs)
+    if (
+        not isinstance(start, (tuple, list))
+        or len(start) != 2
+        or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in start)
+    ):
+        raise FastsurfaceError(f"`start` must be two finite numbers (a, b), got {start!r}")
+    if record not in RECORDS:
+        raise FastsurfaceError(f"`record` must be one of {', '.join(map(repr, RECORDS))}, got {record!r}")
+
+
+def _training_batches(
+    train: object, batch_size: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if stream.is_pair(train):
+        x, y = (t.to(device=device, dtype=dtype) for t in stream.pair_tensors(train))
+        order = torch.randperm(len(x), generator=generator).to(device)
+        for start in range(0, len(x), batch_size):
+            index = order[start : start + batch_size]
+            yield x[index], y[index]
+        return
+    yielded = False
+    for number, batch in enumerate(train):
+        x, y = stream.batch_tensors(number, batch)
+        yielded = True
+        yield x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+    if not yielded:
+        raise FastsurfaceError("`train` yielded no batch; pass a pair or a re-iterable loader, not a used-up iterator")

@@ -1,0 +1,66 @@
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastsurface.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--step", "0.25", "--samples", "2000", "--epochs", "3", "--no-progress"]
+
+
+def readme_demo_arguments() -> list[str]:
+    """The arguments of the README's `fastsurface run` command."""
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"fastsurface (run[^\n`&|]*)", readme).group(1)
+    return shlex.split(command)
+
+
+def test_the_readme_demo_command_writes_a_figure_with_surface_and_path(tmp_path):
+    arguments = readme_demo_arguments()
+    output = tmp_path / arguments[arguments.index("--output") + 1]
+    arguments[arguments.index("--output") + 1] = str(output)
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsurface", *arguments, *SMALL],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    html = output.read_text()
+    assert '"type":"surface"' in html and '"type":"scatter3d"' in html
+    assert "grid      16 x 16 = 256 points" in done.stdout and f"wrote     {output}" in done.stdout
+    assert "lowest    loss" in done.stdout
+    assert [p.name for p in tmp_path.iterdir()] == [output.name]  # no temporary file left behind
+
+
+def test_the_summary_says_when_the_path_leaves_the_grid_and_fit_covers_it(tmp_path, capsys):
+    output = tmp_path / "f.html"
+    assert main(["run", "--output", str(output), "--w1", "-1", "1", "--w2", "-1", "1", *SMALL]) == 0
+    assert "leaves the grid" in capsys.readouterr().out
+    assert main(["run", "--output", str(output), "--w1", "-1", "1", "--w2", "-1", "1", "--fit-trajectory", *SMALL]) == 0
+    assert "leaves the grid" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        (["--step", "0"], "`step`"),
+        (["--w1", "1", "-1"], "`stop`"),
+        (["--lr", "-1"], "`lr`"),
+        (["--epochs", "0"], "`epochs`"),
+        (["--device", "cuda:7"], "`device`"),
+        (["--output", "/nonexistent/dir/f.html"], "`--output`"),
+        (["--output", "figure.png"], "`--output`"),
+        (["--test-size", "1.5"], "`test_size`"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path, capsys, arguments, name):
+    base = ["run", "--output", str(tmp_path / "f.html"), *SMALL]
+    assert main(base + arguments) == 2
+    captured = capsys.readouterr()
+    assert name in captured.err and "Traceback" not in captured.err
+    assert list(tmp_path.iterdir()) == []
