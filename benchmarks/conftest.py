@@ -38,4 +38,6 @@ def report_ratio(benchmark, naive_seconds_per_point: float, points: int) -> None
     benchmark.extra_info.update(
         naive_seconds_extrapolated=naive, engine_seconds_median=engine, speedup_over_naive=naive / engine
     )
-    print(f"\n{benchmark.name}: engine {engine * 1e3:.2f} ms, naive {naive:.1f} s (extrapolated), {naive / engine:,.0f}x")
+    print(
+        f"\n{benchmark.name}: engine {engine * 1e3:.2f} ms, naive {naive:.1f} s (extrapolated), {naive / engine:,.0f}x"
+    )

@@ -23,6 +23,7 @@ from fastsurface import stream
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype, synchronize
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.grid import as_axis, axis
+from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.plane import Plane, default_plane
 from fastsurface.surface import Surface
 
@@ -54,6 +55,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class _Settings:
+    loss: Loss
     reduction: str
     batch_size: int
     device: torch.device
@@ -71,6 +73,7 @@ def loss_surface(
     w2: Sequence[float] | np.ndarray | torch.Tensor | None = None,
     *,
     plane: Plane | None = None,
+    loss: str | PerSampleLoss = "mse",
     reduction: str = "mean",
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: DeviceLike = "auto",
@@ -95,9 +98,12 @@ def loss_surface(
             the article's ``axis(-2, 2, 0.05)`` by default.
         plane: the slice of parameter space; for a model with exactly two scalar
             weights (the seed ``ANN(1, 1, 1)``) the plane of those two by default.
-        reduction: ``"mean"``, the exact mean squared error over all samples, or
-            ``"batch_mean"``, the mean over batches of each batch's mean (the article's
-            loop; the last batch may be smaller).
+        loss: per-sample loss: ``"mse"`` (mean squared error per sample; predictions
+            and targets of the same shape), ``"cross_entropy"`` (logits against integer
+            class targets) or a callable ``(prediction, target) -> (S,)``.
+        reduction: ``"mean"``, the exact mean of the per-sample losses over all
+            samples, or ``"batch_mean"``, the mean over batches of each batch's mean
+            (the article's loop; the last batch may be smaller).
         batch_size: batch size that cuts a data pair into batches for
             ``"batch_mean"``; ignored for iterables, whose own batches count.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``
@@ -118,7 +124,7 @@ def loss_surface(
     >>> s.loss.shape, s.labels
     ((4, 4), ('w1', 'w2'))
     """
-    settings = _settings(reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress)
+    settings = _settings(loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress)
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
     plane = default_plane(model) if plane is None else plane
@@ -129,6 +135,7 @@ def loss_surface(
         w2=second,
         loss_tensor=result.loss.reshape(len(first), len(second)),
         labels=plane.labels,
+        loss_name=settings.loss.name,
         reduction=settings.reduction,
         device=str(settings.device),
         dtype=str(settings.dtype).removeprefix("torch."),
@@ -146,6 +153,7 @@ def evaluate_points(
     data: object,
     points: np.ndarray | torch.Tensor,
     *,
+    loss: str | PerSampleLoss = "mse",
     reduction: str = "mean",
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: DeviceLike = "auto",
@@ -163,7 +171,7 @@ def evaluate_points(
     Returns:
         An ``Evaluation`` whose ``loss`` has shape ``(P,)``, float64, on the device.
     """
-    settings = _settings(reduction, batch_size, device, dtype, memory_budget, tile_points, "auto", progress)
+    settings = _settings(loss, reduction, batch_size, device, dtype, memory_budget, tile_points, "auto", progress)
     coordinates = torch.as_tensor(points, dtype=torch.float64)
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
         raise FastsurfaceError(
@@ -173,6 +181,7 @@ def evaluate_points(
 
 
 def _settings(
+    loss: str | PerSampleLoss,
     reduction: str,
     batch_size: int,
     device: DeviceLike,
@@ -193,7 +202,15 @@ def _settings(
     resolved = resolve_device(device)
     budget = memory_budget if memory_budget is not None else DEFAULT_BUDGET[resolved.type]
     return _Settings(
-        reduction, int(batch_size), resolved, resolve_dtype(dtype), int(budget), tile_points, method, bool(progress)
+        resolve_loss(loss),
+        reduction,
+        int(batch_size),
+        resolved,
+        resolve_dtype(dtype),
+        int(budget),
+        tile_points,
+        method,
+        bool(progress),
     )
 
 
@@ -229,7 +246,7 @@ def _evaluate(
     module = _evaluation_copy(model, settings.device, settings.dtype)
     local_plane = plane.to(settings.device, settings.dtype)
     sizer = _TileSizer(module, local_plane, settings.memory_budget)
-    kernel = vmap_kernel(module, local_plane)
+    kernel = vmap_kernel(module, local_plane, settings.loss)
     accumulated = torch.zeros(points.count, dtype=torch.float64, device=settings.device)
     samples = batches = tile = 0
     bar = tqdm(desc="surface", unit="chunk", disable=not settings.progress, leave=False)
@@ -248,22 +265,17 @@ def _evaluate(
     return Evaluation(loss, samples, batches, time.perf_counter() - started, tile, "vmap")
 
 
-def vmap_kernel(module: nn.Module, plane: Plane) -> Kernel:
+def vmap_kernel(module: nn.Module, plane: Plane, loss: Loss) -> Kernel:
     """A function ``(a, b, x, y, weight) -> (T,)``: per point, the weighted sum of
-    per-sample squared errors, for point coordinates ``a``, ``b`` of shape ``(T,)``."""
+    per-sample losses, for point coordinates ``a``, ``b`` of shape ``(T,)``."""
 
     def point_loss(
         a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
         prediction = functional_call(module, plane.params(a, b), (x,))
-        return per_sample_squared_error(prediction, y) @ weight
+        return loss.per_sample(prediction, y) @ weight
 
     return vmap(point_loss, in_dims=(0, 0, None, None, None))
-
-
-def per_sample_squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over each sample's elements of ``(prediction - target)²``; shape ``(S,)``."""
-    return (prediction - target).square().reshape(len(target), -1).mean(dim=1)
 
 
 def _evaluation_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -286,26 +298,20 @@ def _checked_chunks(
         dtype=settings.dtype,
     ):
         if empty:
-            check_prediction_shape(module, plane, chunk.x, chunk.y)
+            check_prediction_shape(module, plane, settings.loss, chunk.x, chunk.y)
             empty = False
         yield chunk
     if empty:
         raise FastsurfaceError("`data` must hold at least one batch, got none")
 
 
-def check_prediction_shape(module: nn.Module, plane: Plane, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Refuse targets whose shape differs from the predictions' (it would broadcast)."""
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+def check_prediction_shape(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse targets that do not fit the predictions under ``loss`` (for MSE: any
+    shape difference, which would broadcast), from a forward pass on a few samples."""
+    zero = torch.zeros((), dtype=plane.dtype, device=x.device)
     with torch.no_grad():
         prediction = functional_call(module, plane.params(zero, zero), (x[:_PROBE_SAMPLES],))
-    expected = (len(x[:_PROBE_SAMPLES]), *y.shape[1:])
-    if tuple(prediction.shape) != expected:
-        raise FastsurfaceError(
-            f"`data`: the model predicts shape {tuple(prediction.shape)[1:]} per sample but the targets have "
-            f"shape {tuple(y.shape)[1:]}; a squared error between them would broadcast (e.g. (B, 1) against "
-            "(B,) gives (B, B)) and compute a different loss. Give targets the predictions' shape, e.g. "
-            "y.reshape(-1, 1), or pass the data as an (x, y) pair of arrays."
-        )
+    loss.check_shapes(prediction, y[:_PROBE_SAMPLES])
 
 
 class _TileSizer:

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fastsurface.losses import PerSampleLoss, resolve_loss
 from fastsurface.plane import Plane, default_plane
-from fastsurface.stream import check_reduction, pair_tensors
+from fastsurface.stream import check_reduction, pair_tensors, to_device
 
 
 def naive_loss_surface(
@@ -25,6 +26,7 @@ def naive_loss_surface(
     w2: np.ndarray,
     *,
     plane: Plane | None = None,
+    loss: str | PerSampleLoss = "mse",
     reduction: str = "batch_mean",
     batch_size: int = 64,
     dtype: torch.dtype = torch.float64,
@@ -32,20 +34,22 @@ def naive_loss_surface(
     """Loss at every ``(w1[i], w2[j])``, one forward pass per batch per point, on CPU.
 
     Weights are written into a copy of the model point by point and the data are
-    read through a ``DataLoader`` (``shuffle=False``), as in the article.
+    read through a ``DataLoader`` (``shuffle=False``), as in the article; each batch's
+    per-sample losses are summed (``"mean"``) or averaged (``"batch_mean"``) with one
+    ``.item()`` per batch.
 
     Returns:
         float64 array of shape ``(len(w1), len(w2))``.
     """
     check_reduction(reduction)
-    plane = (default_plane(model) if plane is None else plane).to(torch.device("cpu"), dtype)
+    cpu = torch.device("cpu")
+    plane = (default_plane(model) if plane is None else plane).to(cpu, dtype)
     model = copy.deepcopy(model).to(dtype).eval()
     parameters = dict(model.named_parameters())
     x, y = pair_tensors(data)
-    loader = DataLoader(TensorDataset(x.to(dtype), y.to(dtype)), batch_size=batch_size, shuffle=False)
-    loss_fn = nn.MSELoss(reduction="mean" if reduction == "batch_mean" else "sum")
-    per_sample = y[0].numel()
-    loss = np.zeros((len(w1), len(w2)))
+    loader = DataLoader(TensorDataset(to_device(x, cpu, dtype), to_device(y, cpu, dtype)), batch_size=batch_size)
+    per_sample = resolve_loss(loss).per_sample
+    surface = np.zeros((len(w1), len(w2)))
     with torch.no_grad():
         for i, a in enumerate(w1):
             for j, b in enumerate(w2):
@@ -53,6 +57,7 @@ def naive_loss_surface(
                     parameters[name].data = value
                 total = 0.0
                 for xb, yb in loader:
-                    total += loss_fn(model(xb), yb).item()
-                loss[i, j] = total / len(loader) if reduction == "batch_mean" else total / (len(x) * per_sample)
-    return loss
+                    losses = per_sample(model(xb), yb)
+                    total += (losses.mean() if reduction == "batch_mean" else losses.sum()).item()
+                surface[i, j] = total / (len(loader) if reduction == "batch_mean" else len(x))
+    return surface

@@ -41,6 +41,11 @@ class Plane:
         """The moving parameters at coordinates ``(a, b)`` (0-d tensors; vmap-safe)."""
         return {name: self.origin[name] + a * self.first[name] + b * self.second[name] for name in self.origin}
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the plane's tensors."""
+        return next(iter(self.origin.values())).dtype
+
     def to(self, device: torch.device, dtype: torch.dtype) -> Plane:
         """A copy with every tensor on ``device`` in ``dtype``."""
 

@@ -55,10 +55,11 @@ def is_pair(data: object) -> bool:
 
 
 def pair_tensors(data: tuple[object, object]) -> tuple[torch.Tensor, torch.Tensor]:
-    """An ``(x, y)`` pair as tensors on their own device; 1-D arrays become ``(n, 1)``.
+    """An ``(x, y)`` pair as tensors on their own device; 1-D real arrays become ``(n, 1)``.
 
-    An ``(n,)`` array holds ``n`` samples of one value: the article's inputs and
+    An ``(n,)`` real array holds ``n`` samples of one value: the article's inputs and
     targets. Making it a column keeps predictions ``(n, 1)`` and targets the same shape.
+    Integer targets are class labels and keep their shape.
     """
     x, y = (_as_tensor(part) for part in data)
     if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
@@ -68,7 +69,7 @@ def pair_tensors(data: tuple[object, object]) -> tuple[torch.Tensor, torch.Tenso
         )
     if len(x) == 0:
         raise FastsurfaceError("`data` must hold at least one sample, got 0")
-    return (x[:, None] if x.ndim == 1 else x), (y[:, None] if y.ndim == 1 else y)
+    return (x[:, None] if x.ndim == 1 else x), (y[:, None] if y.ndim == 1 and y.dtype.is_floating_point else y)
 
 
 def chunks(
@@ -110,12 +111,12 @@ def _pair_chunks(
 ) -> Iterator[Chunk]:
     n = len(x)
     weight = _pair_weights(n, reduction, batch_size)
-    most = chunk_samples(_to(x[:_PROBE], device, dtype))
+    most = chunk_samples(to_device(x[:_PROBE], device, dtype))
     for start in range(0, n, most):
         stop = min(n, start + most)
         yield Chunk(
-            x=_to(x[start:stop], device, dtype),
-            y=_to(y[start:stop], device, dtype),
+            x=to_device(x[start:stop], device, dtype),
+            y=to_device(y[start:stop], device, dtype),
             weight=weight[start:stop].to(device=device, dtype=dtype),
             samples=stop - start,
             batches=_batches_ending(start, stop, n, batch_size),
@@ -147,13 +148,13 @@ def _batch_chunks(
     for number, batch in enumerate(batches):
         x, y = batch_tensors(number, batch)
         n = len(x)
-        most = most or chunk_samples(_to(x[:_PROBE], device, dtype))
+        most = most or chunk_samples(to_device(x[:_PROBE], device, dtype))
         weight = torch.full((n,), 1.0 if reduction == "mean" else 1.0 / n, dtype=dtype, device=device)
         for start in range(0, n, most):
             stop = min(n, start + most)
             yield Chunk(
-                x=_to(x[start:stop], device, dtype),
-                y=_to(y[start:stop], device, dtype),
+                x=to_device(x[start:stop], device, dtype),
+                y=to_device(y[start:stop], device, dtype),
                 weight=weight[start:stop],
                 samples=stop - start,
                 batches=int(stop == n),
@@ -191,5 +192,7 @@ def _as_tensor(values: object) -> torch.Tensor:
     return tensor
 
 
-def _to(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return tensor.to(device=device, dtype=dtype, non_blocking=True)
+def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Real values in the compute ``dtype``; integers (class labels) as int64."""
+    target = dtype if tensor.dtype.is_floating_point else torch.int64
+    return tensor.to(device=device, dtype=target, non_blocking=True)

@@ -22,6 +22,7 @@ class Surface:
         loss_tensor: the losses as computed, float64 on the compute device, shape
             ``(n1, n2)``; use it to avoid a device-to-host copy.
         labels: names of the two coordinates (``("w1", "w2")`` for the seed model).
+        loss_name: the per-sample loss, e.g. ``"mse"``.
         reduction: ``"mean"`` or ``"batch_mean"``.
         device: the device the losses were computed on, e.g. ``"cpu"``.
         dtype: compute dtype of the forward passes, e.g. ``"float32"``.
@@ -36,6 +37,7 @@ class Surface:
     w2: np.ndarray
     loss_tensor: torch.Tensor = field(repr=False)
     labels: tuple[str, str]
+    loss_name: str
     reduction: str
     device: str
     dtype: str

@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from fastsurface import stream
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
-from fastsurface.engine import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points, per_sample_squared_error
+from fastsurface.engine import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.losses import PerSampleLoss, resolve_loss
 from fastsurface.plane import Plane, default_plane
 
 RECORDS = ("epoch", "step")
@@ -58,6 +59,7 @@ def train_sgd(
     seed: int = 0,
     record: str = "epoch",
     plane: Plane | None = None,
+    loss: str | PerSampleLoss = "mse",
     reduction: str = "mean",
     device: DeviceLike = "auto",
     dtype: DTypeLike = torch.float32,
@@ -65,7 +67,7 @@ def train_sgd(
 ) -> Trajectory:
     """Train the plane coordinates with plain SGD from ``start``; record the path.
 
-    The loss is the per-sample mean squared error of each training batch. Only the
+    The training loss is the batch mean of the per-sample ``loss``. Only the
     two coordinates move (every other parameter stays at the plane's value), so the
     recorded path lies on the plane; for the seed ``ANN(1, 1, 1)`` that is ordinary
     SGD on ``w1`` and ``w2``. The caller's model is not modified.
@@ -83,7 +85,7 @@ def train_sgd(
         seed: seed of the shuffling (a private generator; no global state).
         record: ``"epoch"``: once before training and after every epoch; ``"step"``:
             also after every optimiser step.
-        plane, reduction, device, dtype: as in ``loss_surface``.
+        plane, loss, reduction, device, dtype: as in ``loss_surface``.
         progress: show a progress bar over epochs on stderr.
 
     Returns:
@@ -92,6 +94,7 @@ def train_sgd(
     _check_training(lr, epochs, start, record)
     check_positive_int("batch_size", batch_size)
     stream.check_reduction(reduction)
+    objective = resolve_loss(loss)
     plane = default_plane(model) if plane is None else plane
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
     module = copy.deepcopy(model).to(device=resolved, dtype=compute).eval()
@@ -104,10 +107,10 @@ def train_sgd(
     for _ in tqdm(range(epochs), desc="training", unit="epoch", disable=not progress, leave=False):
         for x, y in _training_batches(train, batch_size, generator, resolved, compute):
             if taken == 0:
-                check_prediction_shape(module, local_plane, x, y)
+                check_prediction_shape(module, local_plane, objective, x, y)
             optimizer.zero_grad()
             prediction = functional_call(module, local_plane.params(coordinates[0], coordinates[1]), (x,))
-            per_sample_squared_error(prediction, y).mean().backward()
+            objective.per_sample(prediction, y).mean().backward()
             optimizer.step()
             taken += 1
             if record == "step":
@@ -118,7 +121,15 @@ def train_sgd(
             steps.append(taken)
     points = torch.stack(path).to(torch.float64)
     losses = evaluate_points(
-        model, plane, test, points, reduction=reduction, batch_size=batch_size, device=resolved, dtype=compute
+        model,
+        plane,
+        test,
+        points,
+        loss=loss,
+        reduction=reduction,
+        batch_size=batch_size,
+        device=resolved,
+        dtype=compute,
     ).loss
     return Trajectory(
         w1=points[:, 0].cpu().numpy(),
@@ -149,7 +160,7 @@ def _training_batches(
     train: object, batch_size: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     if stream.is_pair(train):
-        x, y = (t.to(device=device, dtype=dtype) for t in stream.pair_tensors(train))
+        x, y = (stream.to_device(t, device, dtype) for t in stream.pair_tensors(train))
         order = torch.randperm(len(x), generator=generator).to(device)
         for start in range(0, len(x), batch_size):
             index = order[start : start + batch_size]
@@ -159,6 +170,6 @@ def _training_batches(
     for number, batch in enumerate(train):
         x, y = stream.batch_tensors(number, batch)
         yielded = True
-        yield x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+        yield stream.to_device(x, device, dtype), stream.to_device(y, device, dtype)
     if not yielded:
         raise FastsurfaceError("`train` yielded no batch; pass a pair or a re-iterable loader, not a used-up iterator")

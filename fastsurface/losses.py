@@ -1,0 +1,88 @@
+"""Per-sample loss functions: the contract the engine reduces over.
+
+A loss maps predictions ``(S, ...)`` and targets ``(S, ...)`` to per-sample losses
+of shape ``(S,)``; the engine's ``reduction`` turns those into one number per point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fastsurface.errors import FastsurfaceError
+
+PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A named per-sample loss and the target shape it requires.
+
+    Attributes:
+        name: ``"mse"``, ``"cross_entropy"`` or the callable's name.
+        per_sample: ``(prediction, target) -> (S,)``; vmap-safe.
+        check_shapes: raises ``FastsurfaceError`` when predictions and targets do not fit.
+    """
+
+    name: str
+    per_sample: PerSampleLoss
+    check_shapes: Callable[[torch.Tensor, torch.Tensor], None]
+
+
+def squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over each sample's elements of ``(prediction - target)²``; shape ``(S,)``."""
+    return (prediction - target).square().reshape(len(target), -1).mean(dim=1)
+
+
+def cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits ``(S, C)`` against class indices ``(S,)``; shape ``(S,)``."""
+    return F.cross_entropy(prediction, target, reduction="none")
+
+
+def resolve_loss(loss: str | PerSampleLoss) -> Loss:
+    """``"mse"``, ``"cross_entropy"`` or a callable ``(prediction, target) -> (S,)``."""
+    if loss == "mse":
+        return Loss("mse", squared_error, _same_shape)
+    if loss == "cross_entropy":
+        return Loss("cross_entropy", cross_entropy, _class_indices)
+    if callable(loss):
+        return Loss(getattr(loss, "__name__", type(loss).__name__), loss, _per_sample_output(loss))
+    raise FastsurfaceError(
+        f"`loss` must be 'mse', 'cross_entropy' or a callable (prediction, target) -> (S,), got {loss!r}"
+    )
+
+
+def _same_shape(prediction: torch.Tensor, target: torch.Tensor) -> None:
+    if prediction.shape != target.shape:
+        raise FastsurfaceError(
+            f"`data`: the model predicts shape {tuple(prediction.shape)[1:]} per sample but the targets have "
+            f"shape {tuple(target.shape)[1:]}; a squared error between them would broadcast (e.g. (B, 1) against "
+            "(B,) gives (B, B)) and compute a different loss. Give targets the predictions' shape, e.g. "
+            "y.reshape(-1, 1), or pass the data as an (x, y) pair of arrays."
+        )
+
+
+def _class_indices(prediction: torch.Tensor, target: torch.Tensor) -> None:
+    if (
+        target.dtype.is_floating_point
+        or prediction.ndim < 2
+        or target.shape != prediction.shape[:1] + prediction.shape[2:]
+    ):
+        raise FastsurfaceError(
+            "`data`: cross-entropy needs logits of shape (S, C, ...) and integer class targets of shape (S, ...); "
+            f"got predictions {tuple(prediction.shape)} and targets {tuple(target.shape)} of dtype {target.dtype}"
+        )
+
+
+def _per_sample_output(loss: PerSampleLoss) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    def check(prediction: torch.Tensor, target: torch.Tensor) -> None:
+        shape = tuple(loss(prediction, target).shape)
+        if shape != (len(prediction),):
+            raise FastsurfaceError(
+                f"`loss` must return one loss per sample, shape ({len(prediction)},), got shape {shape}"
+            )
+
+    return check
