@@ -16,29 +16,27 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from fastsurface import stream
+from fastsurface.closed_form import ClosedFormSums, linear_coordinate
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype, synchronize
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.grid import as_axis, axis
+from fastsurface.kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
 from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.plane import Plane, default_plane
 from fastsurface.surface import Surface
+from fastsurface.tiles import PROBE_SAMPLES, GridPoints, ListedPoints, Points, TileSizer
 
-METHODS = ("auto", "vmap")
+METHODS = ("auto", "closed_form", "vmap", "compiled")
 DEFAULT_BATCH_SIZE = 64
 # Bytes of working memory one tile may use when the caller sets no budget.
 DEFAULT_BUDGET = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20}
-# Intermediates per activation element in one fused-free forward + loss (inputs,
-# activations, residuals, their squares); measured peaks stay below this.
-_WORKSPACE_FACTOR = 4
-# Samples per chunk are capped so a tile still spans this many points.
-_MIN_TILE_POINTS = 256
-_PROBE_SAMPLES = 4
-
-Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# Brute-force work (points x samples) from which "auto" compiles a fused kernel: below
+# it, torch.compile's seconds of start-up cost more than the vmap kernel's run.
+COMPILE_THRESHOLD = 10**9
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,18 @@ def loss_surface(
         memory_budget: bytes of working memory for one tile (default 256 MiB on CPU,
             1 GiB on CUDA).
         tile_points: points per tile, overriding the size derived from the budget.
-        method: ``"auto"`` or ``"vmap"``.
+        method: the evaluation path, reported back in ``Surface.method``:
+
+            - ``"closed_form"``: exact quadratic along a coordinate that enters the
+              output linearly (MSE loss, direction inside the output ``nn.Linear``;
+              the rule is ``closed_form.linear_coordinate``'s); O(|w1|·n) forward work.
+              Refused with the reason where it does not apply.
+            - ``"vmap"``: brute force, ``functional_call`` under ``vmap`` per tile.
+            - ``"compiled"``: brute force through a ``torch.compile``d fused kernel
+              (seconds of compilation on first use, cached per architecture).
+            - ``"auto"``: ``"closed_form"`` where it applies; else ``"compiled"`` when the
+              work (points x samples) reaches ``COMPILE_THRESHOLD`` (1e9) and the
+              toolchain is present; else ``"vmap"``.
         progress: show a progress bar on stderr.
 
     Returns:
@@ -128,7 +137,7 @@ def loss_surface(
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
     plane = default_plane(model) if plane is None else plane
-    grid = _GridPoints(first, second, settings.device, settings.dtype)
+    grid = GridPoints(first, second, settings.device, settings.dtype)
     result = _evaluate(model, plane, data, grid, settings)
     return Surface(
         w1=first,
@@ -177,7 +186,7 @@ def evaluate_points(
         raise FastsurfaceError(
             f"`points` must be finite coordinates of shape (P, 2), got shape {tuple(coordinates.shape)}"
         )
-    return _evaluate(model, plane, data, _ListedPoints(coordinates, settings.device, settings.dtype), settings)
+    return _evaluate(model, plane, data, ListedPoints(coordinates, settings.device, settings.dtype), settings)
 
 
 def _settings(
@@ -214,68 +223,99 @@ def _settings(
     )
 
 
-class _GridPoints:
-    """The points of ``first × second`` in row-major order, made tile by tile."""
-
-    def __init__(self, first: np.ndarray, second: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
-        self.first = torch.as_tensor(first).to(device=device, dtype=dtype)
-        self.second = torch.as_tensor(second).to(device=device, dtype=dtype)
-        self.count = len(first) * len(second)
-
-    def tile(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.arange(start, stop, device=self.first.device)
-        columns = len(self.second)
-        return self.first[index // columns], self.second[index % columns]
-
-
-class _ListedPoints:
-    """Explicit points, shape ``(P, 2)``."""
-
-    def __init__(self, points: torch.Tensor, device: torch.device, dtype: torch.dtype) -> None:
-        self.points = points.to(device=device, dtype=dtype)
-        self.count = len(points)
-
-    def tile(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.points[start:stop, 0], self.points[start:stop, 1]
-
-
-def _evaluate(
-    model: nn.Module, plane: Plane, data: object, points: _GridPoints | _ListedPoints, settings: _Settings
-) -> Evaluation:
+def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, settings: _Settings) -> Evaluation:
     started = time.perf_counter()
     module = _evaluation_copy(model, settings.device, settings.dtype)
     local_plane = plane.to(settings.device, settings.dtype)
-    sizer = _TileSizer(module, local_plane, settings.memory_budget)
-    kernel = vmap_kernel(module, local_plane, settings.loss)
-    accumulated = torch.zeros(points.count, dtype=torch.float64, device=settings.device)
-    samples = batches = tile = 0
+    sizer = TileSizer(module, local_plane, settings.memory_budget)
+    strategy: _BruteForce | _ClosedForm | None = None
+    samples = batches = 0
     bar = tqdm(desc="surface", unit="chunk", disable=not settings.progress, leave=False)
     with torch.no_grad(), bar:
         for chunk in _checked_chunks(data, settings, module, local_plane, sizer.chunk_samples):
-            tile = settings.tile_points or sizer.tile_points(chunk.samples)
-            for start in range(0, points.count, tile):
-                stop = min(points.count, start + tile)
-                a, b = points.tile(start, stop)
-                accumulated[start:stop] += kernel(a, b, chunk.x, chunk.y, chunk.weight)
+            if strategy is None:
+                strategy = _strategy(module, local_plane, data, points, chunk, sizer, settings)
+            strategy.add(chunk)
             samples += chunk.samples
             batches += chunk.batches
             bar.update()
-    loss = accumulated / (samples if settings.reduction == "mean" else batches)
+    assert strategy is not None  # _checked_chunks refuses empty data
+    loss = strategy.total() / (samples if settings.reduction == "mean" else batches)
     synchronize(settings.device)
-    return Evaluation(loss, samples, batches, time.perf_counter() - started, tile, "vmap")
+    return Evaluation(loss, samples, batches, time.perf_counter() - started, strategy.tile, strategy.method)
 
 
-def vmap_kernel(module: nn.Module, plane: Plane, loss: Loss) -> Kernel:
-    """A function ``(a, b, x, y, weight) -> (T,)``: per point, the weighted sum of
-    per-sample losses, for point coordinates ``a``, ``b`` of shape ``(T,)``."""
+def _strategy(
+    module: nn.Module,
+    plane: Plane,
+    data: object,
+    points: Points,
+    chunk: stream.Chunk,
+    sizer: TileSizer,
+    settings: _Settings,
+) -> _BruteForce | _ClosedForm:
+    """The evaluation path, chosen on the first chunk (see ``loss_surface``'s ``method``)."""
+    method = settings.method
+    if method in ("auto", "closed_form"):
+        coordinate, reason = (
+            linear_coordinate(module, plane, settings.loss, chunk.x[:PROBE_SAMPLES])
+            if isinstance(points, GridPoints)
+            else (None, "the points are not a grid")
+        )
+        if coordinate is not None:
+            return _ClosedForm(
+                module, plane, points, coordinate, settings.tile_points or sizer.tile_points(chunk.samples) // 3
+            )
+        if method == "closed_form":
+            raise FastsurfaceError(f"`method` 'closed_form' does not apply here: {reason}")
+    tile = settings.tile_points or sizer.tile_points(chunk.samples)
+    if method == "compiled" or (method == "auto" and _worth_compiling(points, data, chunk, plane.device)):
+        kernel = CompiledKernel(module, plane, settings.loss, min(points.count, tile))
+        return _BruteForce(kernel, points, kernel.tile, "compiled")
+    return _BruteForce(vmap_kernel(module, plane, settings.loss), points, tile, "vmap")
 
-    def point_loss(
-        a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
-    ) -> torch.Tensor:
-        prediction = functional_call(module, plane.params(a, b), (x,))
-        return loss.per_sample(prediction, y) @ weight
 
-    return vmap(point_loss, in_dims=(0, 0, None, None, None))
+def _worth_compiling(points: Points, data: object, chunk: stream.Chunk, device: torch.device) -> bool:
+    samples = len(stream.pair_tensors(data)[0]) if stream.is_pair(data) else chunk.samples
+    return points.count * samples >= COMPILE_THRESHOLD and compile_available(device)
+
+
+class _BruteForce:
+    """Per-point weighted loss sums, tile by tile, accumulated in float64."""
+
+    def __init__(self, kernel: Kernel, points: Points, tile: int, method: str) -> None:
+        self.kernel, self.points, self.tile, self.method = kernel, points, tile, method
+        self.sums = torch.zeros(points.count, dtype=torch.float64, device=points.device)
+
+    def add(self, chunk: stream.Chunk) -> None:
+        for start in range(0, self.points.count, self.tile):
+            stop = min(self.points.count, start + self.tile)
+            a, b = self.points.tile(start, stop)
+            self.sums[start:stop] += self.kernel(a, b, chunk.x, chunk.y, chunk.weight)
+
+    def total(self) -> torch.Tensor:
+        return self.sums
+
+
+class _ClosedForm:
+    """The exact quadratic along the affine coordinate (``closed_form.py``)."""
+
+    method = "closed_form"
+
+    def __init__(self, module: nn.Module, plane: Plane, points: GridPoints, coordinate: int, tile: int) -> None:
+        self.swapped = coordinate == 0
+        if self.swapped:
+            plane = Plane(plane.origin, plane.second, plane.first, plane.labels[::-1])
+        self.free, self.linear = (points.second, points.first) if self.swapped else (points.first, points.second)
+        self.tile = max(1, tile)
+        self.sums = ClosedFormSums(module, plane, self.free, self.tile)
+
+    def add(self, chunk: stream.Chunk) -> None:
+        self.sums.add(chunk)
+
+    def total(self) -> torch.Tensor:
+        grid = self.sums.grid(self.linear)
+        return (grid.T if self.swapped else grid).reshape(-1)
 
 
 def _evaluation_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -310,49 +350,5 @@ def check_prediction_shape(module: nn.Module, plane: Plane, loss: Loss, x: torch
     shape difference, which would broadcast), from a forward pass on a few samples."""
     zero = torch.zeros((), dtype=plane.dtype, device=x.device)
     with torch.no_grad():
-        prediction = functional_call(module, plane.params(zero, zero), (x[:_PROBE_SAMPLES],))
-    loss.check_shapes(prediction, y[:_PROBE_SAMPLES])
-
-
-class _TileSizer:
-    """Chunk and tile sizes that keep one kernel call within the memory budget."""
-
-    def __init__(self, module: nn.Module, plane: Plane, budget: int) -> None:
-        self.module = module
-        self.budget = budget
-        self.plane_bytes = 2 * sum(t.numel() * t.element_size() for t in plane.origin.values())
-        self.sample_bytes = 0
-
-    def chunk_samples(self, x: torch.Tensor) -> int:
-        """Samples per chunk, from example inputs: few enough that a tile still spans
-        ``_MIN_TILE_POINTS`` points."""
-        self.sample_bytes = _bytes_per_sample(self.module, x[:_PROBE_SAMPLES])
-        return max(1, self.budget // (_MIN_TILE_POINTS * self.sample_bytes))
-
-    def tile_points(self, samples: int) -> int:
-        per_point = samples * self.sample_bytes + self.plane_bytes
-        if per_point > self.budget:
-            raise FastsurfaceError(
-                f"`memory_budget` of {self.budget} bytes is below what one point needs on a chunk of "
-                f"{samples} samples ({per_point} bytes); raise it"
-            )
-        return int(self.budget // per_point)
-
-
-def _bytes_per_sample(module: nn.Module, x: torch.Tensor) -> int:
-    """Working bytes one sample needs at one point: every module output, the input,
-    times a workspace factor (measured by a forward pass on a few samples)."""
-    elements = [x.numel()]
-
-    def count(_module: nn.Module, _inputs: object, output: object) -> None:
-        if isinstance(output, torch.Tensor):
-            elements.append(output.numel())
-
-    handles = [m.register_forward_hook(count) for m in module.modules()]
-    try:
-        with torch.no_grad():
-            module(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return max(1, _WORKSPACE_FACTOR * sum(elements) * x.element_size() // len(x))
+        prediction = functional_call(module, plane.params(zero, zero), (x[:PROBE_SAMPLES],))
+    loss.check_shapes(prediction, y[:PROBE_SAMPLES])

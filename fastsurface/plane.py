@@ -46,6 +46,11 @@ class Plane:
         """The dtype of the plane's tensors."""
         return next(iter(self.origin.values())).dtype
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the plane's tensors."""
+        return next(iter(self.origin.values())).device
+
     def to(self, device: torch.device, dtype: torch.dtype) -> Plane:
         """A copy with every tensor on ``device`` in ``dtype``."""
 

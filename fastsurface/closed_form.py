@@ -1,0 +1,139 @@
+"""The closed form of a mean-squared-error surface along a coordinate that enters the
+model's output linearly (the seed's ``w2``).
+
+If the second direction ``d₂`` moves only the parameters of the layer that produces the
+model's output, and that layer is an ``nn.Linear``, the prediction is exactly affine in
+``b``: ``p(a, b) = r(a) + b·e(a)``, with ``r`` the prediction at ``(a, 0)`` and ``e`` its
+derivative along ``b`` (one ``torch.func.jvp``). Each sample's squared error is then a
+quadratic in ``b``, and so is any weighted sum of them::
+
+    L(a, b) = A(a)·b² − 2·B(a)·b + C(a),   A = Σ w·e²,  B = Σ w·e·(y − r),  C = Σ w·(y − r)²
+
+``A``, ``B``, ``C`` take one forward pass per value of ``a`` (O(|a|·n) work, not
+O(|a|·|b|·n)), accumulated in float64; the grid follows from three outer products. Both
+reductions are weighted sums, so both are exact. The roles of ``a`` and ``b`` swap when
+it is the first direction that lies in the output layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vmap
+
+from fastsurface.losses import Loss, squared_error
+from fastsurface.plane import Plane
+from fastsurface.stream import Chunk
+
+
+def linear_coordinate(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tensor) -> tuple[int | None, str]:
+    """Which coordinate (0 for ``a``, 1 for ``b``) the prediction is affine in, and why.
+
+    The rule: the loss is the built-in ``"mse"``; the coordinate's direction is non-zero
+    only in parameters of one ``nn.Linear`` (exactly that class); those parameters are
+    not shared with another module; and on a forward pass over the example inputs ``x``
+    that layer runs once, its output tensor is the model's output, and its input does
+    not depend on its own parameters (checked with autograd). ``b`` is tried first.
+
+    Returns:
+        ``(coordinate, "")`` when one applies, else ``(None, reason)``.
+    """
+    if loss.per_sample is not squared_error:
+        return None, f"the loss is {loss.name!r}, not 'mse'"
+    reasons = []
+    for coordinate, direction in ((1, plane.second), (0, plane.first)):
+        reason = _output_layer_obstacle(module, direction, x)
+        if not reason:
+            return coordinate, ""
+        reasons.append(f"{plane.labels[coordinate]}: {reason}")
+    return None, "; ".join(reasons)
+
+
+def _output_layer_obstacle(module: nn.Module, direction: dict[str, torch.Tensor], x: torch.Tensor) -> str:
+    owners = {name.rpartition(".")[0] for name, tensor in direction.items() if bool(tensor.ne(0).any())}
+    if len(owners) != 1:
+        return "its direction spans several modules"
+    layer = module.get_submodule(owners.pop())
+    if type(layer) is not nn.Linear:
+        return f"its direction lies in a {type(layer).__name__}, not an nn.Linear"
+    own = list(layer.parameters())
+    if sum(any(p is q for q in own) for _, p in module.named_parameters(remove_duplicate=False)) != len(own):
+        return "its layer shares parameters with another module"
+    return _output_obstacle(module, layer, own, x)
+
+
+def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[torch.Tensor], x: torch.Tensor) -> str:
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    handle = layer.register_forward_hook(lambda _m, inputs, output: calls.append((inputs[0], output)))
+    try:
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_(True) for p in own]
+            output = functional_call(module, dict(zip(_names(layer, module), leaves, strict=True)), (x,))
+    finally:
+        handle.remove()
+    if len(calls) != 1 or output is not calls[0][1]:
+        return "its layer's output is not the model's output"
+    features = calls[0][0]
+    if features.requires_grad:
+        with torch.enable_grad():
+            grads = torch.autograd.grad(features.sum(), leaves, allow_unused=True)
+        if any(g is not None for g in grads):
+            return "its layer's input depends on the layer's own parameters"
+    return ""
+
+
+def _names(layer: nn.Module, module: nn.Module) -> list[str]:
+    by_identity = {id(p): name for name, p in module.named_parameters()}
+    return [by_identity[id(p)] for p in layer.parameters()]
+
+
+class ClosedFormSums:
+    """Accumulates ``A``, ``B``, ``C`` (float64) for every value of the free coordinate.
+
+    Args:
+        module: the evaluation copy of the model.
+        plane: the plane, with the affine coordinate as its *second* one.
+        free: values of the other coordinate, shape ``(n,)``, compute dtype.
+        tile: values of the free coordinate evaluated per kernel call.
+    """
+
+    def __init__(self, module: nn.Module, plane: Plane, free: torch.Tensor, tile: int) -> None:
+        self.free = free
+        self.tile = tile
+        self.sums = torch.zeros(3, len(free), dtype=torch.float64, device=free.device)
+        self.kernel = vmap(_coefficients(module, plane), in_dims=(0, None, None, None))
+
+    def add(self, chunk: Chunk) -> None:
+        weight = chunk.weight.to(torch.float64)
+        for start in range(0, len(self.free), self.tile):
+            stop = min(len(self.free), start + self.tile)
+            self.sums[:, start:stop] += self.kernel(self.free[start:stop], chunk.x, chunk.y, weight).T
+
+    def grid(self, linear: torch.Tensor) -> torch.Tensor:
+        """Weighted loss sums on ``free × linear``, float64, shape ``(n, len(linear))``."""
+        a_coefficient, b_coefficient, c_coefficient = self.sums
+        values = linear.to(torch.float64)
+        grid = torch.outer(a_coefficient, values * values)
+        grid.addr_(b_coefficient, values, alpha=-2)
+        return grid.add_(c_coefficient[:, None])
+
+
+def _coefficients(module: nn.Module, plane: Plane):
+    def per_value(a: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        zero, one = torch.zeros_like(a), torch.ones_like(a)
+        prediction, slope = jvp(lambda b: functional_call(module, plane.params(a, b), (x,)), (zero,), (one,))
+        residual = (y - prediction).to(torch.float64)
+        slope = slope.to(torch.float64)
+        return torch.stack(
+            [
+                _per_sample_mean(slope * slope) @ weight,
+                _per_sample_mean(slope * residual) @ weight,
+                _per_sample_mean(residual * residual) @ weight,
+            ]
+        )
+
+    return per_value
+
+
+def _per_sample_mean(values: torch.Tensor) -> torch.Tensor:
+    return values.reshape(len(values), -1).mean(dim=1)

@@ -1,0 +1,151 @@
+"""Brute-force kernels: per-point weighted loss sums for a tile of plane points.
+
+A kernel maps coordinates ``a``, ``b`` of shape ``(T,)`` and a chunk (inputs ``x``
+``(S, ...)``, targets ``y``, weights ``w`` ``(S,)``) to ``sum_s w_s * loss_s`` at each
+point, shape ``(T,)``, in the compute dtype.
+
+- ``vmap``: ``torch.func.functional_call`` under ``torch.func.vmap``; works for any
+  module that vmap supports; every layer's output is materialised for the whole tile.
+- ``compiled``: the same function through ``torch.compile`` (inductor), which fuses
+  forward, loss and weighted sum into one loop without large intermediates. Compiled
+  functions are cached by the model's structure, so a second surface of the same
+  architecture (or the same model with new weights) does not recompile.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from itertools import chain
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from fastsurface.errors import FastsurfaceError
+from fastsurface.losses import Loss
+from fastsurface.plane import Plane
+
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Chunks are padded (with zero-weight copies of a sample) to a multiple of this many
+# samples, so that chunks of nearby sizes share one compiled shape.
+SAMPLE_GRANULE = 256
+_CACHE_SIZE = 8
+_compiled_cache: OrderedDict[Hashable, Callable[..., torch.Tensor]] = OrderedDict()
+_MODULE_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "training"})
+
+
+def vmap_kernel(module: nn.Module, plane: Plane, loss: Loss) -> Kernel:
+    """The vectorised kernel: one vmap over the tile's points."""
+
+    def point_sum(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        prediction = functional_call(module, plane.params(a, b), (x,))
+        return loss.per_sample(prediction, y) @ w
+
+    return vmap(point_sum, in_dims=(0, 0, None, None, None))
+
+
+def compile_available(device: torch.device) -> bool:
+    """Whether ``torch.compile`` can build kernels here: a C++ compiler on CPU, Triton on CUDA."""
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    return any(shutil.which(compiler) for compiler in ("c++", "g++", "clang++"))
+
+
+class CompiledKernel:
+    """The fused kernel for tiles of exactly ``tile`` points (shorter tiles are padded).
+
+    Parameters and buffers are passed to the compiled function as inputs, never baked
+    in, so a cached function serves any weights of the same architecture.
+    """
+
+    def __init__(self, module: nn.Module, plane: Plane, loss: Loss, tile: int) -> None:
+        if not compile_available(plane.device):
+            raise FastsurfaceError(
+                "`method` 'compiled' needs torch.compile's toolchain: a C++ compiler on CPU, Triton on CUDA"
+            )
+        self.tile = tile
+        self.plane = plane
+        self.state = {name: t.detach() for name, t in chain(module.named_parameters(), module.named_buffers())}
+        self.function = _cached_compiled(module, plane, loss, self.state)
+        self._chunk: tuple[torch.Tensor, ...] = ()
+        self._padded: tuple[torch.Tensor, ...] = ()
+
+    def __call__(
+        self, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        count = len(a)
+        a, b = _pad_repeating(a, self.tile), _pad_repeating(b, self.tile)
+        x, y, w = self._padded_chunk(x, y, w)
+        plane = self.plane
+        return self.function(a, b, x, y, w, self.state, plane.origin, plane.first, plane.second)[:count]
+
+    def _padded_chunk(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The chunk padded to a multiple of ``SAMPLE_GRANULE``; padding weighs 0."""
+        if len(self._chunk) == 0 or any(new is not old for new, old in zip((x, y, w), self._chunk, strict=True)):
+            size = math.ceil(len(x) / SAMPLE_GRANULE) * SAMPLE_GRANULE
+            self._chunk = (x, y, w)
+            self._padded = (_pad_repeating(x, size), _pad_repeating(y, size), _pad_zeros(w, size))
+        return self._padded
+
+
+def _pad_repeating(values: torch.Tensor, size: int) -> torch.Tensor:
+    missing = size - len(values)
+    return values if missing == 0 else torch.cat([values, values[:1].expand(missing, *values.shape[1:])])
+
+
+def _pad_zeros(values: torch.Tensor, size: int) -> torch.Tensor:
+    missing = size - len(values)
+    return values if missing == 0 else torch.cat([values, values.new_zeros(missing)])
+
+
+def _cached_compiled(
+    module: nn.Module, plane: Plane, loss: Loss, state: dict[str, torch.Tensor]
+) -> Callable[..., torch.Tensor]:
+    key = (
+        _structure(module),
+        tuple((n, t.shape, t.dtype, t.device) for n, t in state.items()),
+        tuple(plane.origin),
+        loss.per_sample,
+    )
+    if key in _compiled_cache:
+        _compiled_cache.move_to_end(key)
+        return _compiled_cache[key]
+    template = module
+
+    def point_sum(a, b, x, y, w, state, origin, first, second):
+        moving = {name: origin[name] + a * first[name] + b * second[name] for name in origin}
+        prediction = functional_call(template, {**state, **moving}, (x,))
+        return loss.per_sample(prediction, y) @ w
+
+    batched = vmap(point_sum, in_dims=(0, 0, None, None, None, None, None, None, None))
+    _compiled_cache[key] = torch.compile(batched, dynamic=False)
+    if len(_compiled_cache) > _CACHE_SIZE:
+        _compiled_cache.popitem(last=False)
+    return _compiled_cache[key]
+
+
+def _structure(module: nn.Module) -> Hashable:
+    """What a compiled forward depends on besides tensor values: each submodule's class
+    and its plain attributes (other objects by identity)."""
+    return tuple((name, type(sub), _freeze(vars(sub))) for name, sub in module.named_modules())
+
+
+def _freeze(value: object) -> Hashable:
+    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
+        return value
+    if isinstance(value, dict):
+        return tuple((key, _freeze(item)) for key, item in value.items() if key not in _MODULE_INTERNALS)
+    if isinstance(value, (tuple, list)):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_freeze(item) for item in value)
+    try:
+        hash(value)
+    except TypeError:
+        return object()  # unknown and unhashable: never share a compiled kernel
+    return ("object", value)  # compared by identity, and kept alive so its id is not reused

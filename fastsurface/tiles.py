@@ -1,0 +1,94 @@
+"""Tiles: the sets of plane points a kernel evaluates, and how many fit in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastsurface.errors import FastsurfaceError
+from fastsurface.plane import Plane
+
+# Intermediates per activation element in one unfused forward + loss (inputs,
+# activations, residuals, their squares); measured peaks stay below this.
+_WORKSPACE_FACTOR = 4
+# Samples per chunk are capped so that a tile still spans this many points.
+_MIN_TILE_POINTS = 256
+PROBE_SAMPLES = 4
+
+
+class GridPoints:
+    """The points of ``first × second`` in row-major order (``index = i * len(second) + j``),
+    made tile by tile so the full coordinate list never exists in memory."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
+        self.first = torch.as_tensor(first).to(device=device, dtype=dtype)
+        self.second = torch.as_tensor(second).to(device=device, dtype=dtype)
+        self.count = len(first) * len(second)
+        self.device = device
+
+    def tile(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coordinates ``(a, b)`` of points ``start .. stop - 1``, each of shape ``(stop - start,)``."""
+        index = torch.arange(start, stop, device=self.first.device)
+        columns = len(self.second)
+        return self.first[index // columns], self.second[index % columns]
+
+
+class ListedPoints:
+    """Explicit points, given as coordinates of shape ``(P, 2)``."""
+
+    def __init__(self, points: torch.Tensor, device: torch.device, dtype: torch.dtype) -> None:
+        self.points = points.to(device=device, dtype=dtype)
+        self.count = len(points)
+        self.device = device
+
+    def tile(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.points[start:stop, 0], self.points[start:stop, 1]
+
+
+Points = GridPoints | ListedPoints
+
+
+class TileSizer:
+    """Chunk and tile sizes that keep one kernel call within a memory budget (bytes)."""
+
+    def __init__(self, module: nn.Module, plane: Plane, budget: int) -> None:
+        self.module = module
+        self.budget = budget
+        self.plane_bytes = 2 * sum(t.numel() * t.element_size() for t in plane.origin.values())
+        self.sample_bytes = 0
+
+    def chunk_samples(self, x: torch.Tensor) -> int:
+        """Samples per chunk, measured on example inputs ``x``: few enough that a tile
+        still spans ``_MIN_TILE_POINTS`` points."""
+        self.sample_bytes = bytes_per_sample(self.module, x[:PROBE_SAMPLES])
+        return max(1, self.budget // (_MIN_TILE_POINTS * self.sample_bytes))
+
+    def tile_points(self, samples: int) -> int:
+        """Points per tile for a chunk of ``samples`` samples."""
+        per_point = samples * self.sample_bytes + self.plane_bytes
+        if per_point > self.budget:
+            raise FastsurfaceError(
+                f"`memory_budget` of {self.budget} bytes is below what one point needs on a chunk of "
+                f"{samples} samples ({per_point} bytes); raise it"
+            )
+        return int(self.budget // per_point)
+
+
+def bytes_per_sample(module: nn.Module, x: torch.Tensor) -> int:
+    """Working bytes one sample needs at one point: every module output and the input,
+    times a workspace factor (counted on a forward pass over the example inputs ``x``)."""
+    elements = [x.numel()]
+
+    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            elements.append(output.numel())
+
+    handles = [m.register_forward_hook(count) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(1, _WORKSPACE_FACTOR * sum(elements) * x.element_size() // len(x))

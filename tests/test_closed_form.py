@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastsurface as fs
+from tests.conftest import assert_close
+
+
+class Squeezed(nn.Module):
+    """The output layer's result is reshaped before it is returned: not the layer's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(2, 4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x))).reshape(-1, 1) * 1.0
+
+
+class Tied(nn.Module):
+    """The output layer's weight also shapes its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(3, 3, bias=False)
+
+    def forward(self, x):
+        return self.out(torch.tanh(x @ self.out.weight))
+
+
+def _mlp(outputs=2, bias=True):
+    return nn.Sequential(
+        nn.Linear(3, 5, bias=bias), nn.Tanh(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, outputs, bias=bias)
+    )
+
+
+def _data(rng, n, inputs, outputs):
+    return rng.normal(size=(n, inputs)), rng.normal(size=(n, outputs))
+
+
+APPLIES = [
+    ("seed w2", lambda: fs.ANN(1, 1, 1), None, 1, 1),
+    ("hidden weight x output weight", lambda: _mlp(), ("0.weight[1, 2]", "4.weight[1, 3]"), 3, 2),
+    ("hidden bias x output bias", lambda: _mlp(), ("2.bias[0]", "4.bias[0]"), 3, 2),
+    ("output weight x hidden weight (swapped)", lambda: _mlp(), ("4.weight[0, 0]", "0.weight[0, 0]"), 3, 2),
+    ("both in the output layer", lambda: _mlp(1), ("4.weight[0, 1]", "4.bias[0]"), 3, 1),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "entries", "inputs", "outputs"), APPLIES, ids=[c[0] for c in APPLIES])
+@pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
+@pytest.mark.parametrize(("dtype", "rtol"), [("float32", 1e-5), ("float64", 1e-10)])
+def test_closed_form_equals_brute_force(rng, case, make, entries, inputs, outputs, reduction, dtype, rtol):
+    torch.manual_seed(len(case))
+    model = make()
+    plane = fs.default_plane(model) if entries is None else fs.entry_plane(model, *entries)
+    data = (rng.normal(1, 4.5, 777), rng.normal(size=777)) if inputs == 1 else _data(rng, 777, inputs, outputs)
+    w1, w2 = np.sort(rng.uniform(-3, 3, 13)), np.sort(rng.uniform(-3, 3, 9))
+    kwargs = {"plane": plane, "reduction": reduction, "batch_size": int(rng.integers(5, 100)), "dtype": dtype}
+    fast = fs.loss_surface(model, data, w1, w2, method="auto", **kwargs)
+    brute = fs.loss_surface(model, data, w1, w2, method="vmap", **kwargs)
+    assert fast.method == "closed_form" and brute.method == "vmap"
+    assert_close(fast.loss, brute.loss, rtol=rtol)
+
+
+def test_closed_form_with_a_dataloader_and_small_tiles(rng):
+    x, y = rng.normal(size=500), rng.normal(size=500)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.tensor(x)[:, None], torch.tensor(y)[:, None]), batch_size=37
+    )
+    w = fs.axis(-2, 2, 0.1)
+    fast = fs.loss_surface(fs.ANN(1, 1, 1), loader, w, w, reduction="batch_mean", tile_points=7, dtype="float64")
+    slow = fs.naive_loss_surface(fs.ANN(1, 1, 1), (x, y), w[::5], w[::5], reduction="batch_mean", batch_size=37)
+    assert fast.method == "closed_form"
+    assert_close(fast.loss[::5, ::5], slow, rtol=1e-10)
+
+
+NOT_APPLICABLE = [
+    ("both in hidden layers", _mlp, ("0.weight[0, 0]", "2.weight[1, 1]"), "mse", 3, 2, "not the model's output"),
+    (
+        "activation after the output layer",
+        lambda: nn.Sequential(nn.Linear(3, 2), nn.Sigmoid()),
+        ("0.weight[0, 0]", "0.bias[1]"),
+        "mse",
+        3,
+        2,
+        "not the model's output",
+    ),
+    ("reshaped output", Squeezed, ("hidden.weight[0, 0]", "out.weight[0, 1]"), "mse", 2, 1, "not the model's output"),
+    ("tied weights", Tied, ("out.weight[0, 0]", "out.weight[1, 2]"), "mse", 3, 3, "depends on the layer's own"),
+    ("cross-entropy", lambda: _mlp(3), ("0.weight[0, 0]", "4.weight[0, 0]"), "cross_entropy", 3, 0, "not 'mse'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "entries", "loss", "inputs", "outputs", "reason"),
+    NOT_APPLICABLE,
+    ids=[c[0] for c in NOT_APPLICABLE],
+)
+def test_closed_form_is_not_chosen_where_it_does_not_apply(rng, case, make, entries, loss, inputs, outputs, reason):
+    torch.manual_seed(0)
+    model = make()
+    plane = fs.entry_plane(model, *entries)
+    x, y = _data(rng, 60, inputs, outputs)
+    if loss == "cross_entropy":
+        y = rng.integers(0, 3, size=60)
+    w = np.linspace(-1, 1, 3)
+    surface = fs.loss_surface(model, (x, y), w, w, plane=plane, loss=loss, dtype="float64")
+    reference = fs.naive_loss_surface(model, (x, y), w, w, plane=plane, loss=loss, reduction="mean")
+    assert surface.method == "vmap"
+    assert_close(surface.loss, reference, rtol=1e-10)
+    with pytest.raises(fs.FastsurfaceError, match=f"`method` 'closed_form' does not apply.*{reason}"):
+        fs.loss_surface(model, (x, y), w, w, plane=plane, loss=loss, method="closed_form")
+
+
+def test_listed_points_never_use_the_closed_form(seed_split):
+    _, test = seed_split
+    model = fs.ANN(1, 1, 1)
+    result = fs.evaluate_points(model, fs.default_plane(model), test, np.array([[0.5, 1.0]]))
+    assert result.method == "vmap"

@@ -1,0 +1,40 @@
+"""The torch.compile'd brute-force kernel against the vmap kernel.
+
+Each distinct compiled shape costs seconds of compilation, so these tests share one
+tile size and one chunk granule."""
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import fastsurface as fs
+from fastsurface.kernels import compile_available
+from tests.conftest import DEVICES, assert_close
+
+pytestmark = pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="needs a C++ compiler")
+TILE = 512
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
+def test_compiled_equals_vmap_with_padded_tiles_and_chunks(rng, device, reduction):
+    x, y = rng.normal(1, 4.5, 1000), rng.normal(size=1000)
+    w1, w2 = np.sort(rng.uniform(-2, 2, 37)), np.sort(rng.uniform(-2, 2, 29))  # 1,073 points: a short last tile
+    kwargs = {"reduction": reduction, "batch_size": 50, "tile_points": TILE, "device": device}
+    compiled = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w1, w2, method="compiled", memory_budget=2**21, **kwargs)
+    brute = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w1, w2, method="vmap", **kwargs)
+    assert compiled.method == "compiled" and compiled.tile_points == TILE
+    assert_close(compiled.loss, brute.loss, rtol=1e-5)
+
+
+def test_a_second_surface_does_not_recompile(rng):
+    x, y = rng.normal(size=300), rng.normal(size=300)
+    w = fs.axis(-2, 2, 0.1)
+    first = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w, w, method="compiled", tile_points=TILE)
+    graphs = counters["stats"]["unique_graphs"]
+    other_model = fs.ANN(1, 1, 1)
+    second = fs.loss_surface(other_model, (x, y), w[:-3], w, method="compiled", tile_points=TILE)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert_close(second.loss, fs.loss_surface(other_model, (x, y), w[:-3], w, method="vmap").loss, rtol=1e-5)
+    assert first.loss.shape == (40, 40)
