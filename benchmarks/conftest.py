@@ -1,19 +1,15 @@
-"""Shared benchmark inputs and the naive-loop baseline, measured once per run."""
+"""Shared benchmark inputs and the baselines each ratio needs, measured once per run."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
 import torch
 
 import fastsurface as fs
+from fastsurface.bench import naive_seconds_per_point, tanh_rate
 
-SEED_AXIS = fs.axis(-2, 2, 0.05)
-# The article's loop takes about 20 ms a point on the seed data: it is timed on a
-# few sampled rows of the grid and reported per point, never on all 6,400 points.
-NAIVE_ROWS = 2
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
 @pytest.fixture(scope="session")
@@ -23,21 +19,32 @@ def seed_test() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def naive_seconds_per_point(seed_test) -> float:
-    """Seconds a point of the article's loop (DataLoader, batch 64, float32) takes."""
-    rows = np.random.default_rng(0).choice(SEED_AXIS, NAIVE_ROWS, replace=False)
-    started = time.perf_counter()
-    fs.naive_loss_surface(fs.ANN(1, 1, 1), seed_test, rows, SEED_AXIS, reduction="batch_mean", dtype=torch.float32)
-    return (time.perf_counter() - started) / (NAIVE_ROWS * len(SEED_AXIS))
+def naive_per_point(seed_test) -> float:
+    """Seconds a point of the article's loop takes (timed on two sampled grid rows)."""
+    return naive_seconds_per_point(*seed_test, rows=2)
 
 
-def report_ratio(benchmark, naive_seconds_per_point: float, points: int) -> None:
-    """Record the speed-up over the naive loop (same run) in the benchmark's extra info."""
-    engine = benchmark.stats.stats.median
-    naive = naive_seconds_per_point * points
+@pytest.fixture(scope="session")
+def tanh_per_second() -> dict[str, float]:
+    """Each device's ``torch.tanh`` throughput (elements / s), the brute-force ceiling."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return {name: tanh_rate(torch.device(name), repeats=5) for name in devices}
+
+
+def report(benchmark, points: int, samples: int, naive_per_point: float, tanh_per_second: float) -> None:
+    """Record speed-up over the naive loop and fraction of the tanh ceiling (same run)."""
+    seconds = benchmark.stats.stats.median
+    rate = points * samples / seconds
     benchmark.extra_info.update(
-        naive_seconds_extrapolated=naive, engine_seconds_median=engine, speedup_over_naive=naive / engine
+        points=points,
+        samples=samples,
+        median_seconds=seconds,
+        points_samples_per_second=rate,
+        speedup_over_naive=naive_per_point * points / seconds,
+        naive_seconds_extrapolated=naive_per_point * points,
+        fraction_of_tanh_ceiling=rate / tanh_per_second,
     )
     print(
-        f"\n{benchmark.name}: engine {engine * 1e3:.2f} ms, naive {naive:.1f} s (extrapolated), {naive / engine:,.0f}x"
+        f"\n{benchmark.name}: {seconds * 1e3:.2f} ms, {rate:.3g} pts*samples/s, "
+        f"{naive_per_point * points / seconds:,.0f}x naive (extrapolated), {rate / tanh_per_second:.0%} of tanh"
     )

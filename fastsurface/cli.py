@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
+from fastsurface.bench import PATHS, format_table, run_bench
 from fastsurface.data import piecewise_dataset, train_test_split
+from fastsurface.devices import resolve_device
 from fastsurface.engine import loss_surface
-from fastsurface.errors import FastsurfaceError
+from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.files import atomic_write_text, check_writable
 from fastsurface.grid import axis
 from fastsurface.model import ANN
@@ -86,7 +90,49 @@ def _parser() -> argparse.ArgumentParser:
     )
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     run.set_defaults(handler=_run)
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="time every path on every device against the article's loop",
+        description="Time the seed problem (2,000 test samples) on every available device and path at several "
+        "grid steps over [-2, 2), against the article's loop and the device's tanh throughput, in one table.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bench.add_argument("--device", action="append", help="cpu, cuda or cuda:N; repeat for several (default: all)")
+    bench.add_argument("--steps", nargs="+", type=float, default=[0.05, 0.01, 0.001], help="grid steps")
+    bench.add_argument("--methods", nargs="+", choices=PATHS, default=list(PATHS), help="engine paths")
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs per case (the median is reported)")
+    bench.add_argument("--max-seconds", type=float, default=60.0, help="skip cases estimated to take longer")
+    bench.add_argument("--naive-rows", type=int, default=2, help="grid rows of the article's loop to time")
+    bench.add_argument("--json", help="also write everything to this JSON file")
+    bench.set_defaults(handler=_bench)
+
+
+def _bench(arguments: argparse.Namespace) -> int:
+    output = check_writable("--json", arguments.json, (".json",)) if arguments.json else None
+    names = arguments.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = [resolve_device(name) for name in names]
+    for step in arguments.steps:
+        axis(-2, 2, step)
+    for name in ("repeats", "naive_rows"):
+        check_positive_int(f"--{name.replace('_', '-')}", getattr(arguments, name))
+    result = run_bench(
+        devices,
+        arguments.steps,
+        tuple(arguments.methods),
+        arguments.repeats,
+        arguments.max_seconds,
+        arguments.naive_rows,
+    )
+    print(format_table(result))
+    if output is not None:
+        atomic_write_text(output, json.dumps(result, indent=2))
+        print(f"wrote {output}")
+    return 0
 
 
 def _run(arguments: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ it is the first direction that lies in the output layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.func import functional_call, jvp, vmap
@@ -104,7 +106,9 @@ class ClosedFormSums:
         self.kernel = vmap(_coefficients(module, plane), in_dims=(0, None, None, None))
 
     def add(self, chunk: Chunk) -> None:
-        weight = chunk.weight.to(torch.float64)
+        # A sample's loss is the mean over its elements: weigh each element by w / k.
+        elements = chunk.y[0].numel()
+        weight = (chunk.weight.to(torch.float64) / elements).repeat_interleave(elements)
         for start in range(0, len(self.free), self.tile):
             stop = min(len(self.free), start + self.tile)
             self.sums[:, start:stop] += self.kernel(self.free[start:stop], chunk.x, chunk.y, weight).T
@@ -118,22 +122,13 @@ class ClosedFormSums:
         return grid.add_(c_coefficient[:, None])
 
 
-def _coefficients(module: nn.Module, plane: Plane):
+def _coefficients(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor]:
     def per_value(a: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         zero, one = torch.zeros_like(a), torch.ones_like(a)
         prediction, slope = jvp(lambda b: functional_call(module, plane.params(a, b), (x,)), (zero,), (one,))
-        residual = (y - prediction).to(torch.float64)
-        slope = slope.to(torch.float64)
-        return torch.stack(
-            [
-                _per_sample_mean(slope * slope) @ weight,
-                _per_sample_mean(slope * residual) @ weight,
-                _per_sample_mean(residual * residual) @ weight,
-            ]
-        )
+        residual = (y - prediction).reshape(-1).to(torch.float64)
+        slope = slope.reshape(-1).to(torch.float64)
+        weighted_slope = slope * weight
+        return torch.stack([weighted_slope @ slope, weighted_slope @ residual, (residual * weight) @ residual])
 
     return per_value
-
-
-def _per_sample_mean(values: torch.Tensor) -> torch.Tensor:
-    return values.reshape(len(values), -1).mean(dim=1)

@@ -240,7 +240,7 @@ def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, sett
             batches += chunk.batches
             bar.update()
     assert strategy is not None  # _checked_chunks refuses empty data
-    loss = strategy.total() / (samples if settings.reduction == "mean" else batches)
+    loss = strategy.total().div_(samples if settings.reduction == "mean" else batches)
     synchronize(settings.device)
     return Evaluation(loss, samples, batches, time.perf_counter() - started, strategy.tile, strategy.method)
 

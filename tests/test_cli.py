@@ -1,3 +1,4 @@
+import json
 import re
 import shlex
 import subprocess
@@ -64,3 +65,41 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path, capsys, ar
     captured = capsys.readouterr()
     assert name in captured.err and "Traceback" not in captured.err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_prints_one_table_and_writes_json(tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    arguments = ["bench", "--device", "cpu", "--steps", "0.5", "0.25", "--methods", "closed_form", "vmap"]
+    assert main([*arguments, "--repeats", "1", "--naive-rows", "1", "--json", str(output)]) == 0
+    table = capsys.readouterr().out
+    assert "closed_form" in table and "vmap" in table and "extrapolated" in table and "tanh ceiling" in table
+    result = json.loads(output.read_text())
+    rows = {(row["method"], row["step"]): row for row in result["rows"]}
+    assert set(rows) == {(m, s) for m in ("closed_form", "vmap", "naive") for s in (0.5, 0.25)}
+    assert rows[("vmap", 0.25)]["points"] == 256 and rows[("vmap", 0.25)]["samples"] == 2000
+    assert rows[("naive", 0.5)]["speedup"] == 1.0 and rows[("vmap", 0.5)]["speedup"] > 0
+
+
+def test_bench_skips_cases_estimated_beyond_the_time_limit(capsys):
+    assert (
+        main(
+            [
+                "bench",
+                "--device",
+                "cpu",
+                "--steps",
+                "0.5",
+                "0.001",
+                "--methods",
+                "vmap",
+                "--repeats",
+                "1",
+                "--naive-rows",
+                "1",
+                "--max-seconds",
+                "0.5",
+            ]
+        )
+        == 0
+    )
+    assert "skipped: est." in capsys.readouterr().out
