@@ -1,7 +1,7 @@
-"""The torch.compile'd brute-force kernel against the vmap kernel.
+"""The torch.compile'd brute-force kernel against the vmap kernel and a float64 reference.
 
-Each distinct compiled shape costs seconds of compilation, so these tests share one
-tile size and one chunk granule."""
+Each distinct compiled shape costs seconds of compilation, so these tests share one:
+the seed test split (2,000 samples, padded to 2,048) and tiles of 512 points."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from torch._dynamo.utils import counters
 
 import fastsurface as fs
 from fastsurface.kernels import compile_available
-from tests.conftest import DEVICES, assert_close
+from tests.conftest import DEVICES, assert_close, numpy_seed_loss
 
 pytestmark = pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="needs a C++ compiler")
 TILE = 512
@@ -18,23 +18,25 @@ TILE = 512
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
-def test_compiled_equals_vmap_with_padded_tiles_and_chunks(rng, device, reduction):
-    x, y = rng.normal(1, 4.5, 1000), rng.normal(size=1000)
+def test_compiled_equals_vmap_with_padded_tiles_and_chunks(rng, seed_split, device, reduction):
+    _, (x, y) = seed_split
     w1, w2 = np.sort(rng.uniform(-2, 2, 37)), np.sort(rng.uniform(-2, 2, 29))  # 1,073 points: a short last tile
     kwargs = {"reduction": reduction, "batch_size": 50, "tile_points": TILE, "device": device}
-    compiled = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w1, w2, method="compiled", memory_budget=2**21, **kwargs)
+    compiled = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w1, w2, method="compiled", **kwargs)
     brute = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w1, w2, method="vmap", **kwargs)
     assert compiled.method == "compiled" and compiled.tile_points == TILE
     assert_close(compiled.loss, brute.loss, rtol=1e-5)
+    if reduction == "mean":
+        assert_close(compiled.loss, numpy_seed_loss(w1, w2, x, y), rtol=1e-6)
 
 
-def test_a_second_surface_does_not_recompile(rng):
-    x, y = rng.normal(size=300), rng.normal(size=300)
+def test_a_second_surface_does_not_recompile(seed_split):
+    _, test = seed_split
     w = fs.axis(-2, 2, 0.1)
-    first = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w, w, method="compiled", tile_points=TILE)
+    first = fs.loss_surface(fs.ANN(1, 1, 1), test, w, w, method="compiled", tile_points=TILE)
     graphs = counters["stats"]["unique_graphs"]
     other_model = fs.ANN(1, 1, 1)
-    second = fs.loss_surface(other_model, (x, y), w[:-3], w, method="compiled", tile_points=TILE)
+    second = fs.loss_surface(other_model, test, w[:-3], w, method="compiled", tile_points=TILE)
     assert counters["stats"]["unique_graphs"] == graphs
-    assert_close(second.loss, fs.loss_surface(other_model, (x, y), w[:-3], w, method="vmap").loss, rtol=1e-5)
+    assert_close(second.loss, fs.loss_surface(other_model, test, w[:-3], w, method="vmap").loss, rtol=1e-5)
     assert first.loss.shape == (40, 40)
