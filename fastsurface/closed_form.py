@@ -105,13 +105,15 @@ class ClosedFormSums:
         self.sums = torch.zeros(3, len(free), dtype=torch.float64, device=free.device)
         self.kernel = vmap(_coefficients(module, plane), in_dims=(0, None, None, None))
 
-    def add(self, chunk: Chunk) -> None:
+    def add(self, chunk: Chunk, done: Callable[[], object]) -> None:
+        """Add ``chunk``'s weighted sums, calling ``done`` after each tile."""
         # A sample's loss is the mean over its elements: weigh each element by w / k.
         elements = chunk.y[0].numel()
         weight = (chunk.weight.to(torch.float64) / elements).repeat_interleave(elements)
         for start in range(0, len(self.free), self.tile):
             stop = min(len(self.free), start + self.tile)
             self.sums[:, start:stop] += self.kernel(self.free[start:stop], chunk.x, chunk.y, weight).T
+            done()
 
     def grid(self, linear: torch.Tensor) -> torch.Tensor:
         """Weighted loss sums on ``free × linear``, float64, shape ``(n, len(linear))``."""

@@ -230,12 +230,12 @@ def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, sett
     sizer = TileSizer(module, local_plane, settings.memory_budget)
     strategy: _BruteForce | _ClosedForm | None = None
     samples = batches = 0
-    bar = tqdm(desc="surface", unit="chunk", disable=not settings.progress, leave=False)
+    bar = tqdm(desc="surface", unit="tile", disable=not settings.progress, leave=False)
     with torch.no_grad(), bar:
         for chunk in _checked_chunks(data, settings, module, local_plane, sizer.chunk_samples):
             if strategy is None:
                 strategy = _strategy(module, local_plane, data, points, chunk, sizer, settings)
-            strategy.add(chunk)
+            strategy.add(chunk, bar.update)
             samples += chunk.samples
             batches += chunk.batches
             bar.update()
@@ -287,11 +287,12 @@ class _BruteForce:
         self.kernel, self.points, self.tile, self.method = kernel, points, tile, method
         self.sums = torch.zeros(points.count, dtype=torch.float64, device=points.device)
 
-    def add(self, chunk: stream.Chunk) -> None:
+    def add(self, chunk: stream.Chunk, done: Callable[[], object]) -> None:
         for start in range(0, self.points.count, self.tile):
             stop = min(self.points.count, start + self.tile)
             a, b = self.points.tile(start, stop)
             self.sums[start:stop] += self.kernel(a, b, chunk.x, chunk.y, chunk.weight)
+            done()
 
     def total(self) -> torch.Tensor:
         return self.sums
@@ -310,8 +311,8 @@ class _ClosedForm:
         self.tile = max(1, tile)
         self.sums = ClosedFormSums(module, plane, self.free, self.tile)
 
-    def add(self, chunk: stream.Chunk) -> None:
-        self.sums.add(chunk)
+    def add(self, chunk: stream.Chunk, done: Callable[[], object]) -> None:
+        self.sums.add(chunk, done)
 
     def total(self) -> torch.Tensor:
         grid = self.sums.grid(self.linear)
