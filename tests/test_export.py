@@ -82,12 +82,16 @@ def test_the_command_writes_one_file_per_view_and_lists_critical_points(tmp_path
     assert "Plotly.addFrames" in animation and '"sliders"' in animation
 
 
-@has_browser
-def test_the_command_writes_svg_with_the_default_name(tmp_path, capsys, monkeypatch):
+def test_the_command_writes_an_image_with_the_default_name(tmp_path, capsys, monkeypatch):
     pytest.importorskip("kaleido")
+    from choreographer.browsers.chromium import Chromium
+
+    # The rendering itself is tested above; here only the wiring, without a browser.
+    monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **_: "/usr/bin/true"))
+    monkeypatch.setattr(go.Figure, "to_image", lambda self, format: f"<svg>{format}</svg>".encode())
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--format", "svg", "--view", "contour", *SMALL]) == 0
-    assert (tmp_path / "loss_surface.svg").read_bytes().startswith(b"<svg")
+    assert (tmp_path / "loss_surface.svg").read_bytes() == b"<svg>svg</svg>"
 
 
 @pytest.mark.parametrize(
