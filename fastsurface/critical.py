@@ -356,7 +356,9 @@ def _model_derivatives(
     if not isinstance(model, nn.Module):
         raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
-    module = copy.deepcopy(model).to(device=resolved, dtype=compute).eval()
+    # Parameters off the plane are constants here; left requiring grad, they would make
+    # every derivative (and then the Newton iterates) carry an autograd graph.
+    module = copy.deepcopy(model).to(device=resolved, dtype=compute).eval().requires_grad_(False)
     local_plane = plane.to(resolved, compute)
     held = list(
         stream.chunks(

@@ -138,6 +138,30 @@ def test_a_callable_loss_is_used_as_given_and_must_be_passed_again(rng):
     assert point.kind == "maximum" and np.hypot(point.w1 - w, point.w2 - c) < 1e-8
 
 
+def test_an_mlp_plane_points_are_where_the_engines_finite_differences_vanish(rng):
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+    x = rng.normal(0, 2, 400)
+    data = (x, np.sin(x) + rng.normal(0, 0.1, 400))
+    plane = fs.entry_plane(mlp, "0.weight[0, 0]", "2.weight[0, 1]")
+    a, b = mlp[0].weight[0, 0].item(), mlp[2].weight[0, 1].item()
+    surface = fs.loss_surface(mlp, data, fs.axis(a - 2, a + 2, 0.2), fs.axis(b - 2, b + 2, 0.2), plane=plane)
+    points = fs.critical_points(surface, mlp, data, plane=plane)
+    assert points and all(p.kind in ("minimum", "saddle") for p in points)
+    h = 1e-3
+    steps = np.array([[0, 0], [h, 0], [-h, 0], [0, h], [0, -h], [h, h], [-h, -h], [h, -h], [-h, h]])
+    for point in points:
+        centre = np.array([point.w1, point.w2])
+        around = fs.evaluate_points(mlp, plane, data, centre + steps, dtype="float64").loss.numpy()
+        c, east, west, north, south, ne, sw, se, nw = around
+        gradient = [(east - west) / (2 * h), (north - south) / (2 * h)]
+        cross = (ne + sw - se - nw) / (4 * h * h)
+        hessian = np.array([[east - 2 * c + west, 0], [0, north - 2 * c + south]]) / h**2 + [[0, cross], [cross, 0]]
+        assert_close(point.loss, c, rtol=1e-12)
+        assert np.abs(gradient).max() < 1e-6 * max(1.0, np.abs(np.linalg.eigvalsh(hessian)).max())
+        assert_close(point.eigenvalues, np.linalg.eigvalsh(hessian), rtol=1e-4, atol=1e-6)
+
+
 def test_grid_candidates_minimum_maximum_saddle_and_flat_valley():
     bowl = np.add.outer(np.arange(-2, 3) ** 2, np.arange(-2, 3) ** 2).astype(float)
     assert grid_candidates(bowl) == (np.array([2]), np.array([2]))
