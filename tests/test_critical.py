@@ -5,7 +5,7 @@ from torch import nn
 
 import fastsurface as fs
 from fastsurface.critical import grid_candidates
-from tests.conftest import assert_close
+from tests.conftest import DEVICES, assert_close
 
 # (a, b) -> (kind, eigenvalues) of every critical point, for analytic surfaces.
 SADDLE = {(0.0, 0.0): ("saddle", (-2.0, 2.0))}
@@ -105,8 +105,9 @@ def weighted_least_squares(x, y, weight):
     return solution, 2 * (design * weight[:, None]).T @ design
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
-def test_a_general_model_minimum_is_the_least_squares_fit(rng, reduction):
+def test_a_general_model_minimum_is_the_least_squares_fit(rng, reduction, device):
     model, (x, y), plane = linear_model_and_data(rng)
     batch = 64
     sizes = np.minimum(batch, len(x) - np.arange(0, len(x), batch))
@@ -114,9 +115,16 @@ def test_a_general_model_minimum_is_the_least_squares_fit(rng, reduction):
     count = len(sizes) if reduction == "batch_mean" else len(x)
     (w, c), hessian = weighted_least_squares(x, y, weight)
     surface = fs.loss_surface(
-        model, (x, y), fs.axis(0, 3, 0.13), fs.axis(-2, 1, 0.11), plane=plane, reduction=reduction, batch_size=batch
+        model,
+        (x, y),
+        fs.axis(0, 3, 0.13),
+        fs.axis(-2, 1, 0.11),
+        plane=plane,
+        reduction=reduction,
+        batch_size=batch,
+        device=device,
     )
-    points = fs.critical_points(surface, model, (x, y), plane=plane, batch_size=batch, device="cpu")
+    points = fs.critical_points(surface, model, (x, y), plane=plane, batch_size=batch, device=device)
     assert_found(points, {(w, c): ("minimum", tuple(np.linalg.eigvalsh(hessian / count)))})
     residual = w * x + c - y
     assert_close(points[0].loss, np.sum(weight * residual**2) / count, rtol=1e-12)

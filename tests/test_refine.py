@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fastsurface as fs
-from tests.conftest import assert_close
+from tests.conftest import DEVICES, assert_close
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +75,14 @@ def test_windows_around_a_point_a_critical_point_and_a_trajectory(seed_case):
     assert combined.w1.min() <= path.w1.min() and combined.w1.max() >= path.w1.max() - 0.05
 
 
-def test_the_loss_tensor_stays_on_the_compute_device_in_float64(seed_case):
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_loss_tensor_stays_on_the_compute_device_in_float64(seed_case, device):
     model, _, test = seed_case
-    combined = fs.refine(coarse_surface(model, test, "float32"), model, test, WINDOWS[0], 0.2, device="cpu")
-    assert combined.loss_tensor.dtype == torch.float64 and combined.loss_tensor.device.type == "cpu"
+    coarse = fs.loss_surface(model, test, fs.axis(-2, 2, 0.4), fs.axis(-1.5, 2, 0.5), device=device)
+    combined = fs.refine(coarse, model, test, WINDOWS[0], 0.2, device=device)
+    assert combined.loss_tensor.dtype == torch.float64 and combined.loss_tensor.device.type == device
+    direct = fs.loss_surface(model, test, combined.w1, combined.w2, device=device)
+    assert_close(combined.loss_tensor, direct.loss_tensor, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
