@@ -196,7 +196,8 @@ def find_critical_points(
     """
     if grid_loss.shape != (len(w1), len(w2)) or min(grid_loss.shape) < 3:
         raise FastsurfaceError(
-            f"`surface` must be a grid of at least 3 x 3 points to hold a neighbourhood, got shape {grid_loss.shape}"
+            f"`surface` (or `w1` x `w2`) must be a grid of at least 3 x 3 points to hold a neighbourhood, "
+            f"got shape {grid_loss.shape}"
         )
     rows, columns = grid_candidates(grid_loss)
     if len(rows) == 0:
@@ -229,12 +230,11 @@ def grid_candidates(grid_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (array([1]), array([1]))
     """
     centre = grid_loss[1:-1, 1:-1]
-    differences = (
-        np.stack(
-            [grid_loss[1 + di : grid_loss.shape[0] - 1 + di, 1 + dj : grid_loss.shape[1] - 1 + dj] for di, dj in _RING]
-        )
-        - centre[None]
+    neighbours = np.stack(
+        [grid_loss[1 + di : grid_loss.shape[0] - 1 + di, 1 + dj : grid_loss.shape[1] - 1 + dj] for di, dj in _RING]
     )
+    with np.errstate(invalid="ignore"):  # inf - inf: such points are dropped as not finite below
+        differences = neighbours - centre[None]
     finite = np.isfinite(differences).all(axis=0) & np.isfinite(centre)
     # Non-strict with one strict neighbour, so a valley floor of equal values still yields
     # candidates (the seed surface is exactly flat along w2 = 0), while a plateau does not.

@@ -177,6 +177,9 @@ def test_grid_candidates_minimum_maximum_saddle_and_flat_valley():
     valley = np.add.outer(np.zeros(5), np.arange(-2, 3) ** 2).astype(float)  # flat along rows
     assert grid_candidates(valley)[0].tolist() == [1, 2, 3]
     assert grid_candidates(np.ones((5, 5)))[0].size == 0  # a plateau has no candidate
+    holed = bowl.copy()
+    holed[1, 1], holed[3, 3] = np.inf, np.nan  # overflowed or undefined losses: no candidate beside them
+    assert grid_candidates(holed)[0].size == 0
 
 
 def test_the_caller_model_and_global_state_are_untouched(rng):
