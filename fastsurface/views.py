@@ -23,7 +23,7 @@ from fastsurface.train import Trajectory
 
 TrajectoriesLike = Trajectory | Mapping[str, Trajectory] | Sequence[Trajectory] | None
 CONTOUR_KINDS = ("contour", "heatmap")
-# Marker symbol and colour of each kind of critical point, in 2-D and 3-D figures.
+# Marker symbol and colour of each kind of critical point, in 2-D and 3-D figures (symbols both accept).
 KIND_MARKERS: dict[str, tuple[str, str]] = {
     "minimum": ("circle", "#00cc96"),
     "maximum": ("diamond", "#ef553b"),
@@ -163,7 +163,7 @@ def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[g
             "eigenvalues %{customdata[1]:.3g}, %{customdata[2]:.3g}<extra></extra>",
         }
         if three_d:
-            marker = {"symbol": {"saddle": "x", "maximum": "diamond"}.get(kind, "circle"), "color": colour, "size": 6}
+            marker = {"symbol": symbol, "color": colour, "size": 6}
             traces.append(go.Scatter3d(z=[p.loss for p in chosen], marker=marker, **common))
         else:
             marker = {"symbol": symbol, "color": colour, "size": 12, "line": {"width": 1, "color": "white"}}
