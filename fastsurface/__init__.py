@@ -7,27 +7,34 @@
 (8, 8)
 """
 
+from fastsurface.critical import CriticalPoint, critical_points, critical_points_of
 from fastsurface.data import piecewise_dataset, piecewise_target, train_test_split
 from fastsurface.engine import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
+from fastsurface.export import write_figure
 from fastsurface.grid import axis
 from fastsurface.model import ANN
 from fastsurface.naive import naive_loss_surface
 from fastsurface.plane import Plane, default_plane, entry_plane
 from fastsurface.plot import plot_surface
+from fastsurface.refine import refine, trajectory_window, window_around
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory, train_sgd
+from fastsurface.views import plot_animation, plot_contour
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANN",
+    "CriticalPoint",
     "Evaluation",
     "FastsurfaceError",
     "Plane",
     "Surface",
     "Trajectory",
     "axis",
+    "critical_points",
+    "critical_points_of",
     "default_plane",
     "entry_plane",
     "evaluate_points",
@@ -35,7 +42,13 @@ __all__ = [
     "naive_loss_surface",
     "piecewise_dataset",
     "piecewise_target",
+    "plot_animation",
+    "plot_contour",
     "plot_surface",
+    "refine",
     "train_sgd",
     "train_test_split",
+    "trajectory_window",
+    "window_around",
+    "write_figure",
 ]

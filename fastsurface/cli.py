@@ -6,25 +6,38 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
 
 from fastsurface.bench import PATHS, format_table, run_bench
+from fastsurface.critical import CriticalPoint, critical_points
 from fastsurface.data import piecewise_dataset, train_test_split
 from fastsurface.devices import resolve_device
 from fastsurface.engine import loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.export import check_export, write_figure
 from fastsurface.files import atomic_write_text, check_writable
 from fastsurface.grid import axis
 from fastsurface.model import ANN
 from fastsurface.plot import plot_surface
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory, train_sgd
+from fastsurface.views import plot_animation, plot_contour
 
 # Share of a range added on each side when --fit-trajectory widens the grid.
 _FIT_MARGIN = 0.05
+# --view names and the figure each draws from (surface, path, critical points, log colouring).
+VIEWS: dict[str, Callable[[Surface, Trajectory, list[CriticalPoint], bool], go.Figure]] = {
+    "surface": lambda s, path, points, log: plot_surface(s, path, critical_points=points, log_color=log),
+    "contour": lambda s, path, points, log: plot_contour(s, path, points, log_color=log),
+    "heatmap": lambda s, path, points, log: plot_contour(s, path, points, kind="heatmap", log_color=log),
+    "animation": lambda s, path, points, log: plot_animation(s, path, points, log_color=log),
+}
+_SUFFIXES = {"html": (".html", ".htm"), "png": (".png",), "svg": (".svg",)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +86,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reduction", choices=("mean", "batch_mean"), default="mean", help="test loss reduction")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
-    run.add_argument("--output", default="loss_surface.html", help="HTML file to write")
+    run.add_argument(
+        "--view",
+        type=_views,
+        default=("surface",),
+        help=f"comma-separated figures to write, of {', '.join(VIEWS)}; with several, each file's name "
+        "gets the view's name, e.g. loss_surface-contour.html",
+    )
+    run.add_argument(
+        "--critical-points", action="store_true", help="find minima, maxima and saddles; list and mark them"
+    )
+    run.add_argument("--log-color", action="store_true", help="colour the surface by log10(loss)")
+    run.add_argument(
+        "--format", choices=tuple(_SUFFIXES), default="html", help="interactive HTML, or static PNG/SVG (kaleido)"
+    )
+    run.add_argument("--output", default=None, help="file to write (default: loss_surface.FORMAT)")
     run.add_argument(
         "--plotlyjs",
         choices=("embed", "cdn"),
@@ -136,7 +163,7 @@ def _bench(arguments: argparse.Namespace) -> int:
 
 
 def _run(arguments: argparse.Namespace) -> int:
-    output = check_writable("--output", arguments.output, (".html", ".htm"))
+    outputs = _outputs(arguments)
     first, second = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
     x, y = piecewise_dataset(arguments.samples, seed=arguments.seed)
     train, test = train_test_split(x, y, test_size=arguments.test_size, seed=arguments.split_seed)
@@ -161,10 +188,36 @@ def _run(arguments: argparse.Namespace) -> int:
     if arguments.fit_trajectory:
         first, second = _fit(first, path.w1, arguments.step), _fit(second, path.w2, arguments.step)
     surface = loss_surface(model, test, first, second, **common)
-    figure = plot_surface(surface, path)
-    atomic_write_text(output, figure.to_html(include_plotlyjs=True if arguments.plotlyjs == "embed" else "cdn"))
-    print(_summary(surface, path, arguments, str(output)))
+    points = []
+    if arguments.critical_points:
+        points = critical_points(
+            surface, model, test, batch_size=arguments.batch_size, device=arguments.device, dtype="float64"
+        )
+    for view, output in outputs.items():
+        figure = VIEWS[view](surface, path, points, arguments.log_color)
+        write_figure(figure, output, plotlyjs=arguments.plotlyjs)
+    print(_summary(surface, path, arguments, points, [str(output) for output in outputs.values()]))
     return 0
+
+
+def _views(text: str) -> tuple[str, ...]:
+    """``--view``'s comma-separated names, checked, in order, without repeats."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in VIEWS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(VIEWS)}; got {text!r}")
+    return names
+
+
+def _outputs(arguments: argparse.Namespace) -> dict[str, Path]:
+    """The file of each view, checked before any work."""
+    output = Path(arguments.output or f"loss_surface.{arguments.format}")
+    check_writable("--output", output, _SUFFIXES[arguments.format])
+    if len(arguments.view) == 1:
+        paths = {arguments.view[0]: output}
+    else:
+        paths = {view: output.with_name(f"{output.stem}-{view}{output.suffix}") for view in arguments.view}
+    return {view: check_export("--output", path, arguments.plotlyjs) for view, path in paths.items()}
 
 
 def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
@@ -175,7 +228,9 @@ def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
     return values[0] + step * np.arange(-below, len(values) + above, dtype=np.float64)
 
 
-def _summary(surface: Surface, path: Trajectory, arguments: argparse.Namespace, output: str) -> str:
+def _summary(
+    surface: Surface, path: Trajectory, arguments: argparse.Namespace, points: list[CriticalPoint], outputs: list[str]
+) -> str:
     a, b, lowest = surface.argmin()
     n1, n2 = surface.loss.shape
     lines = [
@@ -192,7 +247,14 @@ def _summary(surface: Surface, path: Trajectory, arguments: argparse.Namespace, 
         lines.append(
             f"note      the SGD path leaves the grid ({outside}); --fit-trajectory widens the grid to cover it"
         )
-    lines.append(f"wrote     {output}")
+    if arguments.critical_points:
+        lines.append(f"critical  {len(points)} point(s) inside the grid" + (":" if points else ""))
+        lines.extend(
+            f"          {p.kind:<10} loss {p.loss:.6g} at {surface.labels[0]}={p.w1:.6g}, "
+            f"{surface.labels[1]}={p.w2:.6g}, eigenvalues {p.eigenvalues[0]:.3g}, {p.eigenvalues[1]:.3g}"
+            for p in points
+        )
+    lines.extend(f"wrote     {output}" for output in outputs)
     return "\n".join(lines)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 
+from fastsurface.critical import CriticalPoint
 from fastsurface.errors import FastsurfaceError
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory
+from fastsurface.views import critical_traces, loss_colouring
 
 ARTICLE_STYLE: dict[str, Any] = {
     "title": "Loss Surface",
@@ -26,7 +29,14 @@ ARTICLE_STYLE: dict[str, Any] = {
 }
 
 
-def plot_surface(surface: Surface, trajectory: Trajectory | None = None, **style: Any) -> go.Figure:
+def plot_surface(
+    surface: Surface,
+    trajectory: Trajectory | None = None,
+    *,
+    critical_points: Sequence[CriticalPoint] | None = None,
+    log_color: bool = False,
+    **style: Any,
+) -> go.Figure:
     """A 3-D plotly figure of ``surface``, with ``trajectory`` as a line with markers.
 
     The x axis carries the first coordinate (``surface.w1``), the y axis the second,
@@ -36,6 +46,8 @@ def plot_surface(surface: Surface, trajectory: Trajectory | None = None, **style
     Args:
         surface: the grid to draw.
         trajectory: an optional path in the same plane coordinates.
+        critical_points: points from ``critical_points``, marked at their loss.
+        log_color: colour by ``log10(loss)``; heights stay the loss.
         **style: overrides of ``ARTICLE_STYLE`` (the article's look): ``title``,
             ``template``, ``width``, ``height`` (pixels), ``aspectratio``,
             ``line_color``, ``line_width``, ``marker_color``, ``marker_size``,
@@ -50,11 +62,14 @@ def plot_surface(surface: Surface, trajectory: Trajectory | None = None, **style
     if unknown:
         raise FastsurfaceError(f"`style` accepts {', '.join(sorted(ARTICLE_STYLE))}; got unknown {sorted(unknown)}")
     look = {**ARTICLE_STYLE, **style}
+    colour, bar = loss_colouring(surface.loss, log_color)
     figure = go.Figure(
         go.Surface(
             x=surface.w1,
             y=surface.w2,
             z=surface.loss.T,
+            surfacecolor=colour.T,
+            colorbar=bar,
             colorscale=look["colorscale"],
             name="loss",
             hovertemplate=f"{surface.labels[0]}=%{{x:.4g}}<br>{surface.labels[1]}=%{{y:.4g}}<br>loss=%{{z:.6g}}<extra></extra>",
@@ -62,6 +77,7 @@ def plot_surface(surface: Surface, trajectory: Trajectory | None = None, **style
     )
     if trajectory is not None:
         figure.add_trace(_path_trace(trajectory, look))
+    figure.add_traces(critical_traces(critical_points or [], three_d=True))
     axis_style = {"showgrid": look["showgrid"]}
     figure.update_layout(
         title=look["title"],

@@ -1,0 +1,83 @@
+"""Writing figures: self-contained HTML by default, PNG or SVG through kaleido.
+
+HTML embeds plotly.js (about 4.6 MB) so the file opens offline; ``plotlyjs="cdn"``
+writes a small file that loads plotly.js from its CDN instead. PNG and SVG are
+rendered by kaleido, which drives a Chromium or Chrome browser installed on the
+machine. Every file is written atomically: a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from fastsurface.errors import FastsurfaceError
+from fastsurface.files import atomic_write_bytes, atomic_write_text, check_writable
+
+FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".svg": "svg"}
+PLOTLYJS = ("embed", "cdn")
+_INSTALL_KALEIDO = "PNG and SVG export needs the kaleido package (>= 1.0): pip install 'fastsurface[image]'"
+_INSTALL_CHROMIUM = (
+    "PNG and SVG export needs a Chromium or Chrome browser, and kaleido found none: install one "
+    "(Debian/Ubuntu: apt-get install chromium; elsewhere: run plotly_get_chrome), or point the "
+    "BROWSER_PATH environment variable at its executable"
+)
+
+
+def write_figure(figure: go.Figure, path: str | os.PathLike[str], *, plotlyjs: str = "embed") -> Path:
+    """Write ``figure`` to ``path``, in the format its suffix names.
+
+    Args:
+        figure: a plotly figure, e.g. from ``plot_surface`` or ``plot_contour``.
+        path: ``.html`` / ``.htm`` (interactive), ``.png`` or ``.svg`` (static, at the
+            figure's width and height in pixels), in an existing folder.
+        plotlyjs: for HTML, ``"embed"`` plotly.js (works offline) or load it from the
+            ``"cdn"``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FastsurfaceError: for a bad path or option, and for PNG/SVG when kaleido or a
+            browser is missing (the message says how to install them), before any
+            rendering.
+    """
+    target = check_export("path", path, plotlyjs)
+    if FORMATS[target.suffix.lower()] == "html":
+        include = True if plotlyjs == "embed" else "cdn"
+        atomic_write_text(target, figure.to_html(include_plotlyjs=include, full_html=True, auto_play=False))
+        return target
+    try:
+        image = figure.to_image(format=FORMATS[target.suffix.lower()])
+    except RuntimeError as error:  # plotly's way of saying kaleido found no browser
+        raise FastsurfaceError(f"{_INSTALL_CHROMIUM} ({error})") from error
+    atomic_write_bytes(target, image)
+    return target
+
+
+def check_export(name: str, path: str | os.PathLike[str], plotlyjs: str = "embed") -> Path:
+    """Refuse, before any work, an output that ``write_figure`` could not write.
+
+    Args:
+        name: the argument's name, for messages (e.g. ``"--output"``).
+        path, plotlyjs: as in ``write_figure``.
+    """
+    target = check_writable(name, path, tuple(FORMATS))
+    if plotlyjs not in PLOTLYJS:
+        raise FastsurfaceError(f"`plotlyjs` must be one of {', '.join(map(repr, PLOTLYJS))}, got {plotlyjs!r}")
+    if FORMATS[target.suffix.lower()] != "html":
+        check_image_export()
+    return target
+
+
+def check_image_export() -> None:
+    """Raise ``FastsurfaceError`` saying what to install unless kaleido and a browser are present."""
+    try:
+        import kaleido  # noqa: F401
+        from choreographer.browsers.chromium import Chromium  # kaleido's browser driver
+    except ImportError as error:
+        raise FastsurfaceError(_INSTALL_KALEIDO) from error
+    if not os.environ.get("BROWSER_PATH") and Chromium.find_browser(skip_local=False) is None:
+        raise FastsurfaceError(_INSTALL_CHROMIUM)

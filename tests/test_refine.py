@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+import fastsurface as fs
+from tests.conftest import DEVICES, assert_close
+
+
+@pytest.fixture(scope="module")
+def seed_case():
+    train, test = fs.train_test_split(*fs.piecewise_dataset(1000), test_size=0.2, seed=0)
+    model = fs.ANN(1, 1, 1)
+    return model, train, test
+
+
+def coarse_surface(model, test, dtype):
+    return fs.loss_surface(model, test, fs.axis(-2, 2, 0.4), fs.axis(-1.5, 2, 0.5), dtype=dtype, device="cpu")
+
+
+WINDOWS = [
+    ((-0.35, 0.45), (0.1, 0.72)),  # inside, fine values off the coarse grid
+    ((1.5, 2.6), (-2.0, -1.2)),  # reaching beyond the coarse grid in both coordinates
+]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-12), ("float32", 1e-6)])
+def test_the_combined_surface_is_a_direct_evaluation_at_every_point(seed_case, window, dtype, rtol):
+    model, _, test = seed_case
+    coarse = coarse_surface(model, test, dtype)
+    combined = fs.refine(coarse, model, test, window, 0.1, device="cpu")
+    direct = fs.loss_surface(model, test, combined.w1, combined.w2, dtype=dtype, device="cpu")
+    assert_close(combined.loss, direct.loss, rtol=rtol)
+    # The coarse values are kept as they were, not recomputed.
+    rows, columns = np.searchsorted(combined.w1, coarse.w1), np.searchsorted(combined.w2, coarse.w2)
+    assert np.array_equal(combined.w1[rows], coarse.w1) and np.array_equal(combined.w2[columns], coarse.w2)
+    assert np.array_equal(combined.loss[np.ix_(rows, columns)], coarse.loss)
+    # Every fine point is there: the window's axes are subsets of the combined axes.
+    for values, (start, stop) in ((combined.w1, window[0]), (combined.w2, window[1])):
+        fine = fs.axis(start, stop, 0.1)
+        assert np.abs(values[:, None] - fine[None, :]).min(axis=0).max() < 1e-12
+        assert np.all(np.diff(values) > 0)
+    assert (combined.labels, combined.dtype, combined.reduction) == (coarse.labels, dtype, coarse.reduction)
+
+
+def test_fine_values_on_the_coarse_grid_are_not_duplicated(seed_case):
+    model, _, test = seed_case
+    coarse = coarse_surface(model, test, "float64")
+    same = fs.refine(coarse, model, test, ((-2, 2), (-1.5, 2)), (0.4, 0.5))
+    assert np.array_equal(same.w1, coarse.w1) and np.array_equal(same.loss, coarse.loss)
+    halved = fs.refine(coarse, model, test, ((-2, 2), (-1.5, 2)), (0.2, 0.25))
+    assert halved.loss.shape == (2 * len(coarse.w1), 2 * len(coarse.w2))
+
+
+def test_windows_around_a_point_a_critical_point_and_a_trajectory(seed_case):
+    model, train, test = seed_case
+    assert fs.window_around((1.0, -2.0), (0.5, 0.25)) == ((0.5, 1.5), (-2.25, -1.75))
+    coarse = coarse_surface(model, test, "float64")
+    (saddle,) = fs.critical_points(coarse, model, test)
+    assert fs.window_around(saddle, 0.3) == ((-0.3, 0.3), (-0.3, 0.3))
+    path = fs.train_sgd(model, train, test, epochs=3)
+    (a0, a1), (b0, b1) = fs.trajectory_window(path, margin=0.1)
+    span1, span2 = np.ptp(path.w1), np.ptp(path.w2)
+    assert_close(
+        [a0, a1, b0, b1],
+        [
+            path.w1.min() - 0.1 * span1,
+            path.w1.max() + 0.1 * span1,
+            path.w2.min() - 0.1 * span2,
+            path.w2.max() + 0.1 * span2,
+        ],
+        rtol=1e-12,
+    )
+    combined = fs.refine(coarse, model, test, fs.trajectory_window(path), 0.05)
+    assert combined.w1.min() <= path.w1.min() and combined.w1.max() >= path.w1.max() - 0.05
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_loss_tensor_stays_on_the_compute_device_in_float64(seed_case, device):
+    model, _, test = seed_case
+    coarse = fs.loss_surface(model, test, fs.axis(-2, 2, 0.4), fs.axis(-1.5, 2, 0.5), device=device)
+    combined = fs.refine(coarse, model, test, WINDOWS[0], 0.2, device=device)
+    assert combined.loss_tensor.dtype == torch.float64 and combined.loss_tensor.device.type == device
+    direct = fs.loss_surface(model, test, combined.w1, combined.w2, device=device)
+    assert_close(combined.loss_tensor, direct.loss_tensor, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("window", "step", "name"),
+    [
+        (((1, 0), (0, 1)), 0.1, "`window`"),
+        (((0, 1), (0, np.inf)), 0.1, "`window`"),
+        ((0, 1), 0.1, "`window`"),
+        (((0, 1), (0, 1)), 0, "`step`"),
+        (((0, 1), (0, 1)), (0.1, -1), "`step`"),
+    ],
+)
+def test_bad_windows_and_steps_are_refused(seed_case, window, step, name):
+    model, _, test = seed_case
+    coarse = coarse_surface(model, test, "float64")
+    with pytest.raises(fs.FastsurfaceError, match=name):
+        fs.refine(coarse, model, test, window, step)
+    with pytest.raises(fs.FastsurfaceError, match="`radius`"):
+        fs.window_around((0, 0), 0)
