@@ -15,6 +15,7 @@ from fastsurface.model import ANN
 from fastsurface.naive import naive_loss_surface
 from fastsurface.plane import Plane, default_plane, entry_plane
 from fastsurface.plot import plot_surface
+from fastsurface.storage import Saved, load, save
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory, train_sgd
 
@@ -25,17 +26,20 @@ __all__ = [
     "Evaluation",
     "FastsurfaceError",
     "Plane",
+    "Saved",
     "Surface",
     "Trajectory",
     "axis",
     "default_plane",
     "entry_plane",
     "evaluate_points",
+    "load",
     "loss_surface",
     "naive_loss_surface",
     "piecewise_dataset",
     "piecewise_target",
     "plot_surface",
+    "save",
     "train_sgd",
     "train_test_split",
 ]
