@@ -7,6 +7,7 @@
 (8, 8)
 """
 
+from fastsurface.checkpoint import Checkpoint, resumable_loss_surface
 from fastsurface.data import piecewise_dataset, piecewise_target, train_test_split
 from fastsurface.engine import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANN",
+    "Checkpoint",
     "Evaluation",
     "FastsurfaceError",
     "Plane",
@@ -39,6 +41,7 @@ __all__ = [
     "piecewise_dataset",
     "piecewise_target",
     "plot_surface",
+    "resumable_loss_surface",
     "save",
     "train_sgd",
     "train_test_split",

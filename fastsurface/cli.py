@@ -1,21 +1,28 @@
-"""The ``fastsurface`` command line: ``fastsurface run`` draws the seed article's figure."""
+"""The ``fastsurface`` command line: ``run`` draws the seed article's figure, ``surface`` computes a
+resumable surface, ``show`` prints a saved file."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
+from fastsurface.checkpoint import Checkpoint
 from fastsurface.data import piecewise_dataset, train_test_split
 from fastsurface.engine import loss_surface
 from fastsurface.errors import FastsurfaceError
 from fastsurface.files import atomic_write_text, check_writable
 from fastsurface.grid import axis
 from fastsurface.model import ANN
+from fastsurface.plane import default_plane
 from fastsurface.plot import plot_surface
+from fastsurface.storage import load, save
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory, train_sgd
 
@@ -25,50 +32,58 @@ _FIT_MARGIN = 0.05
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsurface`` command; returns the exit status."""
-    parser = _parser()
-    arguments = parser.parse_args(argv)
+    arguments = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     try:
         return arguments.handler(arguments)
     except FastsurfaceError as error:
         print(f"fastsurface: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fastsurface: interrupted; no output was written", file=sys.stderr)
+        kept = " (finished checkpoint blocks are kept: run the same command to resume)"
+        print(
+            f"fastsurface: interrupted; no output was written{kept if _uses_checkpoints(arguments) else ''}",
+            file=sys.stderr,
+        )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _uses_checkpoints(arguments: argparse.Namespace) -> bool:
+    return getattr(arguments, "checkpoint_dir", None) is not None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports bad arguments on one line, like every other fastsurface error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fastsurface: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastsurface", description="Fast loss surfaces of neural networks.")
+    parser = _Parser(prog="fastsurface", description="Fast loss surfaces of neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
+    shared = _shared_arguments()
     run = commands.add_parser(
         "run",
+        parents=[shared],
         help="the seed article end to end: data, SGD, loss surface, HTML figure",
         description="Train the seed article's two-weight network with SGD, evaluate its test loss on a "
         "w1 x w2 grid and write an interactive HTML figure of the surface with the SGD path.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument(
-        "--w1", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w1 range, stop excluded"
-    )
-    run.add_argument(
-        "--w2", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w2 range, stop excluded"
-    )
-    run.add_argument("--step", type=float, default=0.05, help="grid step on both axes")
     run.add_argument("--fit-trajectory", action="store_true", help="widen the grid to cover the whole SGD path")
-    run.add_argument("--samples", type=int, default=10_000, help="data set size")
-    run.add_argument("--seed", type=int, default=42, help="seed of the data (the article's 42)")
-    run.add_argument("--test-size", type=float, default=0.2, help="test fraction of the seeded split")
-    run.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
     run.add_argument("--lr", type=float, default=1e-2, help="SGD learning rate")
     run.add_argument("--epochs", type=int, default=25, help="SGD epochs")
-    run.add_argument("--batch-size", type=int, default=64, help="training batch size and batch_mean's test batch size")
     run.add_argument("--train-seed", type=int, default=0, help="seed of the training batches' shuffling")
     run.add_argument(
         "--record", choices=("epoch", "step"), default="epoch", help="record the path per epoch or per step"
     )
-    run.add_argument("--reduction", choices=("mean", "batch_mean"), default="mean", help="test loss reduction")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
     run.add_argument("--output", default="loss_surface.html", help="HTML file to write")
     run.add_argument(
         "--plotlyjs",
@@ -76,7 +91,51 @@ def _parser() -> argparse.ArgumentParser:
         default="embed",
         help="embed plotly.js (works offline) or load it from a CDN",
     )
-    progress = run.add_mutually_exclusive_group()
+    run.set_defaults(handler=_run)
+    surface = commands.add_parser(
+        "surface",
+        parents=[shared],
+        help="the seed problem's test-loss surface, resumable, saved to a .npz file",
+        description="Evaluate the seed article's test loss on a w1 x w2 grid, in blocks of rows that are "
+        "checkpointed with --checkpoint-dir (run the same command again to resume), and save it with --save.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    surface.add_argument("--checkpoint-dir", help="folder for finished blocks; a rerun resumes from them")
+    surface.add_argument("--block-rows", type=int, help="grid rows per checkpointed block (default: ~65,536 points)")
+    surface.add_argument("--keep-checkpoint", action="store_true", help="keep the block files after success")
+    surface.set_defaults(handler=_surface)
+    show = commands.add_parser(
+        "show",
+        help="print what a saved .npz file holds",
+        description="Verify a file written by --save (or fastsurface.save) and print its contents and provenance.",
+    )
+    show.add_argument("path", help="the .npz file")
+    show.set_defaults(handler=_show)
+    return parser
+
+
+def _shared_arguments() -> argparse.ArgumentParser:
+    """Grid, data, evaluation and output arguments of `run` and `surface`."""
+    shared = _Parser(add_help=False)
+    shared.add_argument(
+        "--w1", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w1 range, stop excluded"
+    )
+    shared.add_argument(
+        "--w2", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w2 range, stop excluded"
+    )
+    shared.add_argument("--step", type=float, default=0.05, help="grid step on both axes")
+    shared.add_argument("--samples", type=int, default=10_000, help="data set size")
+    shared.add_argument("--seed", type=int, default=42, help="seed of the data (the article's 42)")
+    shared.add_argument("--test-size", type=float, default=0.2, help="test fraction of the seeded split")
+    shared.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+    shared.add_argument(
+        "--batch-size", type=int, default=64, help="training batch size and batch_mean's test batch size"
+    )
+    shared.add_argument("--reduction", choices=("mean", "batch_mean"), default="mean", help="test loss reduction")
+    shared.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    shared.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
+    shared.add_argument("--save", help="also save the results, with their provenance, to this .npz file")
+    progress = shared.add_mutually_exclusive_group()
     progress.add_argument(
         "--progress",
         dest="progress",
@@ -85,22 +144,15 @@ def _parser() -> argparse.ArgumentParser:
         help="show progress bars (default: when stderr is a terminal)",
     )
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-    run.set_defaults(handler=_run)
-    return parser
+    return shared
 
 
 def _run(arguments: argparse.Namespace) -> int:
     output = check_writable("--output", arguments.output, (".html", ".htm"))
+    saved = _save_path(arguments)
     first, second = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
-    x, y = piecewise_dataset(arguments.samples, seed=arguments.seed)
-    train, test = train_test_split(x, y, test_size=arguments.test_size, seed=arguments.split_seed)
-    common = {
-        "reduction": arguments.reduction,
-        "batch_size": arguments.batch_size,
-        "device": arguments.device,
-        "dtype": arguments.dtype,
-        "progress": arguments.progress,
-    }
+    train, test = _seed_split(arguments)
+    common = _evaluation_options(arguments)
     model = ANN(1, 1, 1)
     path = train_sgd(
         model,
@@ -117,8 +169,82 @@ def _run(arguments: argparse.Namespace) -> int:
     surface = loss_surface(model, test, first, second, **common)
     figure = plot_surface(surface, path)
     atomic_write_text(output, figure.to_html(include_plotlyjs=True if arguments.plotlyjs == "embed" else "cdn"))
-    print(_summary(surface, path, arguments, str(output)))
+    if saved is not None:
+        save(saved, surface=surface, trajectory=path, plane=default_plane(model), provenance=_provenance(arguments))
+    print(_summary(surface, path, arguments, [str(output)] + ([str(saved)] if saved else [])))
     return 0
+
+
+def _surface(arguments: argparse.Namespace) -> int:
+    saved = _save_path(arguments)
+    first, second = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
+    _, test = _seed_split(arguments)
+    model = ANN(1, 1, 1)
+    common = _evaluation_options(arguments)
+    lines = []
+    if arguments.checkpoint_dir is None:
+        surface = loss_surface(model, test, first, second, **common)
+    else:
+        checkpoint = Checkpoint.open(
+            arguments.checkpoint_dir, model, test, first, second, block_rows=arguments.block_rows, **common
+        )
+        reused = len(checkpoint.blocks) - checkpoint.compute()
+        surface = checkpoint.assemble()
+        if not arguments.keep_checkpoint:
+            checkpoint.remove()
+        lines.append(
+            f"blocks    {len(checkpoint.blocks)} blocks of {checkpoint.blocks[0].stop} rows, {reused} reused from "
+            f"{arguments.checkpoint_dir}"
+        )
+    if saved is not None:
+        save(saved, surface=surface, plane=default_plane(model), provenance=_provenance(arguments))
+        lines.append(f"wrote     {saved}")
+    print("\n".join(_surface_lines(surface) + lines))
+    return 0
+
+
+def _show(arguments: argparse.Namespace) -> int:
+    stored = load(arguments.path)
+    metadata = stored.metadata
+    lines = [f"file      {arguments.path}: fastsurface format {metadata['format_version']}, content verified"]
+    if stored.surface is not None:
+        lines += _surface_lines(stored.surface)
+    if stored.trajectory is not None:
+        path = stored.trajectory
+        lines.append(
+            f"path      {len(path.loss)} points ({path.record}), {path.reduction} loss "
+            f"{path.loss[0]:.6g} -> {path.loss[-1]:.6g}"
+        )
+    if stored.plane is not None:
+        lines.append(f"plane     {', '.join(stored.plane.labels)} over {', '.join(stored.plane.origin)}")
+    facts = [f"{key} = {value}" for key, value in sorted(metadata["provenance"].items())]
+    lines += [f"{'provenance' if number == 0 else '':<10}{fact}" for number, fact in enumerate(facts)]
+    print("\n".join(lines))
+    return 0
+
+
+def _save_path(arguments: argparse.Namespace) -> Path | None:
+    return None if arguments.save is None else check_writable("--save", arguments.save, (".npz",))
+
+
+def _seed_split(arguments: argparse.Namespace) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    x, y = piecewise_dataset(arguments.samples, seed=arguments.seed)
+    return train_test_split(x, y, test_size=arguments.test_size, seed=arguments.split_seed)
+
+
+def _evaluation_options(arguments: argparse.Namespace) -> dict[str, object]:
+    return {
+        "reduction": arguments.reduction,
+        "batch_size": arguments.batch_size,
+        "device": arguments.device,
+        "dtype": arguments.dtype,
+        "progress": arguments.progress,
+    }
+
+
+def _provenance(arguments: argparse.Namespace) -> dict[str, object]:
+    """The command's arguments, which with the package versions reproduce the file."""
+    return {name: value for name, value in vars(arguments).items() if name not in ("handler", "progress")}
 
 
 def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
@@ -129,25 +255,44 @@ def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
     return values[0] + step * np.arange(-below, len(values) + above, dtype=np.float64)
 
 
-def _summary(surface: Surface, path: Trajectory, arguments: argparse.Namespace, output: str) -> str:
-    a, b, lowest = surface.argmin()
-    n1, n2 = surface.loss.shape
+def _summary(surface: Surface, path: Trajectory, arguments: argparse.Namespace, outputs: list[str]) -> str:
     lines = [
-        f"grid      {n1} x {n2} = {n1 * n2:,} points, {surface.labels[0]} in {_span(surface.w1)}, "
-        f"{surface.labels[1]} in {_span(surface.w2)}",
-        f"surface   {surface.samples:,} test samples, {surface.reduction} loss, {surface.device} {surface.dtype}, "
-        f"method {surface.method}: {surface.seconds:.3f} s",
+        *_surface_lines(surface),
         f"training  SGD lr={arguments.lr:g}, {arguments.epochs} epochs: ({path.w1[0]:.4g}, {path.w2[0]:.4g}) -> "
         f"({path.w1[-1]:.4g}, {path.w2[-1]:.4g}), test loss {path.loss[0]:.6g} -> {path.loss[-1]:.6g}",
-        f"lowest    loss {lowest:.6g} at {surface.labels[0]}={a:.4g}, {surface.labels[1]}={b:.4g} (grid point)",
     ]
     outside = _outside(surface, path)
     if outside:
         lines.append(
             f"note      the SGD path leaves the grid ({outside}); --fit-trajectory widens the grid to cover it"
         )
-    lines.append(f"wrote     {output}")
+    lines += [f"wrote     {output}" for output in outputs]
     return "\n".join(lines)
+
+
+def _surface_lines(surface: Surface) -> list[str]:
+    """Grid, evaluation, lowest point and any non-finite losses of ``surface``."""
+    n1, n2 = surface.loss.shape
+    lines = [
+        f"grid      {n1} x {n2} = {n1 * n2:,} points, {surface.labels[0]} in {_span(surface.w1)}, "
+        f"{surface.labels[1]} in {_span(surface.w2)}",
+        f"surface   {surface.samples:,} test samples, {surface.reduction} loss, {surface.device} {surface.dtype}, "
+        f"method {surface.method}: {surface.seconds:.3f} s",
+    ]
+    finite = np.isfinite(surface.loss)
+    if finite.any():
+        a, b, lowest = surface.argmin()
+        lines.append(
+            f"lowest    loss {lowest:.6g} at {surface.labels[0]}={a:.4g}, {surface.labels[1]}={b:.4g} (grid point)"
+        )
+    if not finite.all():
+        nan = int(np.isnan(surface.loss).sum())
+        lines.append(
+            f"warning   {finite.size - finite.sum():,} of {finite.size:,} losses are not finite ({nan:,} NaN, "
+            f"{finite.size - finite.sum() - nan:,} inf: overflow in {surface.dtype}?); they are kept as such "
+            "and left out of figures"
+        )
+    return lines
 
 
 def _outside(surface: Surface, path: Trajectory) -> str:

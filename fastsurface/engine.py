@@ -24,6 +24,7 @@ from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_d
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.grid import as_axis, axis
 from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
+from fastsurface.memory import check_fits
 from fastsurface.plane import Plane, default_plane
 from fastsurface.surface import Surface
 
@@ -127,6 +128,7 @@ def loss_surface(
     settings = _settings(loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress)
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
+    check_fits((len(first), len(second)), settings.device, settings.memory_budget, settings.tile_points)
     plane = default_plane(model) if plane is None else plane
     grid = _GridPoints(first, second, settings.device, settings.dtype)
     result = _evaluate(model, plane, data, grid, settings)
