@@ -150,7 +150,7 @@ def _shared_arguments() -> argparse.ArgumentParser:
 def _run(arguments: argparse.Namespace) -> int:
     output = check_writable("--output", arguments.output, (".html", ".htm"))
     saved = _save_path(arguments)
-    first, second = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
+    first, second = _grid(arguments)
     train, test = _seed_split(arguments)
     common = _evaluation_options(arguments)
     model = ANN(1, 1, 1)
@@ -177,7 +177,7 @@ def _run(arguments: argparse.Namespace) -> int:
 
 def _surface(arguments: argparse.Namespace) -> int:
     saved = _save_path(arguments)
-    first, second = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
+    first, second = _grid(arguments)
     _, test = _seed_split(arguments)
     model = ANN(1, 1, 1)
     common = _evaluation_options(arguments)
@@ -221,6 +221,18 @@ def _show(arguments: argparse.Namespace) -> int:
     lines += [f"{'provenance' if number == 0 else '':<10}{fact}" for number, fact in enumerate(facts)]
     print("\n".join(lines))
     return 0
+
+
+def _grid(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """The two axes; each needs two values for a surface to draw or save."""
+    axes = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
+    for name, values, span in zip(("w1", "w2"), axes, (arguments.w1, arguments.w2), strict=True):
+        if len(values) < 2:
+            raise FastsurfaceError(
+                f"`--step` of {arguments.step:g} leaves {len(values)} value in {name}'s range "
+                f"[{span[0]:g}, {span[1]:g}); a surface needs at least 2 per axis"
+            )
+    return axes
 
 
 def _save_path(arguments: argparse.Namespace) -> Path | None:

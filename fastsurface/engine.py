@@ -25,7 +25,7 @@ from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.grid import as_axis, axis
 from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.memory import check_fits
-from fastsurface.plane import Plane, default_plane
+from fastsurface.plane import Plane, check_plane, default_plane
 from fastsurface.surface import Surface
 
 METHODS = ("auto", "vmap")
@@ -130,6 +130,7 @@ def loss_surface(
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
     check_fits((len(first), len(second)), settings.device, settings.memory_budget, settings.tile_points)
     plane = default_plane(model) if plane is None else plane
+    check_plane(model, plane)
     grid = _GridPoints(first, second, settings.device, settings.dtype)
     result = _evaluate(model, plane, data, grid, settings)
     return Surface(
@@ -174,6 +175,7 @@ def evaluate_points(
         An ``Evaluation`` whose ``loss`` has shape ``(P,)``, float64, on the device.
     """
     settings = _settings(loss, reduction, batch_size, device, dtype, memory_budget, tile_points, "auto", progress)
+    check_plane(model, plane)
     coordinates = torch.as_tensor(points, dtype=torch.float64)
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
         raise FastsurfaceError(
