@@ -177,6 +177,8 @@ def _run(arguments: argparse.Namespace) -> int:
 
 def _surface(arguments: argparse.Namespace) -> int:
     saved = _save_path(arguments)
+    if arguments.block_rows is not None and arguments.checkpoint_dir is None:
+        raise FastsurfaceError("`--block-rows` cuts the grid into checkpointed blocks; it needs `--checkpoint-dir`")
     first, second = _grid(arguments)
     _, test = _seed_split(arguments)
     model = ANN(1, 1, 1)

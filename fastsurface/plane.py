@@ -117,6 +117,8 @@ def default_plane(model: nn.Module) -> Plane:
 
     Coordinates ``w1`` and ``w2`` are the two entries in ``named_parameters()`` order.
     """
+    if not isinstance(model, nn.Module):
+        raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
     count = sum(parameter.numel() for parameter in model.parameters())
     if count != 2:
         raise FastsurfaceError(
