@@ -1,8 +1,8 @@
 """Resumable surfaces: a grid cut into blocks of rows, each block saved when it finishes.
 
-A run is keyed by a hash of everything that decides its numbers (model parameters and
-buffers, data, axes, plane, loss, reduction, batch size, device, dtype, tiling, block
-size), and its finished blocks live in ``checkpoint_dir/<key>/`` as verified surface
+A run is keyed by a hash of everything that decides its numbers (the plane, the model's
+other parameters and buffers, data, axes, loss, reduction, batch size, device, dtype,
+tiling, block size), and its finished blocks live in ``checkpoint_dir/<key>/`` as verified surface
 files (``fastsurface.storage``), each written atomically. Started again with the same
 arguments, a run finds its folder, skips the finished blocks and computes the rest, so a
 killed run loses at most the block in flight. Each block is evaluated by the public
@@ -36,7 +36,7 @@ from fastsurface.engine import loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.files import atomic_write_text
 from fastsurface.grid import as_axis, axis
-from fastsurface.plane import Plane
+from fastsurface.plane import check_plane, default_plane
 from fastsurface.storage import load, save
 from fastsurface.surface import Surface
 
@@ -45,7 +45,7 @@ from fastsurface.surface import Surface
 _BLOCK_POINTS = 2**16
 _KEY_VERSION = "fastsurface-checkpoint-1"
 # Keyword arguments of `loss_surface` a checkpointed run forwards, with their defaults;
-# `progress` does not change the numbers and is left out of the key.
+# `progress` does not change the numbers and is left out of the key, `plane` is keyed apart.
 _OPTIONS = {
     name: p.default
     for name, p in inspect.signature(loss_surface).parameters.items()
@@ -271,28 +271,31 @@ def run_key(
             "`key` is required when `data` is not an (x, y) pair of arrays: an iterable of batches cannot be "
             f"hashed to recognise the run, got {type(data).__name__}"
         )
+    plane = options.get("plane")
+    plane = default_plane(model) if plane is None else plane
+    check_plane(model, plane)
     digest = hashlib.sha256(_KEY_VERSION.encode())
     _update(digest, "model", type(model).__qualname__)
     for name, tensor in model.state_dict().items():
-        _update(digest, f"model.{name}", tensor)
+        if name not in plane.origin:  # a moving parameter's values are the plane's origin
+            _update(digest, f"model.{name}", tensor)
+    _update(digest, "plane", repr(plane.labels))
+    for part in ("origin", "first", "second"):
+        for parameter, tensor in getattr(plane, part).items():
+            _update(digest, f"plane.{part}.{parameter}", tensor)
     for name, part in zip(("x", "y"), stream.pair_tensors(data), strict=True):  # validated, as the engine will
         _update(digest, name, part)
     _update(digest, "w1", w1)
     _update(digest, "w2", w2)
     _update(digest, "block_rows", block_rows)
     for name, default in _OPTIONS.items():
-        if name != "progress":
+        if name not in ("plane", "progress"):
             _update_option(digest, name, options.get(name, default))
     return digest.hexdigest()
 
 
 def _update_option(digest: Any, name: str, value: Any) -> None:
-    if name == "plane" and isinstance(value, Plane):
-        _update(digest, "plane", repr(value.labels))
-        for part in ("origin", "first", "second"):
-            for parameter, tensor in getattr(value, part).items():
-                _update(digest, f"plane.{part}.{parameter}", tensor)
-    elif name == "device":
+    if name == "device":
         _update(digest, name, str(resolve_device(value)))
     elif name == "dtype":
         _update(digest, name, str(resolve_dtype(value)))
