@@ -10,6 +10,7 @@ import torch
 
 import fastsurface as fs
 from fastsurface import storage
+from fastsurface.cli import main
 
 PROVENANCE = {"seed": 42, "split_seed": 0, "note": "round trip"}
 
@@ -197,3 +198,16 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, save
         fs.save(saved, surface=results[0])
     assert saved.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [saved.name]
+
+
+def test_the_cli_saves_and_shows_a_verified_file(tmp_path, capsys):
+    saved = tmp_path / "run.npz"
+    arguments = ["--step", "0.5", "--samples", "300", "--epochs", "1", "--no-progress", "--seed", "7"]
+    assert main(["run", *arguments, "--output", str(tmp_path / "f.html"), "--save", str(saved)]) == 0
+    assert f"wrote     {saved}" in capsys.readouterr().out
+    assert main(["show", str(saved)]) == 0
+    shown = capsys.readouterr().out
+    assert "content verified" in shown and "path      2 points (epoch)" in shown and "seed = 7" in shown
+    saved.write_bytes(saved.read_bytes()[:-50])
+    assert main(["show", str(saved)]) == 2
+    assert capsys.readouterr().err.startswith("fastsurface: error: `path`")
