@@ -7,6 +7,7 @@
 (8, 8)
 """
 
+from fastsurface.checkpoint import Checkpoint, resumable_loss_surface
 from fastsurface.critical import CriticalPoint, critical_points, critical_points_of
 from fastsurface.data import piecewise_dataset, piecewise_target, train_test_split
 from fastsurface.engine import Evaluation, evaluate_points, loss_surface
@@ -18,6 +19,7 @@ from fastsurface.naive import naive_loss_surface
 from fastsurface.plane import Plane, default_plane, entry_plane
 from fastsurface.plot import plot_surface
 from fastsurface.refine import refine, trajectory_window, window_around
+from fastsurface.storage import Saved, load, save
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory, train_sgd
 from fastsurface.views import plot_animation, plot_contour
@@ -26,10 +28,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANN",
+    "Checkpoint",
     "CriticalPoint",
     "Evaluation",
     "FastsurfaceError",
     "Plane",
+    "Saved",
     "Surface",
     "Trajectory",
     "axis",
@@ -38,6 +42,7 @@ __all__ = [
     "default_plane",
     "entry_plane",
     "evaluate_points",
+    "load",
     "loss_surface",
     "naive_loss_surface",
     "piecewise_dataset",
@@ -46,6 +51,8 @@ __all__ = [
     "plot_contour",
     "plot_surface",
     "refine",
+    "resumable_loss_surface",
+    "save",
     "train_sgd",
     "train_test_split",
     "trajectory_window",

@@ -1,29 +1,35 @@
-"""The ``fastsurface`` command line: ``fastsurface run`` draws the seed article's figure."""
+"""The ``fastsurface`` command line: ``run`` draws the seed article's figure, ``surface`` computes a
+resumable surface, ``show`` prints a saved file."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from fastsurface.bench import PATHS, format_table, run_bench
+from fastsurface.checkpoint import Checkpoint
 from fastsurface.critical import CriticalPoint, critical_points
 from fastsurface.data import piecewise_dataset, train_test_split
 from fastsurface.devices import resolve_device
-from fastsurface.engine import loss_surface
+from fastsurface.engine import METHODS, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.export import check_export, write_figure
 from fastsurface.files import atomic_write_text, check_writable
 from fastsurface.grid import axis
 from fastsurface.model import ANN
+from fastsurface.plane import default_plane
 from fastsurface.plot import plot_surface
+from fastsurface.storage import load, save
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory, train_sgd
 from fastsurface.views import plot_animation, plot_contour
@@ -42,50 +48,58 @@ _SUFFIXES = {"html": (".html", ".htm"), "png": (".png",), "svg": (".svg",)}
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsurface`` command; returns the exit status."""
-    parser = _parser()
-    arguments = parser.parse_args(argv)
+    arguments = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     try:
         return arguments.handler(arguments)
     except FastsurfaceError as error:
         print(f"fastsurface: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fastsurface: interrupted; no output was written", file=sys.stderr)
+        kept = " (finished checkpoint blocks are kept: run the same command to resume)"
+        print(
+            f"fastsurface: interrupted; no output was written{kept if _uses_checkpoints(arguments) else ''}",
+            file=sys.stderr,
+        )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _uses_checkpoints(arguments: argparse.Namespace) -> bool:
+    return getattr(arguments, "checkpoint_dir", None) is not None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports bad arguments on one line, like every other fastsurface error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fastsurface: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastsurface", description="Fast loss surfaces of neural networks.")
+    parser = _Parser(prog="fastsurface", description="Fast loss surfaces of neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
+    shared = _shared_arguments()
     run = commands.add_parser(
         "run",
+        parents=[shared],
         help="the seed article end to end: data, SGD, loss surface, HTML figure",
         description="Train the seed article's two-weight network with SGD, evaluate its test loss on a "
         "w1 x w2 grid and write an interactive HTML figure of the surface with the SGD path.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument(
-        "--w1", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w1 range, stop excluded"
-    )
-    run.add_argument(
-        "--w2", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w2 range, stop excluded"
-    )
-    run.add_argument("--step", type=float, default=0.05, help="grid step on both axes")
     run.add_argument("--fit-trajectory", action="store_true", help="widen the grid to cover the whole SGD path")
-    run.add_argument("--samples", type=int, default=10_000, help="data set size")
-    run.add_argument("--seed", type=int, default=42, help="seed of the data (the article's 42)")
-    run.add_argument("--test-size", type=float, default=0.2, help="test fraction of the seeded split")
-    run.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
     run.add_argument("--lr", type=float, default=1e-2, help="SGD learning rate")
     run.add_argument("--epochs", type=int, default=25, help="SGD epochs")
-    run.add_argument("--batch-size", type=int, default=64, help="training batch size and batch_mean's test batch size")
     run.add_argument("--train-seed", type=int, default=0, help="seed of the training batches' shuffling")
     run.add_argument(
         "--record", choices=("epoch", "step"), default="epoch", help="record the path per epoch or per step"
     )
-    run.add_argument("--reduction", choices=("mean", "batch_mean"), default="mean", help="test loss reduction")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
     run.add_argument(
         "--view",
         type=_views,
@@ -107,7 +121,53 @@ def _parser() -> argparse.ArgumentParser:
         default="embed",
         help="embed plotly.js (works offline) or load it from a CDN",
     )
-    progress = run.add_mutually_exclusive_group()
+    run.set_defaults(handler=_run)
+    surface = commands.add_parser(
+        "surface",
+        parents=[shared],
+        help="the seed problem's test-loss surface, resumable, saved to a .npz file",
+        description="Evaluate the seed article's test loss on a w1 x w2 grid, in blocks of rows that are "
+        "checkpointed with --checkpoint-dir (run the same command again to resume), and save it with --save.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    surface.add_argument("--checkpoint-dir", help="folder for finished blocks; a rerun resumes from them")
+    surface.add_argument("--block-rows", type=int, help="grid rows per checkpointed block (default: ~65,536 points)")
+    surface.add_argument("--keep-checkpoint", action="store_true", help="keep the block files after success")
+    surface.set_defaults(handler=_surface)
+    show = commands.add_parser(
+        "show",
+        help="print what a saved .npz file holds",
+        description="Verify a file written by --save (or fastsurface.save) and print its contents and provenance.",
+    )
+    show.add_argument("path", help="the .npz file")
+    show.set_defaults(handler=_show)
+    _add_bench(commands)
+    return parser
+
+
+def _shared_arguments() -> argparse.ArgumentParser:
+    """Grid, data, evaluation and output arguments of `run` and `surface`."""
+    shared = _Parser(add_help=False)
+    shared.add_argument(
+        "--w1", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w1 range, stop excluded"
+    )
+    shared.add_argument(
+        "--w2", nargs=2, type=float, default=(-2.0, 2.0), metavar=("START", "STOP"), help="w2 range, stop excluded"
+    )
+    shared.add_argument("--step", type=float, default=0.05, help="grid step on both axes")
+    shared.add_argument("--samples", type=int, default=10_000, help="data set size")
+    shared.add_argument("--seed", type=int, default=42, help="seed of the data (the article's 42)")
+    shared.add_argument("--test-size", type=float, default=0.2, help="test fraction of the seeded split")
+    shared.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+    shared.add_argument(
+        "--batch-size", type=int, default=64, help="training batch size and batch_mean's test batch size"
+    )
+    shared.add_argument("--reduction", choices=("mean", "batch_mean"), default="mean", help="test loss reduction")
+    shared.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    shared.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
+    shared.add_argument("--method", choices=METHODS, default="auto", help="surface evaluation path")
+    shared.add_argument("--save", help="also save the results, with their provenance, to this .npz file")
+    progress = shared.add_mutually_exclusive_group()
     progress.add_argument(
         "--progress",
         dest="progress",
@@ -116,9 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         help="show progress bars (default: when stderr is a terminal)",
     )
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-    run.set_defaults(handler=_run)
-    _add_bench(commands)
-    return parser
+    return shared
 
 
 def _add_bench(commands: argparse._SubParsersAction) -> None:
@@ -164,16 +222,10 @@ def _bench(arguments: argparse.Namespace) -> int:
 
 def _run(arguments: argparse.Namespace) -> int:
     outputs = _outputs(arguments)
-    first, second = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
-    x, y = piecewise_dataset(arguments.samples, seed=arguments.seed)
-    train, test = train_test_split(x, y, test_size=arguments.test_size, seed=arguments.split_seed)
-    common = {
-        "reduction": arguments.reduction,
-        "batch_size": arguments.batch_size,
-        "device": arguments.device,
-        "dtype": arguments.dtype,
-        "progress": arguments.progress,
-    }
+    saved = _save_path(arguments)
+    first, second = _grid(arguments)
+    train, test = _seed_split(arguments)
+    common = _evaluation_options(arguments)
     model = ANN(1, 1, 1)
     path = train_sgd(
         model,
@@ -187,7 +239,7 @@ def _run(arguments: argparse.Namespace) -> int:
     )
     if arguments.fit_trajectory:
         first, second = _fit(first, path.w1, arguments.step), _fit(second, path.w2, arguments.step)
-    surface = loss_surface(model, test, first, second, **common)
+    surface = loss_surface(model, test, first, second, **_surface_options(arguments))
     points = []
     if arguments.critical_points:
         points = critical_points(
@@ -196,7 +248,10 @@ def _run(arguments: argparse.Namespace) -> int:
     for view, output in outputs.items():
         figure = VIEWS[view](surface, path, points, arguments.log_color)
         write_figure(figure, output, plotlyjs=arguments.plotlyjs)
-    print(_summary(surface, path, arguments, points, [str(output) for output in outputs.values()]))
+    if saved is not None:
+        save(saved, surface=surface, trajectory=path, plane=default_plane(model), provenance=_provenance(arguments))
+    written = [str(output) for output in outputs.values()] + ([str(saved)] if saved else [])
+    print(_summary(surface, path, arguments, points, written))
     return 0
 
 
@@ -220,6 +275,96 @@ def _outputs(arguments: argparse.Namespace) -> dict[str, Path]:
     return {view: check_export("--output", path, arguments.plotlyjs) for view, path in paths.items()}
 
 
+def _surface(arguments: argparse.Namespace) -> int:
+    saved = _save_path(arguments)
+    if arguments.block_rows is not None and arguments.checkpoint_dir is None:
+        raise FastsurfaceError("`--block-rows` cuts the grid into checkpointed blocks; it needs `--checkpoint-dir`")
+    first, second = _grid(arguments)
+    _, test = _seed_split(arguments)
+    model = ANN(1, 1, 1)
+    common = _surface_options(arguments)
+    lines = []
+    if arguments.checkpoint_dir is None:
+        surface = loss_surface(model, test, first, second, **common)
+    else:
+        checkpoint = Checkpoint.open(
+            arguments.checkpoint_dir, model, test, first, second, block_rows=arguments.block_rows, **common
+        )
+        reused = len(checkpoint.blocks) - checkpoint.compute()
+        surface = checkpoint.assemble()
+        if not arguments.keep_checkpoint:
+            checkpoint.remove()
+        lines.append(
+            f"blocks    {len(checkpoint.blocks)} blocks of {checkpoint.blocks[0].stop} rows, {reused} reused from "
+            f"{arguments.checkpoint_dir}"
+        )
+    if saved is not None:
+        save(saved, surface=surface, plane=default_plane(model), provenance=_provenance(arguments))
+        lines.append(f"wrote     {saved}")
+    print("\n".join(_surface_lines(surface) + lines))
+    return 0
+
+
+def _show(arguments: argparse.Namespace) -> int:
+    stored = load(arguments.path)
+    metadata = stored.metadata
+    lines = [f"file      {arguments.path}: fastsurface format {metadata['format_version']}, content verified"]
+    if stored.surface is not None:
+        lines += _surface_lines(stored.surface)
+    if stored.trajectory is not None:
+        path = stored.trajectory
+        lines.append(
+            f"path      {len(path.loss)} points ({path.record}), {path.reduction} loss "
+            f"{path.loss[0]:.6g} -> {path.loss[-1]:.6g}"
+        )
+    if stored.plane is not None:
+        lines.append(f"plane     {', '.join(stored.plane.labels)} over {', '.join(stored.plane.origin)}")
+    facts = [f"{key} = {value}" for key, value in sorted(metadata["provenance"].items())]
+    lines += [f"{'provenance' if number == 0 else '':<10}{fact}" for number, fact in enumerate(facts)]
+    print("\n".join(lines))
+    return 0
+
+
+def _grid(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """The two axes; each needs two values for a surface to draw or save."""
+    axes = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
+    for name, values, span in zip(("w1", "w2"), axes, (arguments.w1, arguments.w2), strict=True):
+        if len(values) < 2:
+            raise FastsurfaceError(
+                f"`--step` of {arguments.step:g} leaves {len(values)} value in {name}'s range "
+                f"[{span[0]:g}, {span[1]:g}); a surface needs at least 2 per axis"
+            )
+    return axes
+
+
+def _save_path(arguments: argparse.Namespace) -> Path | None:
+    return None if arguments.save is None else check_writable("--save", arguments.save, (".npz",))
+
+
+def _seed_split(arguments: argparse.Namespace) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    x, y = piecewise_dataset(arguments.samples, seed=arguments.seed)
+    return train_test_split(x, y, test_size=arguments.test_size, seed=arguments.split_seed)
+
+
+def _evaluation_options(arguments: argparse.Namespace) -> dict[str, object]:
+    return {
+        "reduction": arguments.reduction,
+        "batch_size": arguments.batch_size,
+        "device": arguments.device,
+        "dtype": arguments.dtype,
+        "progress": arguments.progress,
+    }
+
+
+def _surface_options(arguments: argparse.Namespace) -> dict[str, object]:
+    return {**_evaluation_options(arguments), "method": arguments.method}
+
+
+def _provenance(arguments: argparse.Namespace) -> dict[str, object]:
+    """The command's arguments, which with the package versions reproduce the file."""
+    return {name: value for name, value in vars(arguments).items() if name not in ("handler", "progress")}
+
+
 def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
     """Extend an axis by whole steps (keeping its points) to cover ``path`` plus a margin."""
     margin = _FIT_MARGIN * (max(values[-1], path.max()) - min(values[0], path.min()))
@@ -231,16 +376,10 @@ def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
 def _summary(
     surface: Surface, path: Trajectory, arguments: argparse.Namespace, points: list[CriticalPoint], outputs: list[str]
 ) -> str:
-    a, b, lowest = surface.argmin()
-    n1, n2 = surface.loss.shape
     lines = [
-        f"grid      {n1} x {n2} = {n1 * n2:,} points, {surface.labels[0]} in {_span(surface.w1)}, "
-        f"{surface.labels[1]} in {_span(surface.w2)}",
-        f"surface   {surface.samples:,} test samples, {surface.reduction} loss, {surface.device} {surface.dtype}, "
-        f"method {surface.method}: {surface.seconds:.3f} s",
+        *_surface_lines(surface),
         f"training  SGD lr={arguments.lr:g}, {arguments.epochs} epochs: ({path.w1[0]:.4g}, {path.w2[0]:.4g}) -> "
         f"({path.w1[-1]:.4g}, {path.w2[-1]:.4g}), test loss {path.loss[0]:.6g} -> {path.loss[-1]:.6g}",
-        f"lowest    loss {lowest:.6g} at {surface.labels[0]}={a:.4g}, {surface.labels[1]}={b:.4g} (grid point)",
     ]
     outside = _outside(surface, path)
     if outside:
@@ -254,8 +393,33 @@ def _summary(
             f"{surface.labels[1]}={p.w2:.6g}, eigenvalues {p.eigenvalues[0]:.3g}, {p.eigenvalues[1]:.3g}"
             for p in points
         )
-    lines.extend(f"wrote     {output}" for output in outputs)
+    lines += [f"wrote     {output}" for output in outputs]
     return "\n".join(lines)
+
+
+def _surface_lines(surface: Surface) -> list[str]:
+    """Grid, evaluation, lowest point and any non-finite losses of ``surface``."""
+    n1, n2 = surface.loss.shape
+    lines = [
+        f"grid      {n1} x {n2} = {n1 * n2:,} points, {surface.labels[0]} in {_span(surface.w1)}, "
+        f"{surface.labels[1]} in {_span(surface.w2)}",
+        f"surface   {surface.samples:,} test samples, {surface.reduction} loss, {surface.device} {surface.dtype}, "
+        f"method {surface.method}: {surface.seconds:.3f} s",
+    ]
+    finite = np.isfinite(surface.loss)
+    if finite.any():
+        a, b, lowest = surface.argmin()
+        lines.append(
+            f"lowest    loss {lowest:.6g} at {surface.labels[0]}={a:.4g}, {surface.labels[1]}={b:.4g} (grid point)"
+        )
+    if not finite.all():
+        nan = int(np.isnan(surface.loss).sum())
+        lines.append(
+            f"warning   {finite.size - finite.sum():,} of {finite.size:,} losses are not finite ({nan:,} NaN, "
+            f"{finite.size - finite.sum() - nan:,} inf: overflow in {surface.dtype}?); they are kept as such "
+            "and left out of figures"
+        )
+    return lines
 
 
 def _outside(surface: Surface, path: Trajectory) -> str:

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import torch
 
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 
 Array = np.ndarray | torch.Tensor
 
@@ -39,6 +39,7 @@ def piecewise_dataset(n: int = 10_000, seed: int = 42) -> tuple[np.ndarray, np.n
     ((5,), dtype('float64'))
     """
     check_positive_int("n", n)
+    check_seed("seed", seed)
     rng = np.random.RandomState(seed)
     x = rng.normal(1, 4.5, n)
     y = piecewise_target(x) + rng.normal(0, 1, x.shape)
@@ -69,6 +70,7 @@ def train_test_split(
     (8, 2)
     """
     n = _paired_length(x, y)
+    check_seed("seed", seed)
     n_test = _test_count(test_size, n)
     order = np.random.default_rng(seed).permutation(n)
     test, train = order[:n_test], order[n_test:]

@@ -26,7 +26,8 @@ from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.grid import as_axis, axis
 from fastsurface.kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
 from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
-from fastsurface.plane import Plane, default_plane
+from fastsurface.memory import check_fits
+from fastsurface.plane import Plane, check_plane, default_plane
 from fastsurface.surface import Surface
 from fastsurface.tiles import PROBE_SAMPLES, GridPoints, ListedPoints, Points, TileSizer
 
@@ -136,7 +137,9 @@ def loss_surface(
     settings = _settings(loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress)
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
+    check_fits((len(first), len(second)), settings.device, settings.memory_budget, settings.tile_points)
     plane = default_plane(model) if plane is None else plane
+    check_plane(model, plane)
     grid = GridPoints(first, second, settings.device, settings.dtype)
     result = _evaluate(model, plane, data, grid, settings)
     return Surface(
@@ -181,6 +184,7 @@ def evaluate_points(
         An ``Evaluation`` whose ``loss`` has shape ``(P,)``, float64, on the device.
     """
     settings = _settings(loss, reduction, batch_size, device, dtype, memory_budget, tile_points, "auto", progress)
+    check_plane(model, plane)
     coordinates = torch.as_tensor(points, dtype=torch.float64)
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
         raise FastsurfaceError(

@@ -17,3 +17,9 @@ def check_positive_int(name: str, value: object) -> None:
     """Raise unless ``value`` is an integer >= 1 (``bool`` excluded)."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise FastsurfaceError(f"`{name}` must be a positive integer, got {value!r}")
+
+
+def check_seed(name: str, value: object) -> None:
+    """Raise unless ``value`` is an integer in ``[0, 2**32)``, a seed every generator accepts."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value < 2**32:
+        raise FastsurfaceError(f"`{name}` must be an integer in [0, 2**32), got {value!r}")

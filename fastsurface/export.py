@@ -14,7 +14,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from fastsurface.errors import FastsurfaceError
-from fastsurface.files import atomic_write_bytes, atomic_write_text, check_writable
+from fastsurface.files import atomic_write, atomic_write_text, check_writable
 
 FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".svg": "svg"}
 PLOTLYJS = ("embed", "cdn")
@@ -53,7 +53,7 @@ def write_figure(figure: go.Figure, path: str | os.PathLike[str], *, plotlyjs: s
         image = figure.to_image(format=FORMATS[target.suffix.lower()])
     except RuntimeError as error:  # plotly's way of saying kaleido found no browser
         raise FastsurfaceError(f"{_INSTALL_CHROMIUM} ({error})") from error
-    atomic_write_bytes(target, image)
+    atomic_write(target, lambda file: file.write(image))
     return target
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from fastsurface.errors import FastsurfaceError
 
@@ -31,16 +33,23 @@ def check_writable(name: str, path: str | os.PathLike[str], suffixes: tuple[str,
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path``, then rename it over ``path``."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
-def atomic_write_bytes(path: Path, content: bytes) -> None:
-    """Write ``content`` to a temporary file beside ``path``, then rename it over ``path``."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+
+    A reader sees the old file or the whole new one, never a part: the rename is atomic
+    on POSIX and Windows, and an error or interruption (``KeyboardInterrupt`` included)
+    removes the temporary file.
+    """
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(content)
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())  # the data reach the disk before the rename publishes them
         os.chmod(temporary, 0o644)  # mkstemp's 0600 would make the result private
         os.replace(temporary, path)
     except BaseException:

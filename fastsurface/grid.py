@@ -13,6 +13,9 @@ from fastsurface.errors import FastsurfaceError
 # A ratio (stop - start) / step this close to an integer k is taken as exactly k,
 # so that float rounding of the operands cannot add a spurious point at `stop`.
 _DRIFT_TOLERANCE = 1e-9
+# More values than this on one axis is taken for a typo in `step` and refused before
+# the array is allocated (a square grid of it would need 800 TB).
+MAX_AXIS_VALUES = 10**7
 
 
 def axis(start: float, stop: float, step: float) -> np.ndarray:
@@ -48,6 +51,11 @@ def axis(start: float, stop: float, step: float) -> np.ndarray:
     ratio = (stop - start) / step
     nearest = round(ratio)
     count = nearest if abs(ratio - nearest) <= _DRIFT_TOLERANCE * max(1.0, ratio) else math.ceil(ratio)
+    if count > MAX_AXIS_VALUES:
+        raise FastsurfaceError(
+            f"`step` of {step!r} gives {count:,} values in [{start!r}, {stop!r}), more than the "
+            f"{MAX_AXIS_VALUES:,} an axis may hold"
+        )
     return start + step * np.arange(count, dtype=np.float64)
 
 

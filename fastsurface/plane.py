@@ -89,7 +89,32 @@ def entry_plane(model: nn.Module, first: str, second: str, labels: tuple[str, st
     for name, index, direction in ((name_a, index_a, first_dir), (name_b, index_b, second_dir)):
         origin[name][index] = 0
         direction[name][index] = 1
-    return Plane(origin, first_dir, second_dir, labels or (first.strip(), second.strip()))
+    if labels is not None and (
+        not isinstance(labels, (tuple, list)) or len(labels) != 2 or not all(isinstance(s, str) for s in labels)
+    ):
+        raise FastsurfaceError(f"`labels` must be two strings, got {labels!r}")
+    return Plane(origin, first_dir, second_dir, tuple(labels) if labels else (first.strip(), second.strip()))
+
+
+def check_plane(model: nn.Module, plane: object) -> None:
+    """Refuse a plane that does not slice ``model``: every parameter it moves must be a
+    parameter of ``model`` with the same shape (torch would otherwise run the plane's
+    tensors in place of the model's, silently computing another network's loss)."""
+    if not isinstance(plane, Plane):
+        raise FastsurfaceError(f"`plane` must be a fastsurface Plane (see entry_plane), got {type(plane).__name__}")
+    if not isinstance(model, nn.Module):
+        raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    for name, tensor in plane.origin.items():
+        if name not in shapes:
+            raise FastsurfaceError(
+                f"`plane` moves {name!r}, which is no parameter of `model` (parameters: {', '.join(shapes)})"
+            )
+        if tuple(tensor.shape) != shapes[name]:
+            raise FastsurfaceError(
+                f"`plane` moves {name!r} with shape {list(tensor.shape)}, "
+                f"but `model` has it with shape {list(shapes[name])}"
+            )
 
 
 def default_plane(model: nn.Module) -> Plane:
@@ -97,6 +122,8 @@ def default_plane(model: nn.Module) -> Plane:
 
     Coordinates ``w1`` and ``w2`` are the two entries in ``named_parameters()`` order.
     """
+    if not isinstance(model, nn.Module):
+        raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
     count = sum(parameter.numel() for parameter in model.parameters())
     if count != 2:
         raise FastsurfaceError(

@@ -17,11 +17,14 @@ from tqdm.auto import tqdm
 from fastsurface import stream
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface.engine import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.losses import PerSampleLoss, resolve_loss
-from fastsurface.plane import Plane, default_plane
+from fastsurface.plane import Plane, check_plane, default_plane
 
 RECORDS = ("epoch", "step")
+# More SGD steps than this is taken for a typo (hours of work, and a step-recorded path
+# that no longer fits in memory) and refused up front.
+MAX_STEPS = 10**7
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,12 @@ def train_sgd(
     """
     _check_training(lr, epochs, start, record)
     check_positive_int("batch_size", batch_size)
+    check_seed("seed", seed)
+    _check_steps(train, epochs, batch_size)
     stream.check_reduction(reduction)
     objective = resolve_loss(loss)
     plane = default_plane(model) if plane is None else plane
+    check_plane(model, plane)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
     module = copy.deepcopy(model).to(device=resolved, dtype=compute).eval()
     local_plane = plane.to(resolved, compute)
@@ -154,6 +160,18 @@ def _check_training(lr: float, epochs: int, start: tuple[float, float], record: 
         raise FastsurfaceError(f"`start` must be two finite numbers (a, b), got {start!r}")
     if record not in RECORDS:
         raise FastsurfaceError(f"`record` must be one of {', '.join(map(repr, RECORDS))}, got {record!r}")
+
+
+def _check_steps(train: object, epochs: int, batch_size: int) -> None:
+    if stream.is_pair(train):
+        per_epoch = math.ceil(len(train[0]) / batch_size)
+    else:
+        per_epoch = len(train) if hasattr(train, "__len__") else 1
+    if epochs * per_epoch > MAX_STEPS:
+        raise FastsurfaceError(
+            f"`epochs` of {epochs} at {per_epoch} batches per epoch means {epochs * per_epoch:,} SGD steps, more than "
+            f"the {MAX_STEPS:,} fastsurface accepts (a likely typo); lower it"
+        )
 
 
 def _training_batches(

@@ -119,7 +119,7 @@ def test_without_a_browser_the_command_fails_before_any_work(tmp_path, capsys, m
 
     monkeypatch.delenv("BROWSER_PATH", raising=False)
     monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **_: None))
-    monkeypatch.setattr(export, "atomic_write_bytes", lambda *_: pytest.fail("wrote a file"))
+    monkeypatch.setattr(export, "atomic_write", lambda *_: pytest.fail("wrote a file"))
     assert main(["run", "--format", "png", "--output", str(tmp_path / "f.png"), *SMALL]) == 2
     err = capsys.readouterr().err
     assert "apt-get install chromium" in err and "Traceback" not in err

@@ -1,0 +1,326 @@
+"""Resumable surfaces: a grid cut into blocks of rows, each block saved when it finishes.
+
+A run is keyed by a hash of everything that decides its numbers (the plane, the model's
+other parameters and buffers, data, axes, loss, reduction, batch size, device, dtype,
+tiling, block size), and its finished blocks live in ``checkpoint_dir/<key>/`` as verified surface
+files (``fastsurface.storage``), each written atomically. Started again with the same
+arguments, a run finds its folder, skips the finished blocks and computes the rest, so a
+killed run loses at most the block in flight. Each block is evaluated by the public
+``loss_surface`` on its rows, and the result is always assembled from the block files,
+so an interrupted and resumed run equals an uninterrupted one bit for bit where the
+engine is deterministic (CPU).
+
+Blocks are independent: several processes may each ``compute`` their own share of
+``Checkpoint.blocks`` into one folder, and ``pending()`` says which are left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastsurface import stream
+from fastsurface.devices import resolve_device, resolve_dtype
+from fastsurface.engine import loss_surface
+from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.files import atomic_write_text
+from fastsurface.grid import as_axis, axis
+from fastsurface.plane import check_plane, default_plane
+from fastsurface.storage import load, save
+from fastsurface.surface import Surface
+
+# Grid points per block when `block_rows` is not given: a few seconds of work on a CPU
+# for the seed model, small enough that an interruption loses little.
+_BLOCK_POINTS = 2**16
+_KEY_VERSION = "fastsurface-checkpoint-1"
+# Keyword arguments of `loss_surface` a checkpointed run forwards, with their defaults;
+# `progress` does not change the numbers and is left out of the key, `plane` is keyed apart.
+_OPTIONS = {
+    name: p.default
+    for name, p in inspect.signature(loss_surface).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``start:stop`` of the grid (all columns), number ``index`` of the run."""
+
+    index: int
+    start: int
+    stop: int
+
+
+def plan_blocks(rows: int, block_rows: int) -> tuple[Block, ...]:
+    """Cut ``rows`` grid rows into consecutive blocks of ``block_rows`` (the last may be shorter).
+
+    >>> plan_blocks(5, 2)
+    (Block(index=0, start=0, stop=2), Block(index=1, start=2, stop=4), Block(index=2, start=4, stop=5))
+    """
+    check_positive_int("block_rows", block_rows)
+    return tuple(Block(i, start, min(rows, start + block_rows)) for i, start in enumerate(range(0, rows, block_rows)))
+
+
+class Checkpoint:
+    """One resumable surface run and its folder of finished blocks.
+
+    Made by ``Checkpoint.open``; ``compute`` evaluates pending blocks, ``assemble``
+    joins the finished ones into the full ``Surface``, ``remove`` deletes the folder.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        model: nn.Module,
+        data: object,
+        w1: np.ndarray,
+        w2: np.ndarray,
+        blocks: tuple[Block, ...],
+        options: dict[str, Any],
+    ) -> None:
+        self.folder = folder
+        self.model = model
+        self.data = data
+        self.w1 = w1
+        self.w2 = w2
+        self.blocks = blocks
+        self.options = options
+
+    @classmethod
+    def open(
+        cls,
+        checkpoint_dir: str | os.PathLike[str],
+        model: nn.Module,
+        data: object,
+        w1: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        w2: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        *,
+        block_rows: int | None = None,
+        key: str | None = None,
+        **options: Any,
+    ) -> Checkpoint:
+        """Find or create the run's folder under ``checkpoint_dir``.
+
+        Args:
+            checkpoint_dir: a folder; created if missing (its parent must exist).
+            model, data, w1, w2: as in ``loss_surface``.
+            block_rows: grid rows per block; by default about 65,536 points per block.
+            key: the run's identity, for data that cannot be hashed (an iterable of
+                batches) or a callable loss whose code may change under the same name;
+                by default a hash of every argument that decides the numbers.
+            options: keyword arguments of ``loss_surface`` (``plane``, ``loss``, ...).
+        """
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise FastsurfaceError(f"`options` must be keyword arguments of loss_surface, got unknown {unknown}")
+        first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
+        second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
+        rows = block_rows if block_rows is not None else max(1, _BLOCK_POINTS // len(second))
+        blocks = plan_blocks(len(first), rows)
+        if key is not None and (not isinstance(key, str) or not key.strip()):
+            raise FastsurfaceError(f"`key` must be a non-empty string, got {key!r}")
+        identity = key if key is not None else run_key(model, data, first, second, rows, options)
+        folder = _checkpoint_folder(checkpoint_dir) / hashlib.sha256(identity.encode()).hexdigest()[:20]
+        folder.mkdir(exist_ok=True)
+        description = {"key": identity, "grid": [len(first), len(second)], "block_rows": rows, "blocks": len(blocks)}
+        atomic_write_text(folder / "run.json", json.dumps(description, indent=1))
+        return cls(folder, model, data, first, second, blocks, options)
+
+    def block_path(self, block: Block) -> Path:
+        """The file of ``block``'s surface."""
+        return self.folder / f"block-{block.index:06d}.npz"
+
+    def load_block(self, block: Block) -> Surface | None:
+        """``block``'s saved surface, or None when it is missing or fails verification
+        (a damaged block is deleted, to be computed again)."""
+        path = self.block_path(block)
+        if not path.is_file():
+            return None
+        try:
+            surface = load(path).surface
+        except FastsurfaceError:
+            surface = None
+        if surface is None or not (
+            np.array_equal(surface.w1, self.w1[block.start : block.stop]) and np.array_equal(surface.w2, self.w2)
+        ):
+            path.unlink(missing_ok=True)
+            return None
+        return surface
+
+    def finished(self) -> list[Block]:
+        """Blocks whose verified file is in the folder."""
+        return [block for block in self.blocks if self.load_block(block) is not None]
+
+    def pending(self) -> list[Block]:
+        """Blocks still to compute."""
+        return [block for block in self.blocks if self.load_block(block) is None]
+
+    def compute(self, blocks: Sequence[Block] | None = None) -> int:
+        """Evaluate and save each block of ``blocks`` (all by default) that is not finished.
+
+        Returns:
+            The number of blocks computed now.
+        """
+        computed = 0
+        for block in self.blocks if blocks is None else blocks:
+            if self.load_block(block) is not None:
+                continue
+            rows = self.w1[block.start : block.stop]
+            surface = loss_surface(self.model, self.data, rows, self.w2, **self.options)
+            save(
+                self.block_path(block),
+                surface=surface,
+                provenance={"block": block.index, "rows": [block.start, block.stop]},
+            )
+            computed += 1
+        return computed
+
+    def assemble(self) -> Surface:
+        """The full surface from the block files; loss on the CPU, float64.
+
+        ``seconds`` adds up the blocks' evaluation times, whenever they ran.
+        """
+        parts = [self.load_block(block) for block in self.blocks]
+        missing = [block.index for block, part in zip(self.blocks, parts, strict=True) if part is None]
+        if missing:
+            raise FastsurfaceError(
+                f"the run in {str(self.folder)!r} has {len(missing)} unfinished block(s), e.g. {missing[:5]}; "
+                "compute them first"
+            )
+        first = parts[0]
+        return Surface(
+            w1=self.w1,
+            w2=self.w2,
+            loss_tensor=torch.cat([part.loss_tensor for part in parts]),
+            labels=first.labels,
+            loss_name=first.loss_name,
+            reduction=first.reduction,
+            device=first.device,
+            dtype=first.dtype,
+            samples=first.samples,
+            batches=first.batches,
+            seconds=sum(part.seconds for part in parts),
+            method=first.method,
+            tile_points=first.tile_points,
+        )
+
+    def remove(self) -> None:
+        """Delete the run's folder and its block files."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def resumable_loss_surface(
+    model: nn.Module,
+    data: object,
+    w1: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+    w2: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+    *,
+    checkpoint_dir: str | os.PathLike[str],
+    block_rows: int | None = None,
+    key: str | None = None,
+    keep: bool = False,
+    **options: Any,
+) -> Surface:
+    """``loss_surface`` in blocks of rows, saving each finished block under ``checkpoint_dir``.
+
+    Called again with the same arguments after an interruption, it reuses the finished
+    blocks. The run's folder is deleted at the end unless ``keep``.
+
+    Args:
+        checkpoint_dir, block_rows, key: as in ``Checkpoint.open``.
+        keep: keep the block files after success.
+        Other arguments as in ``loss_surface``.
+
+    Returns:
+        The same ``Surface`` as ``loss_surface``, its loss on the CPU.
+
+    >>> import tempfile, fastsurface as fs
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     s = resumable_loss_surface(fs.ANN(1, 1, 1), fs.piecewise_dataset(100), fs.axis(0, 1, 0.25),
+    ...                                fs.axis(0, 1, 0.5), checkpoint_dir=folder, block_rows=3)
+    >>> s.loss.shape
+    (4, 2)
+    """
+    checkpoint = Checkpoint.open(checkpoint_dir, model, data, w1, w2, block_rows=block_rows, key=key, **options)
+    checkpoint.compute()
+    surface = checkpoint.assemble()
+    if not keep:
+        checkpoint.remove()
+    return surface
+
+
+def run_key(
+    model: nn.Module, data: object, w1: np.ndarray, w2: np.ndarray, block_rows: int, options: dict[str, Any]
+) -> str:
+    """A hex digest of everything that decides a checkpointed run's numbers."""
+    if not isinstance(model, nn.Module):
+        raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    if not stream.is_pair(data):
+        raise FastsurfaceError(
+            "`key` is required when `data` is not an (x, y) pair of arrays: an iterable of batches cannot be "
+            f"hashed to recognise the run, got {type(data).__name__}"
+        )
+    plane = options.get("plane")
+    plane = default_plane(model) if plane is None else plane
+    check_plane(model, plane)
+    digest = hashlib.sha256(_KEY_VERSION.encode())
+    _update(digest, "model", type(model).__qualname__)
+    for name, tensor in model.state_dict().items():
+        if name not in plane.origin:  # a moving parameter's values are the plane's origin
+            _update(digest, f"model.{name}", tensor)
+    _update(digest, "plane", repr(plane.labels))
+    for part in ("origin", "first", "second"):
+        for parameter, tensor in getattr(plane, part).items():
+            _update(digest, f"plane.{part}.{parameter}", tensor)
+    for name, part in zip(("x", "y"), stream.pair_tensors(data), strict=True):  # validated, as the engine will
+        _update(digest, name, part)
+    _update(digest, "w1", w1)
+    _update(digest, "w2", w2)
+    _update(digest, "block_rows", block_rows)
+    for name, default in _OPTIONS.items():
+        if name not in ("plane", "progress"):
+            _update_option(digest, name, options.get(name, default))
+    return digest.hexdigest()
+
+
+def _update_option(digest: Any, name: str, value: Any) -> None:
+    if name == "device":
+        _update(digest, name, str(resolve_device(value)))
+    elif name == "dtype":
+        _update(digest, name, str(resolve_dtype(value)))
+    elif callable(value):
+        _update(digest, name, f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}")
+    else:
+        _update(digest, name, repr(value))
+
+
+def _update(digest: Any, name: str, value: object) -> None:
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        array = np.ascontiguousarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
+        digest.update(f"\n{name} {array.dtype.str} {array.shape}\n".encode())
+        digest.update(array.tobytes())
+    else:
+        digest.update(f"\n{name} {value}\n".encode())
+
+
+def _checkpoint_folder(checkpoint_dir: str | os.PathLike[str]) -> Path:
+    folder = Path(checkpoint_dir)
+    if folder.exists() and not folder.is_dir():
+        raise FastsurfaceError(f"`checkpoint_dir` must be a folder, got the file {str(checkpoint_dir)!r}")
+    if not folder.parent.is_dir():
+        raise FastsurfaceError(f"`checkpoint_dir` must be in an existing folder, got {str(checkpoint_dir)!r}")
+    folder.mkdir(exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise FastsurfaceError(f"`checkpoint_dir` is not writable: {str(checkpoint_dir)!r}")
+    return folder

@@ -1,0 +1,205 @@
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import fastsurface as fs
+from fastsurface import checkpoint as checkpoint_module
+from fastsurface.checkpoint import Checkpoint, plan_blocks
+from fastsurface.cli import main
+
+from .conftest import assert_close
+
+COMMAND = ["surface", "--step", "0.25", "--samples", "2000", "--block-rows", "1", "--no-progress"]
+# The CLI with every block slowed down, so that a signal lands mid-run; the numbers are unchanged.
+SLOW_CLI = """
+import sys, time
+import fastsurface.checkpoint as checkpoint
+from fastsurface.cli import main
+evaluate = checkpoint.loss_surface
+def slow(*args, **kwargs):
+    time.sleep(0.25)
+    return evaluate(*args, **kwargs)
+checkpoint.loss_surface = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli(*arguments, slow=False, cwd):
+    head = ["-c", SLOW_CLI] if slow else ["-m", "fastsurface"]
+    return subprocess.Popen(
+        [sys.executable, *head, *COMMAND, *arguments],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _blocks(folder):
+    return sorted(folder.glob("*/block-*.npz"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    done = _cli("--checkpoint-dir", "ck", "--save", "s.npz", cwd=folder)
+    assert done.communicate() and done.returncode == 0
+    return fs.load(folder / "s.npz").surface
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, signum):
+    killed = _cli("--checkpoint-dir", "ck", "--save", "s.npz", slow=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+    while len(_blocks(tmp_path / "ck")) < 3 and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signum)
+    error = killed.communicate()[1]
+    assert killed.returncode == (130 if signum == signal.SIGTERM else -signal.SIGKILL)
+    if signum == signal.SIGTERM:
+        assert "interrupted; no output was written" in error
+    assert not (tmp_path / "s.npz").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no partial or temporary output file
+    finished = len(_blocks(tmp_path / "ck"))
+    assert 3 <= finished < 16
+
+    resumed = _cli("--checkpoint-dir", "ck", "--save", "s.npz", cwd=tmp_path)
+    output = resumed.communicate()[0]
+    assert resumed.returncode == 0
+    assert f"16 blocks of 1 rows, {finished} reused from ck" in output
+    surface = fs.load(tmp_path / "s.npz").surface
+    assert surface.loss.tobytes() == uninterrupted.loss.tobytes()
+    assert _blocks(tmp_path / "ck") == []  # the run's blocks are removed once the file is saved
+
+
+def test_ctrl_c_in_the_cli_keeps_finished_blocks_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    evaluate = checkpoint_module.loss_surface
+    calls = []
+
+    def interrupted_on_the_fourth_block(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "loss_surface", interrupted_on_the_fourth_block)
+    assert main([*COMMAND, "--checkpoint-dir", "ck", "--save", "s.npz"]) == 130
+    assert "run the same command to resume" in capsys.readouterr().err
+    assert len(_blocks(tmp_path / "ck")) == 3 and not (tmp_path / "s.npz").exists()
+    assert main([*COMMAND, "--checkpoint-dir", "ck", "--save", "s.npz"]) == 0
+    assert "3 reused" in capsys.readouterr().out
+    assert len(calls) == 4 + 13  # the three finished blocks were not computed again
+
+
+@pytest.fixture
+def problem():
+    return fs.ANN(1, 1, 1), fs.piecewise_dataset(300), fs.axis(-2, 2, 0.5), fs.axis(-1, 1, 0.25)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_checkpointed_surface_matches_the_engine(tmp_path, problem, dtype):
+    model, data, w1, w2 = problem
+    direct = fs.loss_surface(model, data, w1, w2, dtype=dtype)
+    blocked = fs.resumable_loss_surface(model, data, w1, w2, checkpoint_dir=tmp_path, block_rows=3, dtype=dtype)
+    # Tiles fall differently on a block than on the whole grid, so float32 may differ in the last bits.
+    assert_close(blocked.loss, direct.loss, rtol=1e-6 if dtype == torch.float32 else 1e-12)
+    assert (blocked.labels, blocked.reduction, blocked.samples, blocked.dtype) == (
+        direct.labels,
+        direct.reduction,
+        direct.samples,
+        direct.dtype,
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finished_blocks_are_not_computed_again(tmp_path, problem, monkeypatch):
+    model, data, w1, w2 = problem
+    run = Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=2)
+    assert run.compute(run.blocks[:2]) == 2
+    computed = []
+    evaluate = checkpoint_module.loss_surface
+    monkeypatch.setattr(
+        checkpoint_module,
+        "loss_surface",
+        lambda m, d, rows, *a, **k: computed.append(rows[0]) or evaluate(m, d, rows, *a, **k),
+    )
+    again = Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=2)
+    assert again.folder == run.folder and again.finished() == list(run.blocks[:2])
+    assert again.compute() == 2 and computed == [w1[4], w1[6]]
+
+
+def test_blocks_shared_between_workers_assemble_the_same_surface(tmp_path, problem):
+    model, data, w1, w2 = problem
+    workers = [Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=1) for _ in range(3)]
+    for rank, worker in enumerate(workers):
+        assert worker.pending() == list(worker.blocks[rank:]) or rank > 0
+        worker.compute(worker.blocks[rank :: len(workers)])
+    assert workers[0].pending() == []
+    alone = fs.resumable_loss_surface(model, data, w1, w2, checkpoint_dir=tmp_path / "alone", block_rows=1)
+    assert workers[1].assemble().loss.tobytes() == alone.loss.tobytes()
+
+
+def test_a_damaged_block_is_computed_again(tmp_path, problem):
+    model, data, w1, w2 = problem
+    run = Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=3)
+    run.compute()
+    reference = run.assemble().loss
+    path = run.block_path(run.blocks[1])
+    path.write_bytes(path.read_bytes()[:-10])
+    assert run.pending() == [run.blocks[1]]
+    assert run.compute() == 1
+    assert run.assemble().loss.tobytes() == reference.tobytes()
+
+
+def test_other_arguments_make_another_run(tmp_path, problem):
+    model, data, w1, w2 = problem
+    folders = {
+        Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=2).folder,
+        Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=3).folder,
+        Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=2, reduction="batch_mean").folder,
+        Checkpoint.open(tmp_path, model, data, w1, w2[:-1], block_rows=2).folder,
+        Checkpoint.open(tmp_path, model, (data[0], data[1] + 1), w1, w2, block_rows=2).folder,
+        Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=2, dtype="float64").folder,
+    }
+    assert len(folders) == 6
+
+
+def test_the_key_ignores_weights_the_plane_overrides(tmp_path, problem):
+    _, data, w1, w2 = problem
+    first, second = fs.ANN(1, 1, 1), fs.ANN(1, 1, 1)  # different random weights, both on the plane
+    assert (
+        Checkpoint.open(tmp_path, first, data, w1, w2).folder == Checkpoint.open(tmp_path, second, data, w1, w2).folder
+    )
+    wide = fs.ANN(1, 2, 1)
+    plane = fs.entry_plane(wide, "net.Layer_1.weight[0, 0]", "net.Layer_1.weight[1, 0]")
+    before = Checkpoint.open(tmp_path, wide, data, w1, w2, plane=plane).folder
+    with torch.no_grad():
+        wide.net.Layer_2.weight[0, 1] += 1  # a parameter off the plane: it changes the numbers
+    assert Checkpoint.open(tmp_path, wide, data, w1, w2, plane=plane).folder != before
+
+
+def test_unfinished_runs_do_not_assemble_and_iterables_need_a_key(tmp_path, problem):
+    model, data, w1, w2 = problem
+    with pytest.raises(fs.FastsurfaceError, match="unfinished"):
+        Checkpoint.open(tmp_path, model, data, w1, w2).assemble()
+    loader = [(torch.as_tensor(data[0][:50]), torch.as_tensor(data[1][:50, None]))]
+    with pytest.raises(fs.FastsurfaceError, match="`key`"):
+        Checkpoint.open(tmp_path, model, loader, w1, w2)
+    keyed = fs.resumable_loss_surface(model, loader, w1, w2, checkpoint_dir=tmp_path, key="my run")
+    assert np.isfinite(keyed.loss).all()
+    with pytest.raises(fs.FastsurfaceError, match="`options`"):
+        Checkpoint.open(tmp_path, model, data, w1, w2, tiles=3)
+
+
+def test_blocks_cover_every_row_once():
+    for rows in range(1, 12):
+        for size in range(1, 14):
+            blocks = plan_blocks(rows, size)
+            assert [b.start for b in blocks[1:]] == [b.stop for b in blocks[:-1]]
+            assert blocks[0].start == 0 and blocks[-1].stop == rows

@@ -1,0 +1,189 @@
+"""A catalogue of bad inputs: each is refused by one FastsurfaceError naming the argument.
+
+API cases run in-process; CLI cases check the one-line message on stderr, the exit
+status and that nothing was written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import fastsurface as fs
+from fastsurface.cli import main
+
+X, Y = fs.piecewise_dataset(40)
+DATA = (X, Y)
+GRID = (fs.axis(-1, 1, 0.5), fs.axis(-1, 1, 0.5))
+
+
+def _surface(**options):
+    return fs.loss_surface(fs.ANN(1, 1, 1), options.pop("data", DATA), *options.pop("grid", GRID), **options)
+
+
+def _train(**options):
+    return fs.train_sgd(fs.ANN(1, 1, 1), DATA, DATA, **options)
+
+
+def _with(values, index, value):
+    changed = np.array(values, dtype=np.float64)
+    changed[index] = value
+    return changed
+
+
+def _foreign_plane():
+    """A plane of a wider network: same parameter names, other shapes."""
+    return fs.entry_plane(fs.ANN(1, 2, 1), "net.Layer_1.weight[1, 0]", "net.Layer_2.weight[0, 1]")
+
+
+def _small_surface():
+    return fs.loss_surface(fs.ANN(1, 1, 1), DATA, [0.0], [0.0, 1.0])
+
+
+API_CASES = [
+    # data
+    pytest.param(lambda: _surface(data=(_with(X, 3, np.nan), Y)), "data", id="nan-in-x"),
+    pytest.param(lambda: _surface(data=(X, _with(Y, 0, np.inf))), "data", id="inf-in-y"),
+    pytest.param(lambda: _surface(data=(X, Y[:-1])), "data", id="mismatched-x-y-lengths"),
+    pytest.param(lambda: _surface(data=(X[:0], Y[:0])), "data", id="empty-data"),
+    pytest.param(lambda: _surface(data=(X, np.zeros((len(X), 2)))), "data", id="targets-of-another-shape"),
+    pytest.param(
+        lambda: _surface(data=DataLoader(TensorDataset(torch.zeros(8, 1), torch.zeros(8)), batch_size=4)),
+        "data",
+        id="targets-that-would-broadcast",
+    ),
+    pytest.param(lambda: _surface(data=(X, np.array(["a"] * len(X)))), "data", id="text-targets"),
+    pytest.param(lambda: _surface(data=3), "data", id="data-not-a-pair"),
+    pytest.param(lambda: fs.train_test_split(X, Y[:-1]), "x", id="split-mismatched-lengths"),
+    pytest.param(lambda: fs.train_test_split(X, Y, test_size=1.5), "test_size", id="split-test-size"),
+    pytest.param(lambda: fs.train_test_split(X, Y, seed=-1), "seed", id="negative-split-seed"),
+    pytest.param(lambda: fs.piecewise_dataset(0), "n", id="no-samples"),
+    pytest.param(lambda: fs.piecewise_dataset(10, seed="a"), "seed", id="text-seed"),
+    # axes
+    pytest.param(lambda: _surface(grid=([], GRID[1])), "w1", id="empty-axis"),
+    pytest.param(lambda: _surface(grid=(GRID[0], [1.0, 0.0])), "w2", id="descending-axis"),
+    pytest.param(lambda: _surface(grid=([0.0, 0.0, 1.0], GRID[1])), "w1", id="repeated-axis-value"),
+    pytest.param(lambda: _surface(grid=(GRID[0], [0.0, np.inf])), "w2", id="non-finite-axis"),
+    pytest.param(lambda: _surface(grid=(np.zeros((2, 2)), GRID[1])), "w1", id="two-dimensional-axis"),
+    pytest.param(lambda: fs.axis(0, 1, 0), "step", id="zero-step"),
+    pytest.param(lambda: fs.axis(0, 1, float("nan")), "step", id="nan-step"),
+    pytest.param(lambda: fs.axis(1, 0, 0.1), "stop", id="stop-below-start"),
+    pytest.param(lambda: fs.axis(0, 1, 1e-12), "step", id="absurdly-many-axis-values"),
+    pytest.param(lambda: fs.plot_surface(_small_surface()), "surface", id="one-point-axis-cannot-be-drawn"),
+    # devices, dtypes, engine settings
+    pytest.param(lambda: _surface(device="tpu"), "device", id="unknown-device"),
+    pytest.param(lambda: _surface(device="mps"), "device", id="unsupported-device"),
+    pytest.param(lambda: _surface(device="cuda:7"), "device", id="unavailable-cuda-device"),
+    pytest.param(lambda: _surface(dtype=torch.float16), "dtype", id="float16-dtype"),
+    pytest.param(lambda: _surface(dtype="int32"), "dtype", id="integer-dtype"),
+    pytest.param(lambda: _surface(memory_budget=-1), "memory_budget", id="negative-budget"),
+    pytest.param(lambda: _surface(memory_budget=2**60), "memory_budget", id="absurd-budget"),
+    pytest.param(lambda: _surface(memory_budget=1), "memory_budget", id="budget-below-one-point"),
+    pytest.param(lambda: _surface(tile_points=0), "tile_points", id="zero-tile-points"),
+    pytest.param(lambda: _surface(tile_points=2**40), "tile_points", id="absurd-tile-points"),
+    pytest.param(lambda: _surface(batch_size=0), "batch_size", id="zero-batch-size"),
+    pytest.param(lambda: _surface(reduction="sum"), "reduction", id="unknown-reduction"),
+    pytest.param(lambda: _surface(loss="hinge"), "loss", id="unknown-loss"),
+    pytest.param(lambda: _surface(method="magic"), "method", id="unknown-method"),
+    pytest.param(
+        lambda: _surface(grid=(fs.axis(0, 1, 1e-6), fs.axis(0, 1, 1e-6))), "w1", id="grid-too-large-for-memory"
+    ),
+    # models and planes
+    pytest.param(lambda: fs.loss_surface("model", DATA, *GRID), "model", id="model-not-a-module"),
+    pytest.param(
+        lambda: fs.entry_plane(fs.ANN(1, 1, 1), "net.Layer_9.weight[0, 0]", "net.Layer_2.weight[0, 0]"),
+        "first",
+        id="no-such-parameter",
+    ),
+    pytest.param(
+        lambda: fs.entry_plane(fs.ANN(1, 1, 1), "net.Layer_1.weight[0, 0]", "net.Layer_2.weight[0, 5]"),
+        "second",
+        id="index-out-of-range",
+    ),
+    pytest.param(lambda: _surface(plane=_foreign_plane()), "plane", id="plane-of-another-model"),
+    pytest.param(lambda: _surface(plane="w1"), "plane", id="plane-not-a-plane"),
+    pytest.param(lambda: fs.loss_surface(fs.ANN(1, 3, 1), DATA, *GRID), "plane", id="no-default-plane"),
+    pytest.param(
+        lambda: fs.evaluate_points(fs.ANN(1, 1, 1), fs.default_plane(fs.ANN(1, 1, 1)), DATA, np.zeros(3)),
+        "points",
+        id="points-of-wrong-shape",
+    ),
+    # training
+    pytest.param(lambda: _train(epochs=0), "epochs", id="zero-epochs"),
+    pytest.param(lambda: _train(epochs=-3), "epochs", id="negative-epochs"),
+    pytest.param(lambda: _train(epochs=10**9), "epochs", id="absurd-epochs"),
+    pytest.param(lambda: _train(lr=-0.1), "lr", id="negative-lr"),
+    pytest.param(lambda: _train(lr=float("inf")), "lr", id="infinite-lr"),
+    pytest.param(lambda: _train(lr=float("nan")), "lr", id="nan-lr"),
+    pytest.param(lambda: _train(start=(float("nan"), 0.0)), "start", id="nan-start"),
+    pytest.param(lambda: _train(record="batch"), "record", id="unknown-record"),
+    pytest.param(lambda: _train(seed=2**40), "seed", id="seed-out-of-range"),
+    # files and figures
+    pytest.param(lambda: fs.save("/nonexistent/folder/s.npz", surface=_small_surface()), "path", id="save-no-folder"),
+    pytest.param(lambda: fs.save(__file__ + "/s.npz", surface=_small_surface()), "path", id="save-under-a-file"),
+    pytest.param(lambda: fs.save("s.txt", surface=_small_surface()), "path", id="save-wrong-suffix"),
+    pytest.param(lambda: fs.save("s.npz"), "surface", id="save-nothing"),
+    pytest.param(
+        lambda: fs.save("s.npz", surface=_small_surface(), provenance={"f": print}),
+        "provenance",
+        id="save-bad-provenance",
+    ),
+    pytest.param(lambda: fs.load("/nonexistent/s.npz"), "path", id="load-missing-file"),
+    pytest.param(lambda: fs.load(__file__), "path", id="load-not-an-archive"),
+    pytest.param(lambda: fs.plot_surface("surface"), "surface", id="plot-not-a-surface"),
+    pytest.param(lambda: fs.plot_surface(_surface(), colour="red"), "style", id="plot-unknown-style"),
+]
+
+
+@pytest.mark.parametrize(("call", "name"), API_CASES)
+def test_api_refuses_bad_input_naming_the_argument(call, name):
+    with pytest.raises(fs.FastsurfaceError, match=f"`{name}`"):
+        call()
+
+
+def test_the_catalogue_is_long_enough():
+    assert len(API_CASES) + len(CLI_CASES) >= 25
+
+
+SMALL = ["--step", "0.5", "--samples", "200", "--epochs", "1", "--no-progress"]
+
+CLI_CASES = [
+    pytest.param(["run", "--step", "0"], "`step`", id="cli-zero-step"),
+    pytest.param(["run", "--step", "5"], "`--step`", id="cli-one-point-axis"),
+    pytest.param(["run", "--w1", "1", "-1"], "`stop`", id="cli-descending-range"),
+    pytest.param(["run", "--w2", "0", "nan"], "`stop`", id="cli-nan-range"),
+    pytest.param(["run", "--lr", "-1"], "`lr`", id="cli-negative-lr"),
+    pytest.param(["run", "--epochs", "0"], "`epochs`", id="cli-zero-epochs"),
+    pytest.param(["run", "--epochs", "ten"], "--epochs", id="cli-epochs-not-a-number"),
+    pytest.param(["run", "--device", "cuda:7"], "`device`", id="cli-unavailable-device"),
+    pytest.param(["run", "--dtype", "float16"], "--dtype", id="cli-unsupported-dtype"),
+    pytest.param(["run", "--samples", "0"], "`n`", id="cli-no-samples"),
+    pytest.param(["run", "--batch-size", "0"], "`batch_size`", id="cli-zero-batch-size"),
+    pytest.param(["run", "--test-size", "1.5"], "`test_size`", id="cli-test-size"),
+    pytest.param(["run", "--seed", "-1"], "`seed`", id="cli-negative-seed"),
+    pytest.param(["run", "--output", "/nonexistent/dir/f.html"], "`--output`", id="cli-unwritable-output"),
+    pytest.param(["run", "--output", "figure.png"], "`--output`", id="cli-output-suffix"),
+    pytest.param(["run", "--save", "/nonexistent/dir/r.npz"], "`--save`", id="cli-unwritable-save"),
+    pytest.param(["surface", "--save", "surface.csv"], "`--save`", id="cli-save-suffix"),
+    pytest.param(["surface", "--checkpoint-dir", "/nonexistent/a/b"], "`checkpoint_dir`", id="cli-checkpoint-dir"),
+    pytest.param(["surface", "--checkpoint-dir", ".", "--block-rows", "0"], "`block_rows`", id="cli-zero-block-rows"),
+    pytest.param(["surface", "--block-rows", "2"], "`--block-rows`", id="cli-block-rows-without-checkpoints"),
+    pytest.param(["show", "/nonexistent/r.npz"], "`path`", id="cli-show-missing-file"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "name"), CLI_CASES)
+def test_cli_refuses_bad_input_on_one_line(tmp_path, capsys, monkeypatch, arguments, name):
+    monkeypatch.chdir(tmp_path)
+    options = [] if arguments[0] == "show" else SMALL if arguments[0] == "run" else SMALL[:4]
+    try:
+        status = main([arguments[0], *options, *arguments[1:]])
+    except SystemExit as exit_:  # argparse's own refusals
+        status = exit_.code
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.startswith("fastsurface: error: ") and error.count("\n") == 1, error
+    assert name in error and "Traceback" not in error
+    assert list(tmp_path.iterdir()) == []
