@@ -152,9 +152,7 @@ def random_plane(
     return Plane({n: theta[n] for n in moving}, {n: first[n] for n in moving}, {n: second[n] for n in moving})
 
 
-def random_line(
-    model: nn.Module, seed: int = 0, normalization: str | None = "filter", one_dim: str = "zero"
-) -> Plane:
+def random_line(model: nn.Module, seed: int = 0, normalization: str | None = "filter", one_dim: str = "zero") -> Plane:
     """One seeded random direction through ``model`` (the first of ``random_plane``'s), as a line."""
     direction = random_direction(model, torch.Generator().manual_seed(seed), normalization, one_dim)
     return line_plane(parameters_of(model), direction)
@@ -304,8 +302,8 @@ def _same_layout(argument: str, tensors: TensorDict, reference: TensorDict) -> T
 
 def _scaled_to(direction: torch.Tensor, weight: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """``direction`` with the norm over ``dims`` of each remaining index equal to ``weight``'s."""
-    target = weight.norm(dim=dims, keepdim=True)
-    return direction * (target / direction.norm(dim=dims, keepdim=True))
+    target = torch.linalg.vector_norm(weight, dim=dims, keepdim=True)
+    return direction * (target / torch.linalg.vector_norm(direction, dim=dims, keepdim=True))
 
 
 def _norm(tensors: Any) -> torch.Tensor:
