@@ -8,11 +8,26 @@
 """
 
 from fastsurface.data import piecewise_dataset, piecewise_target, train_test_split
+from fastsurface.directions import (
+    HessianPlane,
+    Line,
+    PrincipalPlane,
+    hessian_plane,
+    interpolation_line,
+    interpolation_plane,
+    line_plane,
+    loss_line,
+    pca_plane,
+    random_direction,
+    random_line,
+    random_plane,
+)
 from fastsurface.engine import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
 from fastsurface.grid import axis
 from fastsurface.model import ANN
 from fastsurface.naive import naive_loss_surface
+from fastsurface.paths import ParameterPath, ProjectedPath, project_path, record_path
 from fastsurface.plane import Plane, default_plane, entry_plane
 from fastsurface.plot import plot_surface
 from fastsurface.surface import Surface
@@ -24,18 +39,34 @@ __all__ = [
     "ANN",
     "Evaluation",
     "FastsurfaceError",
+    "HessianPlane",
+    "Line",
+    "ParameterPath",
     "Plane",
+    "PrincipalPlane",
+    "ProjectedPath",
     "Surface",
     "Trajectory",
     "axis",
     "default_plane",
     "entry_plane",
     "evaluate_points",
+    "hessian_plane",
+    "interpolation_line",
+    "interpolation_plane",
+    "line_plane",
+    "loss_line",
     "loss_surface",
     "naive_loss_surface",
+    "pca_plane",
     "piecewise_dataset",
     "piecewise_target",
     "plot_surface",
+    "project_path",
+    "random_direction",
+    "random_line",
+    "random_plane",
+    "record_path",
     "train_sgd",
     "train_test_split",
 ]

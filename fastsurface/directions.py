@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp
+from torch.func import functional_call, grad, vjp
 
 from fastsurface.engine import evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int
@@ -225,8 +225,9 @@ def hessian_plane(
 ) -> HessianPlane:
     """The top-2 eigenvectors of the Hessian of the mean loss at ``model``'s parameters.
 
-    Hessian-vector products come from ``torch.func`` (forward-over-reverse: ``jvp`` of
-    ``grad``) in float64 on the CPU, summed over chunks of ``chunk_samples`` samples, in
+    Hessian-vector products come from ``torch.func`` (reverse-over-reverse: ``vjp`` of
+    ``grad``, which for a symmetric Hessian is ``H v``; ``jvp`` of ``grad`` warns about
+    ``torch.jit.script`` in torch 2.13) in float64 on the CPU, summed over chunks of ``chunk_samples`` samples, in
     eval mode. Lanczos iteration with full re-orthogonalisation, started from a seeded
     random vector, runs ``min(iterations, parameter count)`` steps; the Ritz vectors of the
     two largest Ritz values are returned.
@@ -345,7 +346,7 @@ def _hessian_vector_product(
         total = torch.zeros_like(flat)
         for start in range(0, len(x), chunk):
             xs, ys = x[start : start + chunk], y[start : start + chunk]
-            total += jvp(lambda p, xs=xs, ys=ys: grad(chunk_loss)(p, xs, ys), (flat,), (v,))[1]
+            total += vjp(lambda p, xs=xs, ys=ys: grad(chunk_loss)(p, xs, ys), flat)[1](v)[0]
         return total
 
     return product
