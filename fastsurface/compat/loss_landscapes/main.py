@@ -83,8 +83,8 @@ def planar_interpolation(
     one, two = (_Landscape(m).start_like(start) for m in (model_end_one, model_end_two))
     first = [(e - s) / steps for s, e in zip(start, one, strict=True)]
     second = [(e - s) / steps for s, e in zip(start, two, strict=True)]
-    values = landscape.values(metric, landscape.plane(first, second), _grid(steps, 0.0))
-    return values.reshape(steps, steps, *values.shape[1:])
+    points, positions = _grid(steps, 0.0)
+    return _on_grid(landscape.values(metric, landscape.plane(first, second), points), positions, steps)
 
 
 def random_plane(
@@ -106,8 +106,8 @@ def random_plane(
     first = _uniform_like(landscape)
     second = _orthogonal_to(first, landscape)
     first, second = (_scaled(_normalized(d, start, normalization), landscape, distance, steps) for d in (first, second))
-    values = landscape.values(metric, landscape.plane(first, second), _grid(steps, steps / 2))
-    return values.reshape(steps, steps, *values.shape[1:])
+    points, positions = _grid(steps, steps / 2)
+    return _on_grid(landscape.values(metric, landscape.plane(first, second), points), positions, steps)
 
 
 class _Landscape:
@@ -116,6 +116,8 @@ class _Landscape:
     def __init__(self, model: Model) -> None:
         self.module = _WrapperModule(copy.deepcopy(wrap_model(model)))
         self.parameters = dict(self.module.named_parameters())
+        for parameter in self.parameters.values():
+            parameter.requires_grad_(False)  # as the package's wrap_model, but on the copy only
         if not self.parameters:
             raise FastsurfaceError("`model` must have at least one parameter, got none")
         self.start = [p.detach().to("cpu", torch.float64) for p in self.parameters.values()]
@@ -142,7 +144,10 @@ class _Landscape:
         coordinates = torch.as_tensor(points, dtype=self.dtype, device=self.device)
         if isinstance(metric, Loss):
             try:
-                return self._vectorised_loss(metric, plane, coordinates)
+                # vmap refuses random operations, so a successful pass drew nothing; a failed
+                # one (or the memory probe's forward pass) must leave the generators as they were.
+                with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                    return self._vectorised_loss(metric, plane, coordinates)
             except RuntimeError:
                 pass  # not vmap-able (in-place buffer updates, dropout in train mode): the package's per-point loop
         return self._loop(metric, plane, coordinates)
@@ -205,14 +210,26 @@ def _line(steps: int) -> np.ndarray:
     return np.stack([np.arange(1, steps + 1), np.zeros(steps)], axis=1)
 
 
-def _grid(steps: int, centre: float) -> np.ndarray:
-    """Row ``i``, column ``j`` at ``(i - centre, j + [i even] - centre)``, row-major.
+def _grid(steps: int, centre: float) -> tuple[np.ndarray, np.ndarray]:
+    """The package's walk over a ``steps × steps`` plane: points in visiting order and their
+    row-major positions.
 
-    The package walks even rows forwards, adding ``d₂`` before each evaluation, and odd
-    rows backwards, evaluating before it subtracts: even rows sit one step further along ``d₂``.
+    Even rows are walked forwards, adding ``d₂`` before each evaluation, odd rows backwards,
+    evaluating before stepping back: row ``i``, column ``j`` is at
+    ``(i - centre, j + [i even] - centre)``. The order matters only to metrics that draw
+    random numbers (dropout in training mode), which then draw them as the package does.
     """
-    i, j = np.meshgrid(np.arange(steps), np.arange(steps), indexing="ij")
-    return np.stack([i - centre, j + (i % 2 == 0) - centre], axis=-1).reshape(-1, 2).astype(np.float64)
+    visits = [(i, j) for i in range(steps) for j in (range(steps) if i % 2 == 0 else reversed(range(steps)))]
+    rows, columns = np.array(visits).T
+    points = np.stack([rows - centre, columns + (rows % 2 == 0) - centre], axis=1).astype(np.float64)
+    return points, rows * steps + columns
+
+
+def _on_grid(values: np.ndarray, positions: np.ndarray, steps: int) -> np.ndarray:
+    """Values in visiting order placed at their row-major positions, shape ``(steps, steps, ...)``."""
+    grid = np.empty_like(values)
+    grid[positions] = values
+    return grid.reshape(steps, steps, *values.shape[1:])
 
 
 def _uniform_like(landscape: _Landscape) -> list[torch.Tensor]:
