@@ -10,12 +10,27 @@
 from fastsurface.checkpoint import Checkpoint, resumable_loss_surface
 from fastsurface.critical import CriticalPoint, critical_points, critical_points_of
 from fastsurface.data import piecewise_dataset, piecewise_target, train_test_split
+from fastsurface.directions import (
+    HessianPlane,
+    Line,
+    PrincipalPlane,
+    hessian_plane,
+    interpolation_line,
+    interpolation_plane,
+    line_plane,
+    loss_line,
+    pca_plane,
+    random_direction,
+    random_line,
+    random_plane,
+)
 from fastsurface.engine import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
 from fastsurface.export import write_figure
 from fastsurface.grid import axis
 from fastsurface.model import ANN
 from fastsurface.naive import naive_loss_surface
+from fastsurface.paths import ParameterPath, ProjectedPath, project_path, record_path
 from fastsurface.plane import Plane, default_plane, entry_plane
 from fastsurface.plot import plot_surface
 from fastsurface.refine import refine, trajectory_window, window_around
@@ -32,7 +47,12 @@ __all__ = [
     "CriticalPoint",
     "Evaluation",
     "FastsurfaceError",
+    "HessianPlane",
+    "Line",
+    "ParameterPath",
     "Plane",
+    "PrincipalPlane",
+    "ProjectedPath",
     "Saved",
     "Surface",
     "Trajectory",
@@ -42,14 +62,25 @@ __all__ = [
     "default_plane",
     "entry_plane",
     "evaluate_points",
+    "hessian_plane",
+    "interpolation_line",
+    "interpolation_plane",
+    "line_plane",
     "load",
+    "loss_line",
     "loss_surface",
     "naive_loss_surface",
+    "pca_plane",
     "piecewise_dataset",
     "piecewise_target",
     "plot_animation",
     "plot_contour",
     "plot_surface",
+    "project_path",
+    "random_direction",
+    "random_line",
+    "random_plane",
+    "record_path",
     "refine",
     "resumable_loss_surface",
     "save",

@@ -111,7 +111,7 @@ def train_sgd(
     path, steps = [coordinates.detach().clone()], [0]
     taken = 0
     for _ in tqdm(range(epochs), desc="training", unit="epoch", disable=not progress, leave=False):
-        for x, y in _training_batches(train, batch_size, generator, resolved, compute):
+        for x, y in training_batches(train, batch_size, generator, resolved, compute):
             if taken == 0:
                 check_prediction_shape(module, local_plane, objective, x, y)
             optimizer.zero_grad()
@@ -174,9 +174,11 @@ def _check_steps(train: object, epochs: int, batch_size: int) -> None:
         )
 
 
-def _training_batches(
+def training_batches(
     train: object, batch_size: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of ``(x, y)`` batches on ``device``: a pair shuffled by ``generator`` into
+    batches of ``batch_size``, or an iterable of batches as it comes."""
     if stream.is_pair(train):
         x, y = (stream.to_device(t, device, dtype) for t in stream.pair_tensors(train))
         order = torch.randperm(len(x), generator=generator).to(device)

@@ -1,0 +1,92 @@
+"""Any model, any plane: the loss-landscapes drop-in against the package, and a CNN surface.
+
+Run: ``python -m pytest benchmarks/test_any_model.py -s --benchmark-json=bench.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastsurface as fs
+import fastsurface.compat.loss_landscapes as drop_in
+
+package = pytest.importorskip("loss_landscapes")
+pytest.importorskip("loss_landscapes.metrics")
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+STEPS = 41
+SAMPLES = 2_000
+
+
+@pytest.fixture(scope="module")
+def mlp_case():
+    """A small MLP (10 -> 32 -> 32 -> 1, tanh) and 2,000 regression samples."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(SAMPLES, 10, generator=generator)
+    y = torch.randn(SAMPLES, 1, generator=generator)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
+    return model, x, y
+
+
+@pytest.fixture(scope="module")
+def package_seconds(mlp_case):
+    """Seconds loss-landscapes 3.0.6 takes for the 41 x 41 random plane (one run, same inputs)."""
+    model, x, y = mlp_case
+    torch.manual_seed(1)
+    started = time.perf_counter()
+    result = package.random_plane(copy.deepcopy(model), package.metrics.Loss(nn.MSELoss(), x, y), steps=STEPS)
+    seconds = time.perf_counter() - started
+    return seconds, result
+
+
+def test_drop_in_against_loss_landscapes(benchmark, mlp_case, package_seconds):
+    model, x, y = mlp_case
+    seconds, expected = package_seconds
+
+    def drop_in_plane():
+        torch.manual_seed(1)
+        return drop_in.random_plane(model, drop_in.metrics.Loss(nn.MSELoss(), x, y), steps=STEPS)
+
+    actual = benchmark.pedantic(drop_in_plane, rounds=5, iterations=1, warmup_rounds=1)
+    np.testing.assert_allclose(actual, expected, rtol=2e-5)
+    ours = benchmark.stats.stats.median
+    benchmark.extra_info.update(package_seconds=seconds, drop_in_seconds_median=ours, speedup=seconds / ours)
+    print(
+        f"\n41x41 random plane, MLP, {SAMPLES} samples, CPU: loss-landscapes {seconds:.2f} s, "
+        f"drop-in {ours * 1e3:.1f} ms, {seconds / ours:.1f}x"
+    )
+
+
+def _cnn_case(samples: int = 4_000):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(samples, 1, 12, 12, generator=generator)
+    y = torch.randint(0, 10, (samples,), generator=generator)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10)
+    )
+    return model, x, y
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cnn_random_plane_51x51(benchmark, device):
+    model, x, y = _cnn_case()
+    plane = fs.random_plane(model, seed=0)
+    grid = np.linspace(-1, 1, 51)
+    kwargs = {"plane": plane, "loss": "cross_entropy", "device": device}
+    fs.loss_surface(model, (x, y), grid[:3], grid[:3], **kwargs)  # warm-up
+    surface = benchmark.pedantic(
+        fs.loss_surface, args=(model, (x, y), grid, grid), kwargs=kwargs, rounds=1, iterations=1
+    )
+    assert surface.loss.shape == (51, 51) and np.isfinite(surface.loss).all()
+    print(
+        f"\n51x51 random plane, CNN ({sum(p.numel() for p in model.parameters())} parameters), "
+        f"{len(x)} samples, {device}: {benchmark.stats.stats.median:.2f} s"
+    )

@@ -1,0 +1,230 @@
+"""Training paths of any model: full parameter vectors, projected onto a plane.
+
+``record_path`` trains a copy of a model with any torch optimizer and keeps its whole
+parameter vector at chosen steps; ``project_path`` finds each vector's nearest point on
+a plane (least squares), reports how far off the plane it lies, and evaluates the loss
+there with the surface engine, so the path can be drawn on the surface.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface.engine import DEFAULT_BATCH_SIZE, evaluate_points
+from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.losses import PerSampleLoss, resolve_loss
+from fastsurface.plane import Plane, TensorDict
+from fastsurface.train import Trajectory, training_batches
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class ParameterPath:
+    """A model's full parameter vectors at some optimiser steps.
+
+    Attributes:
+        names: parameter names, ``named_parameters()`` order.
+        shapes: each parameter's shape.
+        vectors: the parameters flattened and concatenated in ``names`` order, float64,
+            shape ``(P, D)``.
+        step: optimiser steps taken before each row, int64, shape ``(P,)``.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    vectors: np.ndarray
+    step: np.ndarray
+
+    @classmethod
+    def from_models(cls, models: Sequence[nn.Module], steps: Sequence[int] | None = None) -> ParameterPath:
+        """A path from snapshots of one architecture (e.g. checkpoints of your own loop)."""
+        if len(models) == 0:
+            raise FastsurfaceError("`models` must hold at least one model, got none")
+        named = [dict(m.named_parameters()) for m in models]
+        layout = {n: tuple(p.shape) for n, p in named[0].items()}
+        for index, parameters in enumerate(named):
+            if {n: tuple(p.shape) for n, p in parameters.items()} != layout:
+                raise FastsurfaceError(f"`models` must share one architecture; model {index} differs from model 0")
+        vectors = np.stack([_flat(parameters.values()) for parameters in named])
+        step = np.arange(len(models)) if steps is None else np.asarray(steps, dtype=np.int64)
+        if step.shape != (len(models),):
+            raise FastsurfaceError(f"`steps` must hold one step per model ({len(models)}), got {len(step)}")
+        return cls(tuple(layout), tuple(layout.values()), vectors, step.astype(np.int64))
+
+    def unflatten(self, vector: np.ndarray | torch.Tensor) -> TensorDict:
+        """One row of ``vectors`` as float64 tensors by parameter name."""
+        flat = torch.as_tensor(np.asarray(vector), dtype=torch.float64)
+        parts = torch.split(flat, [int(np.prod(shape)) for shape in self.shapes])
+        return {n: p.reshape(s).clone() for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
+
+
+def record_path(
+    model: nn.Module,
+    train: object,
+    *,
+    optimizer: OptimizerFactory | None = None,
+    epochs: int = 1,
+    record: str | Sequence[int] = "epoch",
+    loss: str | PerSampleLoss = "mse",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    device: DeviceLike = "cpu",
+    dtype: DTypeLike = torch.float32,
+) -> ParameterPath:
+    """Train a copy of ``model`` (train mode) and record its parameters.
+
+    The training loss is the batch mean of the per-sample ``loss``. The caller's model
+    is not modified.
+
+    Args:
+        model: any module.
+        train: an ``(x, y)`` pair, shuffled into batches of ``batch_size`` each epoch by a
+            generator seeded with ``seed``, or an iterable of batches read once per epoch.
+        optimizer: builds the optimizer from the copy's parameters, e.g.
+            ``lambda p: torch.optim.Adam(p, lr=1e-3)``; plain SGD with ``lr=1e-2`` by default.
+        epochs: passes over ``train``.
+        record: ``"epoch"`` (before training and after each epoch), ``"step"`` (before
+            training and after every step) or the step numbers to keep (0 is the start).
+        loss, device, dtype: as in ``loss_surface``.
+
+    >>> from fastsurface import ANN, piecewise_dataset
+    >>> path = record_path(ANN(1, 2, 1), piecewise_dataset(256), epochs=3)
+    >>> path.vectors.shape, path.step.tolist()
+    ((4, 4), [0, 4, 8, 12])
+    """
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    keep = _recorder(record)
+    objective = resolve_loss(loss)
+    resolved, compute = resolve_device(device), resolve_dtype(dtype)
+    module = copy.deepcopy(model).to(device=resolved, dtype=compute).train()
+    parameters = dict(module.named_parameters())
+    optimiser = (optimizer or (lambda p: torch.optim.SGD(p, lr=1e-2)))(module.parameters())
+    generator = torch.Generator().manual_seed(seed)
+    rows, steps, taken = [_flat(parameters.values())], [0], 0
+    for _ in range(epochs):
+        for x, y in training_batches(train, batch_size, generator, resolved, compute):
+            optimiser.zero_grad()
+            prediction = module(x)
+            if taken == 0:
+                objective.check_shapes(prediction.detach(), y)
+            objective.per_sample(prediction, y).mean().backward()
+            optimiser.step()
+            taken += 1
+            if keep(taken, epoch_end=False):
+                rows.append(_flat(parameters.values()))
+                steps.append(taken)
+        if keep(taken, epoch_end=True) and steps[-1] != taken:
+            rows.append(_flat(parameters.values()))
+            steps.append(taken)
+    if not keep(0, epoch_end=False):
+        rows, steps = rows[1:], steps[1:]
+    names = tuple(parameters)
+    return ParameterPath(names, tuple(tuple(parameters[n].shape) for n in names), np.stack(rows), np.array(steps))
+
+
+@dataclass(frozen=True)
+class ProjectedPath:
+    """A parameter path's least-squares projection onto a plane.
+
+    Attributes:
+        a, b: plane coordinates of each point's projection, float64, shape ``(P,)``.
+        residual: Euclidean distance from each parameter vector to its projection, over
+            all parameters (those the plane does not move count against the model's
+            values), float64, shape ``(P,)``.
+        relative_residual: ``residual / ‖θ_i - θ_plane(0, 0)‖`` (0 where that is 0).
+        loss: loss at each projected point by the surface engine, or ``None`` when no
+            data was given, float64, shape ``(P,)``.
+        step: optimiser steps, int64, shape ``(P,)``.
+        labels: the plane's coordinate names.
+        reduction: reduction of ``loss``.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    residual: np.ndarray
+    relative_residual: np.ndarray
+    loss: np.ndarray | None
+    step: np.ndarray
+    labels: tuple[str, str]
+    reduction: str
+
+    def trajectory(self) -> Trajectory:
+        """The projection as a ``Trajectory``, to draw with ``plot_surface``."""
+        if self.loss is None:
+            raise FastsurfaceError("`data` was not given to `project_path`, so the path has no losses to draw")
+        return Trajectory(self.a, self.b, self.loss, self.step, self.labels, self.reduction, "path")
+
+
+def project_path(
+    model: nn.Module, plane: Plane, path: ParameterPath, data: object | None = None, **kwargs: object
+) -> ProjectedPath:
+    """Project ``path`` onto ``plane`` through ``model`` and evaluate the loss there.
+
+    The coordinates minimise ``‖θ_i - θ(a, b)‖`` over all parameters, where ``θ(a, b)``
+    is ``model``'s parameters with the plane's moving ones replaced (least squares,
+    float64).
+
+    Args:
+        model: the model the plane is evaluated with (its other parameters and buffers).
+        plane: any plane over parameters of ``model``.
+        path: recorded vectors of ``model``'s architecture.
+        data: evaluation data, as in ``loss_surface``; no losses without it.
+        **kwargs: ``loss``, ``reduction``, ``batch_size``, ``device``, ``dtype`` ... as in
+            ``evaluate_points``.
+    """
+    base = {n: p.detach().to("cpu", torch.float64) for n, p in model.named_parameters()}
+    layout = {n: tuple(t.shape) for n, t in base.items()}
+    if dict(zip(path.names, path.shapes, strict=True)) != layout:
+        raise FastsurfaceError("`path` must be recorded from `model`'s architecture (same parameter names and shapes)")
+    if not set(plane.origin) <= set(base):
+        raise FastsurfaceError(f"`plane` moves parameters that `model` lacks: {sorted(set(plane.origin) - set(base))}")
+    local = plane.to(torch.device("cpu"), torch.float64)
+    origin = dict(base, **local.origin)
+    span = torch.stack([_flat_tensor(local.first, origin), _flat_tensor(local.second, origin)], dim=1)
+    offsets = torch.as_tensor(path.vectors, dtype=torch.float64) - _flat_tensor(origin, origin)
+    coordinates = torch.linalg.lstsq(span, offsets.T, driver="gelsd").solution.T
+    residual = (offsets - coordinates @ span.T).norm(dim=1)
+    distance = offsets.norm(dim=1)
+    relative = torch.where(distance > 0, residual / torch.where(distance > 0, distance, 1), 0)
+    loss = None
+    if data is not None:
+        loss = evaluate_points(model, plane, data, coordinates, **kwargs).loss.cpu().numpy()
+    return ProjectedPath(
+        a=coordinates[:, 0].numpy(),
+        b=coordinates[:, 1].numpy(),
+        residual=residual.numpy(),
+        relative_residual=relative.numpy(),
+        loss=loss,
+        step=path.step,
+        labels=plane.labels,
+        reduction=str(kwargs.get("reduction", "mean")),
+    )
+
+
+def _recorder(record: str | Sequence[int]) -> Callable[..., bool]:
+    if record == "epoch":
+        return lambda step, epoch_end: epoch_end or step == 0
+    if record == "step":
+        return lambda step, epoch_end: True
+    if isinstance(record, str) or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in record):
+        raise FastsurfaceError(f"`record` must be 'epoch', 'step' or a sequence of step numbers >= 0, got {record!r}")
+    wanted = {int(s) for s in record}
+    return lambda step, epoch_end: step in wanted and not epoch_end
+
+
+def _flat(parameters: Iterable[torch.Tensor]) -> np.ndarray:
+    return torch.cat([p.detach().reshape(-1).to("cpu", torch.float64) for p in parameters]).numpy()
+
+
+def _flat_tensor(tensors: TensorDict, order: TensorDict) -> torch.Tensor:
+    """``tensors`` flattened in ``order``'s key order, zeros where a key is missing."""
+    return torch.cat([tensors.get(n, torch.zeros_like(t)).reshape(-1) for n, t in order.items()])
