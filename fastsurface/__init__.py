@@ -24,6 +24,7 @@ from fastsurface.directions import (
     random_line,
     random_plane,
 )
+from fastsurface.distributed import ShardedSurface, sharded_loss_surface
 from fastsurface.engine import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
 from fastsurface.export import write_figure
@@ -54,6 +55,7 @@ __all__ = [
     "PrincipalPlane",
     "ProjectedPath",
     "Saved",
+    "ShardedSurface",
     "Surface",
     "Trajectory",
     "axis",
@@ -84,6 +86,7 @@ __all__ = [
     "refine",
     "resumable_loss_surface",
     "save",
+    "sharded_loss_surface",
     "train_sgd",
     "train_test_split",
     "trajectory_window",

@@ -53,6 +53,11 @@ _OPTIONS = {
 }
 
 
+def default_block_rows(columns: int) -> int:
+    """Rows per block when none is given: about ``_BLOCK_POINTS`` points."""
+    return max(1, _BLOCK_POINTS // columns)
+
+
 @dataclass(frozen=True)
 class Block:
     """Rows ``start:stop`` of the grid (all columns), number ``index`` of the run."""
@@ -126,7 +131,7 @@ class Checkpoint:
             raise FastsurfaceError(f"`options` must be keyword arguments of loss_surface, got unknown {unknown}")
         first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
         second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
-        rows = block_rows if block_rows is not None else max(1, _BLOCK_POINTS // len(second))
+        rows = block_rows if block_rows is not None else default_block_rows(len(second))
         blocks = plan_blocks(len(first), rows)
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise FastsurfaceError(f"`key` must be a non-empty string, got {key!r}")

@@ -17,10 +17,10 @@ import plotly.graph_objects as go
 import torch
 
 from fastsurface.bench import PATHS, format_table, run_bench
-from fastsurface.checkpoint import Checkpoint
 from fastsurface.critical import CriticalPoint, critical_points
 from fastsurface.data import piecewise_dataset, train_test_split
 from fastsurface.devices import resolve_device
+from fastsurface.distributed import SHARDS, current_world, sharded_loss_surface
 from fastsurface.engine import METHODS, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.export import check_export, write_figure
@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Evaluate the seed article's test loss on a w1 x w2 grid, in blocks of rows that are "
         "checkpointed with --checkpoint-dir (run the same command again to resume), and save it with --save.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    surface.add_argument(
+        "--shard",
+        choices=SHARDS,
+        default="auto",
+        help="under torchrun: split the grid's blocks or the data among ranks",
     )
     surface.add_argument("--checkpoint-dir", help="folder for finished blocks; a rerun resumes from them")
     surface.add_argument("--block-rows", type=int, help="grid rows per checkpointed block (default: ~65,536 points)")
@@ -277,31 +283,30 @@ def _outputs(arguments: argparse.Namespace) -> dict[str, Path]:
 
 def _surface(arguments: argparse.Namespace) -> int:
     saved = _save_path(arguments)
-    if arguments.block_rows is not None and arguments.checkpoint_dir is None:
-        raise FastsurfaceError("`--block-rows` cuts the grid into checkpointed blocks; it needs `--checkpoint-dir`")
+    if arguments.keep_checkpoint and arguments.checkpoint_dir is None:
+        raise FastsurfaceError("`--keep-checkpoint` keeps checkpointed blocks; it needs `--checkpoint-dir`")
     first, second = _grid(arguments)
     _, test = _seed_split(arguments)
     model = ANN(1, 1, 1)
-    common = _surface_options(arguments)
-    lines = []
-    if arguments.checkpoint_dir is None:
-        surface = loss_surface(model, test, first, second, **common)
-    else:
-        checkpoint = Checkpoint.open(
-            arguments.checkpoint_dir, model, test, first, second, block_rows=arguments.block_rows, **common
-        )
-        reused = len(checkpoint.blocks) - checkpoint.compute()
-        surface = checkpoint.assemble()
-        if not arguments.keep_checkpoint:
-            checkpoint.remove()
-        lines.append(
-            f"blocks    {len(checkpoint.blocks)} blocks of {checkpoint.blocks[0].stop} rows, {reused} reused from "
-            f"{arguments.checkpoint_dir}"
-        )
+    run = sharded_loss_surface(
+        model,
+        test,
+        first,
+        second,
+        shard=arguments.shard,
+        block_rows=arguments.block_rows,
+        checkpoint_dir=arguments.checkpoint_dir,
+        keep=arguments.keep_checkpoint,
+        **_surface_options(arguments),
+    )
+    if current_world().rank != 0:  # rank 0 writes and reports for the whole job
+        return 0
+    reused = f", {run.blocks - run.computed} reused from {arguments.checkpoint_dir}" if arguments.checkpoint_dir else ""
+    lines = [f"shards    {run.shard} sharding over {run.ranks} rank(s), {run.blocks} block(s){reused}"]
     if saved is not None:
-        save(saved, surface=surface, plane=default_plane(model), provenance=_provenance(arguments))
+        save(saved, surface=run.surface, plane=default_plane(model), provenance=_provenance(arguments))
         lines.append(f"wrote     {saved}")
-    print("\n".join(_surface_lines(surface) + lines))
+    print("\n".join(_surface_lines(run.surface) + lines))
     return 0
 
 

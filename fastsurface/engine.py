@@ -242,7 +242,6 @@ def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, sett
             strategy.add(chunk, bar.update)
             samples += chunk.samples
             batches += chunk.batches
-            bar.update()
     assert strategy is not None  # _checked_chunks refuses empty data
     loss = strategy.total().div_(samples if settings.reduction == "mean" else batches)
     synchronize(settings.device)
