@@ -8,6 +8,7 @@ weighted per-point sums are accumulated in float64 on the compute device.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, replace_all_batch_norm_modules_
 from tqdm.auto import tqdm
 
 from fastsurface import stream
@@ -63,6 +64,7 @@ class _Settings:
     tile_points: int | None
     method: str
     progress: bool
+    train_mode: bool
 
 
 def loss_surface(
@@ -81,6 +83,7 @@ def loss_surface(
     tile_points: int | None = None,
     method: str = "auto",
     progress: bool = False,
+    train_mode: bool = False,
 ) -> Surface:
     """Evaluate the loss on every point of the grid ``w1 × w2`` of a plane.
 
@@ -125,6 +128,13 @@ def loss_surface(
               work (points x samples) reaches ``COMPILE_THRESHOLD`` (1e9) and the
               toolchain is present; else ``"vmap"``.
         progress: show a progress bar on stderr.
+        train_mode: evaluate the model in training mode instead of eval mode. BatchNorm
+            layers then normalise with the statistics of each evaluation batch and
+            neither use nor update their running statistics
+            (``torch.func.replace_all_batch_norm_modules_`` on the engine's copy); data
+            are evaluated batch by batch (``batch_size`` for a pair); dropout draws
+            independent masks per point from a generator seeded with 0 inside
+            ``torch.random.fork_rng`` (global RNG state is restored). Uses ``"vmap"``.
 
     Returns:
         A ``Surface`` with ``loss.shape == (len(w1), len(w2))``.
@@ -134,7 +144,9 @@ def loss_surface(
     >>> s.loss.shape, s.labels
     ((4, 4), ('w1', 'w2'))
     """
-    settings = _settings(loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress)
+    settings = _settings(
+        loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress, train_mode
+    )
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
     check_fits((len(first), len(second)), settings.device, settings.memory_budget, settings.tile_points)
@@ -173,6 +185,7 @@ def evaluate_points(
     memory_budget: int | None = None,
     tile_points: int | None = None,
     progress: bool = False,
+    train_mode: bool = False,
 ) -> Evaluation:
     """Losses at arbitrary plane points, by the same engine as ``loss_surface``.
 
@@ -183,7 +196,9 @@ def evaluate_points(
     Returns:
         An ``Evaluation`` whose ``loss`` has shape ``(P,)``, float64, on the device.
     """
-    settings = _settings(loss, reduction, batch_size, device, dtype, memory_budget, tile_points, "auto", progress)
+    settings = _settings(
+        loss, reduction, batch_size, device, dtype, memory_budget, tile_points, "auto", progress, train_mode
+    )
     check_plane(model, plane)
     coordinates = torch.as_tensor(points, dtype=torch.float64)
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
@@ -203,6 +218,7 @@ def _settings(
     tile_points: int | None,
     method: str,
     progress: bool,
+    train_mode: bool,
 ) -> _Settings:
     stream.check_reduction(reduction)
     check_positive_int("batch_size", batch_size)
@@ -212,6 +228,10 @@ def _settings(
         check_positive_int("tile_points", tile_points)
     if method not in METHODS:
         raise FastsurfaceError(f"`method` must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if not isinstance(train_mode, bool):
+        raise FastsurfaceError(f"`train_mode` must be True or False, got {train_mode!r}")
+    if train_mode and method not in ("auto", "vmap"):
+        raise FastsurfaceError(f"`method` must be 'auto' or 'vmap' with `train_mode`, got {method!r}")
     resolved = resolve_device(device)
     budget = memory_budget if memory_budget is not None else DEFAULT_BUDGET[resolved.type]
     return _Settings(
@@ -224,22 +244,23 @@ def _settings(
         tile_points,
         method,
         bool(progress),
+        train_mode,
     )
 
 
 def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, settings: _Settings) -> Evaluation:
     started = time.perf_counter()
-    module = _evaluation_copy(model, settings.device, settings.dtype)
+    module = _evaluation_copy(model, settings.device, settings.dtype, settings.train_mode)
     local_plane = plane.to(settings.device, settings.dtype)
     sizer = TileSizer(module, local_plane, settings.memory_budget)
     strategy: _BruteForce | _ClosedForm | None = None
     samples = batches = 0
     bar = tqdm(desc="surface", unit="tile", disable=not settings.progress, leave=False)
-    with torch.no_grad(), bar:
-        for chunk in _checked_chunks(data, settings, module, local_plane, sizer.chunk_samples):
+    with torch.no_grad(), bar, _private_randomness(settings):
+        for chunk in _checked_chunks(data, settings, module, local_plane, _chunk_rule(data, sizer, settings)):
             if strategy is None:
                 strategy = _strategy(module, local_plane, data, points, chunk, sizer, settings)
-            strategy.add(chunk, bar.update)
+            _add(strategy, chunk, bar.update)
             samples += chunk.samples
             batches += chunk.batches
     assert strategy is not None  # _checked_chunks refuses empty data
@@ -259,6 +280,9 @@ def _strategy(
 ) -> _BruteForce | _ClosedForm:
     """The evaluation path, chosen on the first chunk (see ``loss_surface``'s ``method``)."""
     method = settings.method
+    if settings.train_mode:
+        tile = settings.tile_points or sizer.tile_points(chunk.samples)
+        return _BruteForce(vmap_kernel(module, plane, settings.loss, randomness="different"), points, tile, "vmap")
     if method in ("auto", "closed_form"):
         coordinate, reason = (
             linear_coordinate(module, plane, settings.loss, chunk.x[:PROBE_SAMPLES])
@@ -276,6 +300,46 @@ def _strategy(
         kernel = CompiledKernel(module, plane, settings.loss, min(points.count, tile))
         return _BruteForce(kernel, points, kernel.tile, "compiled")
     return _BruteForce(vmap_kernel(module, plane, settings.loss), points, tile, "vmap")
+
+
+def _chunk_rule(data: object, sizer: TileSizer, settings: _Settings) -> Callable[[torch.Tensor], int]:
+    """Samples per chunk: from the memory budget; in train mode, exactly one batch (batch
+    statistics must be those of a batch)."""
+    if not settings.train_mode:
+        return sizer.chunk_samples
+
+    def one_batch(x: torch.Tensor) -> int:
+        sizer.chunk_samples(x)  # measures the bytes a sample needs
+        return settings.batch_size if stream.is_pair(data) else 2**62
+
+    return one_batch
+
+
+@contextlib.contextmanager
+def _private_randomness(settings: _Settings) -> Iterator[None]:
+    """In train mode, random layers draw from a generator seeded with 0 whose state is
+    discarded afterwards, so results repeat and the caller's RNG state is untouched."""
+    if not settings.train_mode:
+        yield
+        return
+    devices = [settings.device] if settings.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        yield
+
+
+def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callable[[], object]) -> None:
+    """``strategy.add``, turning vmap's refusals into an error that says what to do."""
+    try:
+        strategy.add(chunk, done)
+    except RuntimeError as error:
+        if "vmap" not in str(error) and "batching rule" not in str(error).lower():
+            raise
+        raise FastsurfaceError(
+            f"`model` cannot be evaluated under torch.func.vmap: {error}. Typical causes: a layer that updates a "
+            "buffer in place with batched values or random layers without train_mode=True; evaluation is in eval "
+            "mode unless train_mode=True, which also swaps BatchNorm's running statistics for batch statistics."
+        ) from error
 
 
 def _worth_compiling(points: Points, data: object, chunk: stream.Chunk, device: torch.device) -> bool:
@@ -322,10 +386,13 @@ class _ClosedForm:
         return (grid.T if self.swapped else grid).reshape(-1)
 
 
-def _evaluation_copy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def _evaluation_copy(model: nn.Module, device: torch.device, dtype: torch.dtype, train_mode: bool) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-    return copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    module = copy.deepcopy(model).to(device=device, dtype=dtype).train(train_mode)
+    if train_mode:
+        replace_all_batch_norm_modules_(module)
+    return module
 
 
 def _checked_chunks(

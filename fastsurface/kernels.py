@@ -39,14 +39,15 @@ _compiled_cache: OrderedDict[Hashable, Callable[..., torch.Tensor]] = OrderedDic
 _MODULE_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "training"})
 
 
-def vmap_kernel(module: nn.Module, plane: Plane, loss: Loss) -> Kernel:
-    """The vectorised kernel: one vmap over the tile's points."""
+def vmap_kernel(module: nn.Module, plane: Plane, loss: Loss, randomness: str = "error") -> Kernel:
+    """The vectorised kernel: one vmap over the tile's points; ``randomness`` as in
+    ``torch.func.vmap`` (``"different"``: each point draws its own dropout masks)."""
 
     def point_sum(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         prediction = functional_call(module, plane.params(a, b), (x,))
         return loss.per_sample(prediction, y) @ w
 
-    return vmap(point_sum, in_dims=(0, 0, None, None, None))
+    return vmap(point_sum, in_dims=(0, 0, None, None, None), randomness=randomness)
 
 
 def compile_available(device: torch.device) -> bool:

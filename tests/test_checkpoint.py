@@ -71,7 +71,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupte
     resumed = _cli("--checkpoint-dir", "ck", "--save", "s.npz", cwd=tmp_path)
     output = resumed.communicate()[0]
     assert resumed.returncode == 0
-    assert f"16 blocks of 1 rows, {finished} reused from ck" in output
+    assert f"16 block(s), {finished} reused from ck" in output
     surface = fs.load(tmp_path / "s.npz").surface
     assert surface.loss.tobytes() == uninterrupted.loss.tobytes()
     assert _blocks(tmp_path / "ck") == []  # the run's blocks are removed once the file is saved

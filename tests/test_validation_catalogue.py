@@ -169,7 +169,10 @@ CLI_CASES = [
     pytest.param(["surface", "--save", "surface.csv"], "`--save`", id="cli-save-suffix"),
     pytest.param(["surface", "--checkpoint-dir", "/nonexistent/a/b"], "`checkpoint_dir`", id="cli-checkpoint-dir"),
     pytest.param(["surface", "--checkpoint-dir", ".", "--block-rows", "0"], "`block_rows`", id="cli-zero-block-rows"),
-    pytest.param(["surface", "--block-rows", "2"], "`--block-rows`", id="cli-block-rows-without-checkpoints"),
+    pytest.param(["surface", "--keep-checkpoint"], "`--keep-checkpoint`", id="cli-keep-without-checkpoints"),
+    pytest.param(
+        ["surface", "--shard", "data", "--checkpoint-dir", "."], "`checkpoint_dir`", id="cli-data-shard-checkpoints"
+    ),
     pytest.param(["show", "/nonexistent/r.npz"], "`path`", id="cli-show-missing-file"),
 ]
 
