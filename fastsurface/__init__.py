@@ -29,6 +29,7 @@ from fastsurface.engine import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
 from fastsurface.export import write_figure
 from fastsurface.grid import axis
+from fastsurface.metrics import accuracy, metric_surfaces
 from fastsurface.model import ANN
 from fastsurface.naive import naive_loss_surface
 from fastsurface.paths import ParameterPath, ProjectedPath, project_path, record_path
@@ -58,6 +59,7 @@ __all__ = [
     "ShardedSurface",
     "Surface",
     "Trajectory",
+    "accuracy",
     "axis",
     "critical_points",
     "critical_points_of",
@@ -71,6 +73,7 @@ __all__ = [
     "load",
     "loss_line",
     "loss_surface",
+    "metric_surfaces",
     "naive_loss_surface",
     "pca_plane",
     "piecewise_dataset",

@@ -335,8 +335,9 @@ def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callabl
     except RuntimeError as error:
         if "vmap" not in str(error) and "batching rule" not in str(error).lower():
             raise
+        reason = str(error).rstrip(". ")
         raise FastsurfaceError(
-            f"`model` cannot be evaluated under torch.func.vmap: {error}. Typical causes: a layer that updates a "
+            f"`model` cannot be evaluated under torch.func.vmap: {reason}. Typical causes: a layer that updates a "
             "buffer in place with batched values or random layers without train_mode=True; evaluation is in eval "
             "mode unless train_mode=True, which also swaps BatchNorm's running statistics for batch statistics."
         ) from error
