@@ -116,11 +116,20 @@ def _cached_compiled(
     if key in _compiled_cache:
         _compiled_cache.move_to_end(key)
         return _compiled_cache[key]
-    template = module
 
-    def point_sum(a, b, x, y, w, state, origin, first, second):
+    def point_sum(
+        a: torch.Tensor,
+        b: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        state: dict[str, torch.Tensor],
+        origin: dict[str, torch.Tensor],
+        first: dict[str, torch.Tensor],
+        second: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
         moving = {name: origin[name] + a * first[name] + b * second[name] for name in origin}
-        prediction = functional_call(template, {**state, **moving}, (x,))
+        prediction = functional_call(module, {**state, **moving}, (x,))  # the first caller's copy: a template
         return loss.per_sample(prediction, y) @ w
 
     batched = vmap(point_sum, in_dims=(0, 0, None, None, None, None, None, None, None))

@@ -112,14 +112,30 @@ def _pair_chunks(
     n = len(x)
     weight = _pair_weights(n, reduction, batch_size)
     most = chunk_samples(to_device(x[:_PROBE], device, dtype))
-    for start in range(0, n, most):
-        stop = min(n, start + most)
+    yield from _sliced(
+        x, y, weight, most, device, dtype, lambda start, stop: _batches_ending(start, stop, n, batch_size)
+    )
+
+
+def _sliced(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    most: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    batches_ending: Callable[[int, int], int],
+) -> Iterator[Chunk]:
+    """Chunks of at most ``most`` consecutive samples; ``batches_ending(start, stop)``
+    counts the batches that end in samples ``start .. stop - 1``."""
+    for start in range(0, len(x), most):
+        stop = min(len(x), start + most)
         yield Chunk(
             x=to_device(x[start:stop], device, dtype),
             y=to_device(y[start:stop], device, dtype),
             weight=weight[start:stop].to(device=device, dtype=dtype),
             samples=stop - start,
-            batches=_batches_ending(start, stop, n, batch_size),
+            batches=batches_ending(start, stop),
         )
 
 
@@ -149,16 +165,8 @@ def _batch_chunks(
         x, y = batch_tensors(number, batch)
         n = len(x)
         most = most or chunk_samples(to_device(x[:_PROBE], device, dtype))
-        weight = torch.full((n,), 1.0 if reduction == "mean" else 1.0 / n, dtype=dtype, device=device)
-        for start in range(0, n, most):
-            stop = min(n, start + most)
-            yield Chunk(
-                x=to_device(x[start:stop], device, dtype),
-                y=to_device(y[start:stop], device, dtype),
-                weight=weight[start:stop],
-                samples=stop - start,
-                batches=int(stop == n),
-            )
+        weight = torch.full((n,), 1.0 if reduction == "mean" else 1.0 / n, dtype=torch.float64)
+        yield from _sliced(x, y, weight, most, device, dtype, lambda _start, stop, n=n: int(stop == n))
 
 
 def batch_tensors(number: int, batch: object) -> tuple[torch.Tensor, torch.Tensor]:
