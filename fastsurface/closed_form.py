@@ -89,6 +89,10 @@ def _names(layer: nn.Module, module: nn.Module) -> list[str]:
     return [by_identity[id(p)] for p in layer.parameters()]
 
 
+# Entries of the grid made per block of rows (a few MB of temporaries).
+_GRID_BLOCK = 2**18
+
+
 class ClosedFormSums:
     """Accumulates ``A``, ``B``, ``C`` (float64) for every value of the free coordinate.
 
@@ -116,12 +120,27 @@ class ClosedFormSums:
             done()
 
     def grid(self, linear: torch.Tensor) -> torch.Tensor:
-        """Weighted loss sums on ``free × linear``, float64, shape ``(n, len(linear))``."""
-        a_coefficient, b_coefficient, c_coefficient = self.sums
+        """Weighted loss sums on ``free × linear``, float64, shape ``(n, len(linear))``.
+
+        Made in blocks of rows, so that temporaries stay small beside the result; each
+        entry is computed exactly as ``at`` computes a point, bit for bit.
+        """
         values = linear.to(torch.float64)
-        grid = torch.outer(a_coefficient, values * values)
-        grid.addr_(b_coefficient, values, alpha=-2)
-        return grid.add_(c_coefficient[:, None])
+        grid = torch.empty(len(self.free), len(values), dtype=torch.float64, device=values.device)
+        rows = max(1, _GRID_BLOCK // len(values))
+        for start in range(0, len(self.free), rows):
+            a, b, c = self.sums[:, start : start + rows, None]
+            grid[start : start + rows] = _quadratic(a, b, c, values)
+        return grid
+
+    def at(self, linear: torch.Tensor) -> torch.Tensor:
+        """Weighted loss sums at the points ``(free[p], linear[p])``, float64, shape ``(n,)``."""
+        a, b, c = self.sums
+        return _quadratic(a, b, c, linear.to(torch.float64))
+
+
+def _quadratic(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return a * (values * values) - (2 * b) * values + c
 
 
 def _coefficients(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor]:

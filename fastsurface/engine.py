@@ -120,7 +120,8 @@ def loss_surface(
             - ``"closed_form"``: exact quadratic along a coordinate that enters the
               output linearly (MSE loss, direction inside the output ``nn.Linear``;
               the rule is ``closed_form.linear_coordinate``'s); O(|w1|·n) forward work.
-              Refused with the reason where it does not apply.
+              Refused with the reason where it does not apply. ``evaluate_points``
+              takes it too, so listed points equal grid points bit for bit.
             - ``"vmap"``: brute force, ``functional_call`` under ``vmap`` per tile.
             - ``"compiled"``: brute force through a ``torch.compile``d fused kernel
               (seconds of compilation on first use, cached per architecture).
@@ -200,6 +201,8 @@ def evaluate_points(
         loss, reduction, batch_size, device, dtype, memory_budget, tile_points, "auto", progress, train_mode
     )
     check_plane(model, plane)
+    if not isinstance(points, torch.Tensor):
+        points = np.ascontiguousarray(points, dtype=np.float64)  # torch refuses negative strides
     coordinates = torch.as_tensor(points, dtype=torch.float64)
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
         raise FastsurfaceError(
@@ -284,11 +287,7 @@ def _strategy(
         tile = settings.tile_points or sizer.tile_points(chunk.samples)
         return _BruteForce(vmap_kernel(module, plane, settings.loss, randomness="different"), points, tile, "vmap")
     if method in ("auto", "closed_form"):
-        coordinate, reason = (
-            linear_coordinate(module, plane, settings.loss, chunk.x[:PROBE_SAMPLES])
-            if isinstance(points, GridPoints)
-            else (None, "the points are not a grid")
-        )
+        coordinate, reason = linear_coordinate(module, plane, settings.loss, chunk.x[:PROBE_SAMPLES])
         if coordinate is not None:
             return _ClosedForm(
                 module, plane, points, coordinate, settings.tile_points or sizer.tile_points(chunk.samples) // 3
@@ -367,15 +366,20 @@ class _BruteForce:
 
 
 class _ClosedForm:
-    """The exact quadratic along the affine coordinate (``closed_form.py``)."""
+    """The exact quadratic along the affine coordinate (``closed_form.py``), on a grid or
+    at listed points (so a trajectory's losses are the surface's, bit for bit)."""
 
     method = "closed_form"
 
-    def __init__(self, module: nn.Module, plane: Plane, points: GridPoints, coordinate: int, tile: int) -> None:
+    def __init__(self, module: nn.Module, plane: Plane, points: Points, coordinate: int, tile: int) -> None:
         self.swapped = coordinate == 0
         if self.swapped:
             plane = Plane(plane.origin, plane.second, plane.first, plane.labels[::-1])
-        self.free, self.linear = (points.second, points.first) if self.swapped else (points.first, points.second)
+        first, second = (
+            (points.first, points.second) if isinstance(points, GridPoints) else points.tile(0, points.count)
+        )
+        self.free, self.linear = (second, first) if self.swapped else (first, second)
+        self.on_grid = isinstance(points, GridPoints)
         self.tile = max(1, tile)
         self.sums = ClosedFormSums(module, plane, self.free, self.tile)
 
@@ -383,6 +387,8 @@ class _ClosedForm:
         self.sums.add(chunk, done)
 
     def total(self) -> torch.Tensor:
+        if not self.on_grid:
+            return self.sums.at(self.linear)
         grid = self.sums.grid(self.linear)
         return (grid.T if self.swapped else grid).reshape(-1)
 

@@ -187,7 +187,7 @@ def _as_tensor(values: object) -> torch.Tensor:
         tensor = values.detach()
     else:
         try:
-            tensor = torch.as_tensor(np.asarray(values))
+            tensor = torch.as_tensor(np.ascontiguousarray(values))
         except (TypeError, ValueError, RuntimeError) as error:
             raise FastsurfaceError(f"`data` must hold numeric arrays, got {type(values).__name__}") from error
     if not (

@@ -114,8 +114,18 @@ def test_closed_form_is_not_chosen_where_it_does_not_apply(rng, case, make, entr
         fs.loss_surface(model, (x, y), w, w, plane=plane, loss=loss, method="closed_form")
 
 
-def test_listed_points_never_use_the_closed_form(seed_split):
+def test_listed_points_take_the_closed_form_and_match_the_grid_bit_for_bit(rng, seed_split):
     _, test = seed_split
     model = fs.ANN(1, 1, 1)
-    result = fs.evaluate_points(model, fs.default_plane(model), test, np.array([[0.5, 1.0]]))
-    assert result.method == "vmap"
+    w1, w2 = np.sort(rng.uniform(-3, 3, 11)), np.sort(rng.uniform(-3, 3, 7))
+    grid = fs.loss_surface(model, test, w1, w2)
+    picked = [(i, j) for i in range(11) for j in range(7) if rng.random() < 0.3]
+    points = np.array([[w1[i], w2[j]] for i, j in picked])
+    listed = fs.evaluate_points(model, fs.default_plane(model), test, points)
+    assert listed.method == "closed_form" and grid.method == "closed_form"
+    assert np.array_equal(listed.loss.numpy(), [grid.loss[i, j] for i, j in picked])
+    swapped = fs.entry_plane(model, "net.Layer_2.weight[0, 0]", "net.Layer_1.weight[0, 0]")  # affine in a
+    transposed = fs.loss_surface(model, test, w2, w1, plane=swapped)
+    assert np.array_equal(transposed.loss, grid.loss.T)
+    on_swapped = fs.evaluate_points(model, swapped, test, points[:, ::-1])
+    assert np.array_equal(on_swapped.loss.numpy(), listed.loss.numpy())

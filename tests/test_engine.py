@@ -222,3 +222,11 @@ def test_cuda_equals_cpu(seed_split, reduction):
     on_cpu = fs.loss_surface(fs.ANN(1, 1, 1), test, w1, w2, device="cpu", reduction=reduction)
     assert on_gpu.loss_tensor.device.type == "cuda"
     assert_close(on_gpu.loss, on_cpu.loss, rtol=1e-5)
+
+
+def test_reversed_views_of_numpy_arrays_are_accepted(seed_split):
+    _, (x, y) = seed_split
+    reversed_view = fs.loss_surface(fs.ANN(1, 1, 1), (x[::-1], y[::-1]), [0.5], [1.0], dtype="float64")
+    points = np.array([[1.0, 0.5]])[:, ::-1]  # negative strides
+    listed = fs.evaluate_points(fs.ANN(1, 1, 1), fs.default_plane(fs.ANN(1, 1, 1)), (x, y), points, dtype="float64")
+    assert_close(reversed_view.loss[0, 0], listed.loss[0], rtol=1e-12)

@@ -27,9 +27,10 @@ def test_each_recorded_loss_lies_on_the_surface(small_split, reduction):
     train, test = small_split
     model = fs.ANN(1, 1, 1)
     path = fs.train_sgd(model, train, test, epochs=4, reduction=reduction)
+    surface = fs.loss_surface(model, test, np.unique(path.w1), np.unique(path.w2), reduction=reduction)
     for a, b, loss in zip(path.w1, path.w2, path.loss, strict=True):
-        surface = fs.loss_surface(model, test, [a], [b], reduction=reduction)
-        assert_close(surface.loss[0, 0], loss, rtol=1e-6)
+        i, j = np.searchsorted(surface.w1, a), np.searchsorted(surface.w2, b)
+        assert surface.loss[i, j] == loss  # the same engine path: exactly on the surface
 
 
 def test_matches_plain_module_sgd_on_the_same_batches(small_split):
