@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ def run_bench(
     repeats: int = 3,
     max_seconds: float = 60.0,
     naive_rows: int = 2,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Measure every (device, path, step); returns ``{"rows": [...], "machine": {...}}``."""
     _, (x, y) = train_test_split(*piecewise_dataset(), test_size=0.2, seed=0)
     naive_per_point = naive_seconds_per_point(x, y, naive_rows)
@@ -77,7 +78,7 @@ def run_bench(
     return {"rows": [asdict(row) for row in rows], "machine": machine, "naive_seconds_per_point": naive_per_point}
 
 
-def format_table(result: dict[str, object]) -> str:
+def format_table(result: dict[str, Any]) -> str:
     """The rows as an aligned text table with a header."""
     header = ("device", "path", "step", "grid points", "samples", "seconds", "pts·samples/s", "vs naive", "of tanh", "")
     lines = [header]

@@ -196,13 +196,14 @@ class Checkpoint:
 
         ``seconds`` adds up the blocks' evaluation times, whenever they ran.
         """
-        parts = [self.load_block(block) for block in self.blocks]
-        missing = [block.index for block, part in zip(self.blocks, parts, strict=True) if part is None]
+        loaded = [self.load_block(block) for block in self.blocks]
+        missing = [block.index for block, part in zip(self.blocks, loaded, strict=True) if part is None]
         if missing:
             raise FastsurfaceError(
                 f"the run in {str(self.folder)!r} has {len(missing)} unfinished block(s), e.g. {missing[:5]}; "
                 "compute them first"
             )
+        parts = [part for part in loaded if part is not None]  # all of them: none is missing
         first = parts[0]
         return Surface(
             w1=self.w1,
@@ -288,8 +289,8 @@ def run_key(
     for part in ("origin", "first", "second"):
         for parameter, tensor in getattr(plane, part).items():
             _update(digest, f"plane.{part}.{parameter}", tensor)
-    for name, part in zip(("x", "y"), stream.pair_tensors(data), strict=True):  # validated, as the engine will
-        _update(digest, name, part)
+    for name, tensor in zip(("x", "y"), stream.pair_tensors(data), strict=True):  # validated, as the engine will
+        _update(digest, name, tensor)
     _update(digest, "w1", w1)
     _update(digest, "w2", w2)
     _update(digest, "block_rows", block_rows)

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import plotly.graph_objects as go
@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _shared_arguments() -> argparse.ArgumentParser:
+def _shared_arguments() -> _Parser:
     """Grid, data, evaluation and output arguments of `run` and `surface`."""
     shared = _Parser(add_help=False)
     shared.add_argument(
@@ -185,7 +185,7 @@ def _shared_arguments() -> argparse.ArgumentParser:
     return shared
 
 
-def _add_bench(commands: argparse._SubParsersAction) -> None:
+def _add_bench(commands: argparse._SubParsersAction[_Parser]) -> None:
     bench = commands.add_parser(
         "bench",
         help="time every path on every device against the article's loop",
@@ -332,7 +332,8 @@ def _show(arguments: argparse.Namespace) -> int:
 
 def _grid(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """The two axes; each needs two values for a surface to draw or save."""
-    axes = axis(*arguments.w1, arguments.step), axis(*arguments.w2, arguments.step)
+    (w1_start, w1_stop), (w2_start, w2_stop) = arguments.w1, arguments.w2  # argparse: nargs=2
+    axes = axis(w1_start, w1_stop, arguments.step), axis(w2_start, w2_stop, arguments.step)
     for name, values, span in zip(("w1", "w2"), axes, (arguments.w1, arguments.w2), strict=True):
         if len(values) < 2:
             raise FastsurfaceError(
@@ -351,7 +352,7 @@ def _seed_split(arguments: argparse.Namespace) -> tuple[tuple[np.ndarray, np.nda
     return train_test_split(x, y, test_size=arguments.test_size, seed=arguments.split_seed)
 
 
-def _evaluation_options(arguments: argparse.Namespace) -> dict[str, object]:
+def _evaluation_options(arguments: argparse.Namespace) -> dict[str, Any]:
     return {
         "reduction": arguments.reduction,
         "batch_size": arguments.batch_size,
@@ -361,7 +362,7 @@ def _evaluation_options(arguments: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _surface_options(arguments: argparse.Namespace) -> dict[str, object]:
+def _surface_options(arguments: argparse.Namespace) -> dict[str, Any]:
     return {**_evaluation_options(arguments), "method": arguments.method}
 
 

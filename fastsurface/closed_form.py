@@ -64,7 +64,7 @@ def _output_layer_obstacle(module: nn.Module, direction: dict[str, torch.Tensor]
     return _output_obstacle(module, layer, own, x)
 
 
-def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[torch.Tensor], x: torch.Tensor) -> str:
+def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[nn.Parameter], x: torch.Tensor) -> str:
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
     handle = layer.register_forward_hook(lambda _m, inputs, output: calls.append((inputs[0], output)))
     try:

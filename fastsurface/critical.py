@@ -291,7 +291,8 @@ def _newton(
 def _grouped(derivatives: Derivatives, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``derivatives`` over ``points`` in groups of ``_POINTS_PER_CALL``, on the CPU in float64."""
     parts = [derivatives(points[start : start + _POINTS_PER_CALL]) for start in range(0, len(points), _POINTS_PER_CALL)]
-    return tuple(torch.cat([part[i] for part in parts]).cpu().to(torch.float64) for i in range(3))
+    value, gradient, hessian = (torch.cat([part[i] for part in parts]).cpu().to(torch.float64) for i in range(3))
+    return value, gradient, hessian
 
 
 def _classified(
@@ -334,7 +335,9 @@ def _value_gradient_hessian(
     of its first argument, reverse mode over reverse mode (forward mode would import torch
     decompositions that warn of a deprecation on first use)."""
 
-    def gradient_with_aux(point: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    def gradient_with_aux(
+        point: torch.Tensor, *rest: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         gradient, value = grad_and_value(function)(point, *rest)
         return gradient, (gradient, value)
 

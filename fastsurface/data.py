@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -10,6 +11,10 @@ import torch
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 
 Array = np.ndarray | torch.Tensor
+# Each of ``x`` and ``y`` keeps its own type through the split.
+_X = TypeVar("_X", np.ndarray, torch.Tensor)
+_Y = TypeVar("_Y", np.ndarray, torch.Tensor)
+_A = TypeVar("_A", np.ndarray, torch.Tensor)
 
 
 def piecewise_target(x: np.ndarray) -> np.ndarray:
@@ -46,9 +51,7 @@ def piecewise_dataset(n: int = 10_000, seed: int = 42) -> tuple[np.ndarray, np.n
     return x, y
 
 
-def train_test_split(
-    x: Array, y: Array, test_size: float | int = 0.2, seed: int = 0
-) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+def train_test_split(x: _X, y: _Y, test_size: float | int = 0.2, seed: int = 0) -> tuple[tuple[_X, _Y], tuple[_X, _Y]]:
     """Split paired samples at random into a training and a test part.
 
     A seeded permutation of the sample axis (axis 0) is cut in two: the first
@@ -77,7 +80,7 @@ def train_test_split(
     return (_take(x, train), _take(y, train)), (_take(x, test), _take(y, test))
 
 
-def _take(values: Array, index: np.ndarray) -> Array:
+def _take(values: _A, index: np.ndarray) -> _A:
     if isinstance(values, torch.Tensor):
         return values[torch.from_numpy(index).to(values.device)]
     return np.asarray(values)[index]

@@ -145,7 +145,7 @@ def sharded_loss_surface(
     return ShardedSurface(surface, chosen, world.size, len(blocks) if chosen == "grid" else 1, computed)
 
 
-def _rank_device(device: object, world: World) -> torch.device:
+def _rank_device(device: str | torch.device, world: World) -> torch.device:
     if world.size > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
         return resolve_device(f"cuda:{world.local_rank % torch.cuda.device_count()}")
     return resolve_device(device)
@@ -181,13 +181,14 @@ def _grid_shard(
     second: np.ndarray,
     blocks: tuple[Block, ...],
     world: World,
-    checkpoint_dir: object,
+    checkpoint_dir: str | os.PathLike[str] | None,
     key: str | None,
     keep: bool,
     options: dict[str, Any],
 ) -> tuple[Surface, int]:
     mine = blocks[world.rank :: world.size]
-    parts, failure = {}, None
+    parts: dict[Block, Surface] = {}
+    failure: Exception | None = None
     computed = 0
     try:
         if checkpoint_dir is None:
@@ -198,7 +199,7 @@ def _grid_shard(
                 checkpoint_dir, model, data, first, second, block_rows=blocks[0].stop, key=key, **options
             )
             computed = run.compute(mine)
-            parts = {b: run.load_block(b) for b in mine}
+            parts = {b: _computed_block(run, b) for b in mine}
     except Exception as error:  # every rank must learn of it, or the others wait in a collective forever
         failure = error
     device = options["device"]
@@ -220,7 +221,8 @@ def _grid_shard(
 def _data_shard(
     model: nn.Module, data: object, first: np.ndarray, second: np.ndarray, world: World, options: dict[str, Any]
 ) -> Surface:
-    part, failure = None, None
+    part: Surface | None = None
+    failure: Exception | None = None
     try:
         share = _data_share(data, options.get("batch_size", DEFAULT_BATCH_SIZE), world)
         part = loss_surface(model, share, first, second, **options)
@@ -228,6 +230,7 @@ def _data_shard(
         failure = error
     device = options["device"]
     _agree(failure, world, device)
+    assert part is not None, "loss_surface returned, or _agree raised its error"
     divisor = part.samples if part.reduction == "mean" else part.batches
     sums = part.loss_tensor.to(device) * divisor
     counts = torch.tensor([part.samples, part.batches], dtype=torch.float64, device=device)
@@ -242,7 +245,7 @@ def _data_shard(
 def _data_share(data: object, batch_size: int, world: World) -> object:
     """This rank's whole batches: a contiguous run of a pair, or every ``W``-th batch of an iterable."""
     if not stream.is_pair(data):
-        return (batch for number, batch in enumerate(data) if number % world.size == world.rank)
+        return (batch for number, batch in enumerate(stream.iterate(data)) if number % world.size == world.rank)
     count = _batch_count(data, batch_size)
     if count < world.size:
         raise FastsurfaceError(
@@ -255,8 +258,16 @@ def _data_share(data: object, batch_size: int, world: World) -> object:
     return x[start:stop], y[start:stop]
 
 
-def _batch_count(data: tuple[object, object], batch_size: int) -> int:
+def _batch_count(data: stream.Pair, batch_size: int) -> int:
     return -(-len(data[0]) // batch_size)
+
+
+def _computed_block(run: Checkpoint, block: Block) -> Surface:
+    """A block that ``run.compute`` has just finished, read back."""
+    part = run.load_block(block)
+    if part is None:
+        raise RuntimeError(f"block {block.index} is missing right after it was computed")
+    return part
 
 
 def _agree(failure: BaseException | None, world: World, device: torch.device) -> None:
@@ -272,11 +283,18 @@ def _agree(failure: BaseException | None, world: World, device: torch.device) ->
 
 def _from_rank_zero(part: Surface | None, world: World) -> Surface:
     """Rank 0's first block (every rank's metadata template), without its values."""
-    if world.size == 1:
-        return part
-    shared = [_surface_like(part, part.w1, part.w2, torch.empty(0)) if world.rank == 0 else None]
+    shared: list[Surface | None] = [None]
+    if world.size == 1 or world.rank == 0:
+        if part is None:
+            raise RuntimeError("rank 0 lacks the first block, which it computes or loads itself")
+        if world.size == 1:
+            return part
+        shared[0] = _surface_like(part, part.w1, part.w2, torch.empty(0))
     dist.broadcast_object_list(shared, src=0)
-    return shared[0]
+    template = shared[0]
+    if template is None:
+        raise RuntimeError("rank 0 broadcast no first block")
+    return template
 
 
 def _fields(surface: Surface) -> dict[str, Any]:

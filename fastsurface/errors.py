@@ -21,5 +21,5 @@ def check_positive_int(name: str, value: object) -> None:
 
 def check_seed(name: str, value: object) -> None:
     """Raise unless ``value`` is an integer in ``[0, 2**32)``, a seed every generator accepts."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value < 2**32:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= int(value) < 2**32:
         raise FastsurfaceError(f"`{name}` must be an integer in [0, 2**32), got {value!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -165,7 +166,7 @@ class ProjectedPath:
 
 
 def project_path(
-    model: nn.Module, plane: Plane, path: ParameterPath, data: object | None = None, **kwargs: object
+    model: nn.Module, plane: Plane, path: ParameterPath, data: object | None = None, **kwargs: Any
 ) -> ProjectedPath:
     """Project ``path`` onto ``plane`` through ``model`` and evaluate the loss there.
 

@@ -93,7 +93,7 @@ def entry_plane(model: nn.Module, first: str, second: str, labels: tuple[str, st
         not isinstance(labels, (tuple, list)) or len(labels) != 2 or not all(isinstance(s, str) for s in labels)
     ):
         raise FastsurfaceError(f"`labels` must be two strings, got {labels!r}")
-    return Plane(origin, first_dir, second_dir, tuple(labels) if labels else (first.strip(), second.strip()))
+    return Plane(origin, first_dir, second_dir, (labels[0], labels[1]) if labels else (first.strip(), second.strip()))
 
 
 def check_plane(model: nn.Module, plane: object) -> None:

@@ -154,7 +154,7 @@ def _merged_axis(coarse: np.ndarray, fine: np.ndarray, step: float) -> tuple[np.
     return values, np.searchsorted(values, coarse)
 
 
-def _window(window: object) -> Window:
+def _window(window: Window) -> Window:
     try:
         (a0, a1), (b0, b1) = window
         bounds = tuple(float(v) for v in (a0, a1, b0, b1))

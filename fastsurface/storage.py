@@ -26,7 +26,7 @@ import platform
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ _METADATA = "metadata"
 _HASH = "content_sha256"
 _KINDS: dict[str, type] = {"surface": Surface, "trajectory": Trajectory}
 _PLANE_PARTS = ("origin", "first", "second")
+_Stored = TypeVar("_Stored", Surface, Trajectory)
 # A fixed entry time, so that equal contents give byte-identical files.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -119,13 +120,13 @@ def save(
             for name, tensor in getattr(plane, part).items():
                 arrays[f"plane/{part}/{name}"] = tensor
     tensors = {name for name, array in arrays.items() if isinstance(array, torch.Tensor)}
-    values = {name: array.detach().cpu().numpy() if name in tensors else array for name, array in arrays.items()}
+    values = {name: _as_array(array) for name, array in arrays.items()}
     metadata["arrays"] = {
         name: {"dtype": array.dtype.str, "shape": list(array.shape), "tensor": name in tensors}
         for name, array in values.items()
     }
     metadata[_HASH] = _content_hash(metadata, values)
-    entries = {_METADATA: np.frombuffer(_canonical(metadata), dtype=np.uint8), **values}
+    entries: dict[str, np.ndarray] = {_METADATA: np.frombuffer(_canonical(metadata), dtype=np.uint8), **values}
     atomic_write(target, lambda file: _write_archive(file, entries))
     return target
 
@@ -144,8 +145,8 @@ def load(path: str | os.PathLike[str]) -> Saved:
     metadata = _verified_metadata(source, entries)
     try:
         return Saved(
-            surface=_rebuild("surface", metadata, entries),
-            trajectory=_rebuild("trajectory", metadata, entries),
+            surface=_rebuild("surface", Surface, metadata, entries),
+            trajectory=_rebuild("trajectory", Trajectory, metadata, entries),
             plane=_rebuild_plane(metadata, entries),
             metadata=metadata,
         )
@@ -172,6 +173,11 @@ def _provenance(extra: dict[str, Any] | None) -> dict[str, Any]:
     return facts
 
 
+def _as_array(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A tensor as a CPU NumPy array; an array as it is."""
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
+
+
 def _flatten(kind: str, value: Surface | Trajectory, arrays: dict[str, np.ndarray | torch.Tensor]) -> dict[str, Any]:
     """Array and tensor fields go to ``arrays`` as ``kind/field``; the rest is returned as JSON values."""
     scalars: dict[str, Any] = {}
@@ -184,10 +190,9 @@ def _flatten(kind: str, value: Surface | Trajectory, arrays: dict[str, np.ndarra
     return scalars
 
 
-def _rebuild(kind: str, metadata: dict[str, Any], entries: dict[str, np.ndarray]) -> Surface | Trajectory | None:
+def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: dict[str, np.ndarray]) -> _Stored | None:
     if kind not in metadata:
         return None
-    cls = _KINDS[kind]
     values: dict[str, Any] = {}
     for field in fields(cls):
         name = f"{kind}/{field.name}"
@@ -206,7 +211,8 @@ def _rebuild_plane(metadata: dict[str, Any], entries: dict[str, np.ndarray]) -> 
         return None
     names = metadata["plane"]["parameters"]
     parts = [{name: torch.from_numpy(entries[f"plane/{part}/{name}"]) for name in names} for part in _PLANE_PARTS]
-    return Plane(*parts, labels=tuple(metadata["plane"]["labels"]))
+    origin, first, second = parts
+    return Plane(origin, first, second, labels=tuple(metadata["plane"]["labels"]))
 
 
 def _canonical(metadata: dict[str, Any]) -> bytes:

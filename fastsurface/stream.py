@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeGuard, cast
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ import torch
 from fastsurface.errors import FastsurfaceError
 
 REDUCTIONS = ("mean", "batch_mean")
+# An ``(x, y)`` pair of arrays/tensors, as ``is_pair`` recognises it (a two-item list counts).
+Pair = tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]
 _PROBE = 4  # samples handed to `chunk_samples` as examples
 
 
@@ -45,7 +48,7 @@ def check_reduction(reduction: str) -> None:
         raise FastsurfaceError(f"`reduction` must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
 
 
-def is_pair(data: object) -> bool:
+def is_pair(data: object) -> TypeGuard[Pair]:
     """Whether ``data`` is an ``(x, y)`` pair of arrays/tensors (not an iterable of batches)."""
     return (
         isinstance(data, (tuple, list))
@@ -166,7 +169,18 @@ def _batch_chunks(
         n = len(x)
         most = most or chunk_samples(to_device(x[:_PROBE], device, dtype))
         weight = torch.full((n,), 1.0 if reduction == "mean" else 1.0 / n, dtype=torch.float64)
-        yield from _sliced(x, y, weight, most, device, dtype, lambda _start, stop, n=n: int(stop == n))
+        yield from _sliced(x, y, weight, most, device, dtype, _ends_at(n))
+
+
+def _ends_at(n: int) -> Callable[[int, int], int]:
+    """``batches_ending`` of one batch of ``n`` samples: it ends in the chunk that reaches sample ``n``."""
+    return lambda _start, stop: int(stop == n)
+
+
+def iterate(data: object) -> Iterator[object]:
+    """``iter(data)`` for data that is not a pair: callers document it as an iterable of
+    batches, and anything else raises ``TypeError`` here, exactly as ``iter`` does."""
+    return iter(cast("Iterable[object]", data))
 
 
 def batch_tensors(number: int, batch: object) -> tuple[torch.Tensor, torch.Tensor]:

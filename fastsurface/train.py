@@ -187,7 +187,7 @@ def training_batches(
             yield x[index], y[index]
         return
     yielded = False
-    for number, batch in enumerate(train):
+    for number, batch in enumerate(stream.iterate(train)):
         x, y = stream.batch_tensors(number, batch)
         yielded = True
         yield stream.to_device(x, device, dtype), stream.to_device(y, device, dtype)

@@ -9,6 +9,7 @@ points, on a private copy of the model.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -135,7 +136,8 @@ class _Landscape:
         names = list(self.parameters)
         zero = [torch.zeros_like(t) for t in self.start]
         first, second = first or zero, second or zero
-        plane = Plane(*(dict(zip(names, part, strict=True)) for part in (self.start, first, second)))
+        origin, along_a, along_b = (dict(zip(names, part, strict=True)) for part in (self.start, first, second))
+        plane = Plane(origin, along_a, along_b)
         return plane.to(self.device, self.dtype)
 
     def values(self, metric: Metric, plane: Plane, points: np.ndarray) -> np.ndarray:
@@ -285,7 +287,8 @@ def _scaled(direction: list[torch.Tensor], landscape: _Landscape, distance: floa
 
 
 def _model_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.sqrt(sum(t.square().sum() for t in tensors))
+    # ``s₁ + s₂ + ...`` in order, as ``sum`` adds them (its leading ``0 +`` changes no bit of a sum of squares).
+    return torch.sqrt(functools.reduce(torch.add, (t.square().sum() for t in tensors)))
 
 
 def _ratio(target: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
