@@ -343,7 +343,7 @@ def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callabl
 
 
 def _worth_compiling(points: Points, data: object, chunk: stream.Chunk, device: torch.device) -> bool:
-    samples = len(stream.pair_tensors(data)[0]) if stream.is_pair(data) else chunk.samples
+    samples = len(data[0]) if stream.is_pair(data) else chunk.samples  # a pair: all its samples
     return points.count * samples >= COMPILE_THRESHOLD and compile_available(device)
 
 
