@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import fastsurface as fs
 
@@ -36,3 +37,19 @@ def numpy_seed_loss(w1: np.ndarray, w2: np.ndarray, x: np.ndarray, y: np.ndarray
     """float64 mean squared error of ``w2 * tanh(w1 * x)``, shape ``(len(w1), len(w2))``."""
     prediction = w2[None, :, None] * np.tanh(w1[:, None, None] * x[None, None, :])
     return ((prediction - y) ** 2).mean(axis=-1)
+
+
+def small_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+
+
+def small_layer_norm() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 2))
+
+
+# Small models of each kind the general engine must handle: name -> (factory, input shape of a sample).
+SMALL_MODELS = {"mlp": (small_mlp, (3,)), "cnn": (small_cnn, (1, 6, 6)), "layer_norm": (small_layer_norm, (3,))}

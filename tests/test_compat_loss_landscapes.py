@@ -9,6 +9,7 @@ from torch import nn
 
 import fastsurface as fs
 import fastsurface.compat.loss_landscapes as drop_in
+from tests.conftest import SMALL_MODELS as MODELS
 
 package = pytest.importorskip("loss_landscapes")
 pytest.importorskip("loss_landscapes.metrics")
@@ -16,21 +17,6 @@ pytest.importorskip("loss_landscapes.metrics")
 # The package walks the grid by in-place float32 additions; fastsurface computes each
 # point directly, so the two differ by float32 rounding of the parameters.
 RTOL = 2e-5
-
-
-def _mlp():
-    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
-
-
-def _cnn():
-    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
-
-
-def _layer_norm():
-    return nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 2))
-
-
-MODELS = {"mlp": (_mlp, (3,)), "cnn": (_cnn, (1, 6, 6)), "layer_norm": (_layer_norm, (3,))}
 
 
 def _case(name, seed, samples=32):

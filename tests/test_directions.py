@@ -8,22 +8,8 @@ from torch.func import functional_call, jacrev
 
 import fastsurface as fs
 from fastsurface.losses import resolve_loss
-from tests.conftest import assert_close
-
-
-def _mlp():
-    return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
-
-
-def _cnn():
-    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
-
-
-def _layer_norm():
-    return nn.Sequential(nn.Linear(3, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 2))
-
-
-MODELS = {"mlp": (_mlp, (3,)), "cnn": (_cnn, (1, 6, 6)), "layer_norm": (_layer_norm, (3,))}
+from tests.conftest import SMALL_MODELS as MODELS
+from tests.conftest import assert_close, small_cnn, small_mlp
 
 
 def _setup(name, rng, samples=48):
@@ -112,7 +98,7 @@ def test_layer_and_model_norms_and_zeroed_one_dim_parameters(rng):
 
 
 def test_random_planes_are_seeded_and_leave_global_state_alone():
-    model = _mlp()
+    model = small_mlp()
     state = torch.random.get_rng_state()
     first, second = fs.random_plane(model, seed=7), fs.random_plane(model, seed=7)
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -122,7 +108,7 @@ def test_random_planes_are_seeded_and_leave_global_state_alone():
 
 
 def test_orthogonal_second_direction():
-    plane = fs.random_plane(_cnn(), seed=0, normalization="filter", orthogonal=True)
+    plane = fs.random_plane(small_cnn(), seed=0, normalization="filter", orthogonal=True)
     dot = sum((plane.first[n] * plane.second[n]).sum() for n in plane.first)
     assert abs(float(dot)) < 1e-12
 
@@ -179,11 +165,11 @@ def test_lines_match_the_loop_and_ignore_the_second_coordinate(rng):
     [
         (lambda m: fs.random_plane(m, normalization="unit"), "`normalization`"),
         (lambda m: fs.random_plane(m, one_dim="drop"), "`one_dim`"),
-        (lambda m: fs.interpolation_plane(m, _cnn(), m), "`first`"),
+        (lambda m: fs.interpolation_plane(m, small_cnn(), m), "`first`"),
         (lambda m: fs.hessian_plane(m, (np.zeros((4, 3)), np.zeros((4, 2))), iterations=1), "`iterations`"),
         (lambda m: fs.loss_line(m, (np.zeros((4, 3)), np.zeros((4, 2))), [[0.0]], line=fs.random_line(m)), "`t`"),
     ],
 )
 def test_bad_arguments_are_named(call, argument):
     with pytest.raises(fs.FastsurfaceError, match=argument):
-        call(_mlp())
+        call(small_mlp())
