@@ -1,0 +1,67 @@
+"""The compiled kernels' tanh: relative accuracy over all of float32, and surfaces with
+small activations, where an only absolutely accurate tanh would fail."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastsurface as fs
+from fastsurface.inductor import accurate_tanh, backend
+from fastsurface.kernels import compile_available
+from tests.conftest import assert_close
+
+# Relative error bound of accurate_tanh, float32 (Sleef's tanhf is within 6e-8).
+TANH_RTOL = 3e-7
+CPU = torch.device("cpu")
+NEEDS_COMPILER = pytest.mark.skipif(not compile_available(CPU), reason="needs a C++ compiler")
+
+
+def _float32_sweep() -> torch.Tensor:
+    """Every scale float32 has, both signs, dense around 0.3 where the two forms meet."""
+    magnitudes = torch.logspace(-45, 38, 200_000, dtype=torch.float64).float()
+    seam = torch.linspace(0.25, 0.35, 100_001, dtype=torch.float32)
+    positive = torch.cat([magnitudes, seam, torch.linspace(0, 12, 100_001)])
+    return torch.cat([positive, -positive])
+
+
+def _compiled_tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.compile(torch.tanh, dynamic=False, backend=backend(torch.device("cpu")))(x)
+
+
+@pytest.mark.parametrize(
+    "tanh",
+    [
+        accurate_tanh,
+        pytest.param(_compiled_tanh, marks=NEEDS_COMPILER),
+    ],
+    ids=["eager", "compiled"],
+)
+def test_tanh_is_relatively_accurate_on_all_of_float32(tanh):
+    x = _float32_sweep()
+    got = tanh(x).double()
+    want = torch.tanh(x.double())
+    relative = ((got - want).abs() / want.abs()).nan_to_num(0.0)
+    assert float(relative.max()) <= TANH_RTOL
+    assert torch.equal(got == 0, want == 0)
+
+
+def test_accurate_tanh_keeps_signed_zeros_infinities_and_nan():
+    x = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan")])
+    got = accurate_tanh(x)
+    assert got[:4].tolist() == [0.0, -0.0, 1.0, -1.0]
+    assert torch.signbit(got[1]) and not torch.signbit(got[0])
+    assert torch.isnan(got[4])
+
+
+@NEEDS_COMPILER
+def test_compiled_surface_with_small_activations_matches_float64(rng):
+    # A teacher with tiny weights: activations ~1e-5. A tanh with an absolute error of
+    # 1e-7 (inductor's own decomposition) is off by ~1e-2 relative in each activation.
+    x = rng.normal(1, 4.5, 200)
+    y = 2e-3 * np.tanh(1e-5 * x)
+    w1 = np.linspace(0.5e-5, 1.5e-5, 9)
+    w2 = np.linspace(1e-3, 3e-3, 7)
+    compiled = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w1, w2, method="compiled", tile_points=64, device="cpu")
+    exact = fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w1, w2, method="vmap", dtype=torch.float64, device="cpu")
+    off_minimum = exact.loss > 1e-3 * exact.loss.max()
+    assert_close(compiled.loss[off_minimum], exact.loss[off_minimum], rtol=2e-5)
