@@ -7,9 +7,9 @@ the seed model's fused loop several times over. Its own alternative,
 absolutely accurate: near 0 it returns ``x`` with an error of about 1e-7, which would
 swamp a surface whose activations are small. ``accurate_tanh`` takes the odd Taylor
 polynomial where ``|x| < 0.3`` and ``1 - 2 / (exp(2|x|) + 1)`` with ``x``'s sign
-elsewhere: relative error within 3e-7 (about 2 ulp) on all of float32, ±0, ±inf and
-NaN preserved, about 2× faster than Sleef's here (measured in ``tests/test_inductor.py``
-for accuracy; ``fastsurface bench`` for speed). CUDA keeps Triton's ``tanh``.
+elsewhere: relative error within 3e-7 (about 2 ulp) on all of float32, with ±0, ±inf
+and NaN preserved, and about 2× Sleef's speed here (accuracy: ``tests/test_inductor.py``;
+speed: ``fastsurface bench``). float64 keeps ``tanh``, and CUDA keeps Triton's.
 """
 
 from __future__ import annotations
@@ -53,5 +53,10 @@ def _inductor_with_accurate_tanh(graph: torch.fx.GraphModule, inputs: Sequence[t
     from torch._inductor.compile_fx import compile_fx
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    traced = make_fx(graph, decomposition_table={torch.ops.aten.tanh.default: accurate_tanh})(*inputs)
+    traced = make_fx(graph, decomposition_table={torch.ops.aten.tanh.default: _float32_tanh})(*inputs)
     return compile_fx(traced, list(inputs))
+
+
+def _float32_tanh(x: torch.Tensor) -> torch.Tensor:
+    # The polynomial's 1e-9 would cost float64 seven digits: other dtypes keep tanh.
+    return accurate_tanh(x) if x.dtype == torch.float32 else NotImplemented

@@ -45,6 +45,12 @@ def test_tanh_is_relatively_accurate_on_all_of_float32(tanh):
     assert torch.equal(got == 0, want == 0)
 
 
+@NEEDS_COMPILER
+def test_compiled_float64_tanh_keeps_float64_accuracy():
+    x = _float32_sweep().double()
+    assert_close(_compiled_tanh(x), torch.tanh(x), rtol=1e-15)
+
+
 def test_accurate_tanh_keeps_signed_zeros_infinities_and_nan():
     x = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan")])
     got = accurate_tanh(x)
