@@ -4,13 +4,14 @@ model's output linearly (the seed's ``w2``).
 If the second direction ``d₂`` moves only the parameters of the layer that produces the
 model's output, and that layer is an ``nn.Linear``, the prediction is exactly affine in
 ``b``: ``p(a, b) = r(a) + b·e(a)``, with ``r`` the prediction at ``(a, 0)`` and
-``e = p(a, 1) − p(a, 0)`` its slope along ``b``. Each sample's squared error is then a
+``e = F.linear(h, d₂W, d₂bias)`` its slope along ``b`` (``h`` is the output layer's
+input). Each sample's squared error is then a
 quadratic in ``b``, and so is any weighted sum of them::
 
     L(a, b) = A(a)·b² − 2·B(a)·b + C(a),   A = Σ w·e²,  B = Σ w·e·(y − r),  C = Σ w·(y − r)²
 
-``A``, ``B``, ``C`` take two forward passes per value of ``a`` (O(|a|·n) work, not
-O(|a|·|b|·n)), accumulated in float64; the grid follows from three outer products. Both
+``A``, ``B``, ``C`` take one forward pass per value of ``a`` (O(|a|·n) work, not
+O(|a|·|b|·n)), summed in float64 (products of float32 values are exact there); the grid follows from three outer products. Both
 reductions are weighted sums, so both are exact. The roles of ``a`` and ``b`` swap when
 it is the first direction that lies in the output layer.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -52,7 +54,7 @@ def linear_coordinate(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tens
 
 
 def _output_layer_obstacle(module: nn.Module, direction: dict[str, torch.Tensor], x: torch.Tensor) -> str:
-    owners = {name.rpartition(".")[0] for name, tensor in direction.items() if bool(tensor.ne(0).any())}
+    owners = _moving_modules(direction)
     if len(owners) != 1:
         return "its direction spans several modules"
     layer = module.get_submodule(owners.pop())
@@ -84,6 +86,11 @@ def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[nn.Parameter
     return ""
 
 
+def _moving_modules(direction: dict[str, torch.Tensor]) -> set[str]:
+    """Names of the modules whose parameters ``direction`` moves (non-zero entries)."""
+    return {name.rpartition(".")[0] for name, tensor in direction.items() if bool(tensor.ne(0).any())}
+
+
 def _names(layer: nn.Module, module: nn.Module) -> list[str]:
     by_identity = {id(p): name for name, p in module.named_parameters()}
     return [by_identity[id(p)] for p in layer.parameters()]
@@ -97,7 +104,8 @@ class ClosedFormSums:
     """Accumulates ``A``, ``B``, ``C`` (float64) for every value of the free coordinate.
 
     Args:
-        module: the evaluation copy of the model.
+        module: the evaluation copy of the model (a forward hook is added to its output
+            layer during each kernel call).
         plane: the plane, with the affine coordinate as its *second* one.
         free: values of the other coordinate, shape ``(n,)``, compute dtype.
         tile: values of the free coordinate evaluated per kernel call.
@@ -107,16 +115,21 @@ class ClosedFormSums:
         self.free = free
         self.tile = tile
         self.sums = torch.zeros(3, len(free), dtype=torch.float64, device=free.device)
-        self.kernel = vmap(_coefficients(module, plane), in_dims=(0, None, None, None))
+        self.kernel = vmap(_prediction_and_slope(module, plane), in_dims=(0, None))
 
     def add(self, chunk: Chunk, done: Callable[[], object]) -> None:
         """Add ``chunk``'s weighted sums, calling ``done`` after each tile."""
         # A sample's loss is the mean over its elements: weigh each element by w / k.
         elements = chunk.y[0].numel()
         weight = (chunk.weight.to(torch.float64) / elements).repeat_interleave(elements)
+        target = chunk.y.reshape(-1).to(torch.float64)
         for start in range(0, len(self.free), self.tile):
             stop = min(len(self.free), start + self.tile)
-            self.sums[:, start:stop] += self.kernel(self.free[start:stop], chunk.x, chunk.y, weight).T
+            # Rows (y - r, e) per value, float64: products of float32 values are exact.
+            pair = self.kernel(self.free[start:stop], chunk.x).reshape(stop - start, 2, -1).to(torch.float64)
+            pair[:, 0].neg_().add_(target)
+            gram = torch.bmm(pair * weight, pair.transpose(1, 2))  # [[C, B], [B, A]] per value
+            self.sums[:, start:stop] += torch.stack([gram[:, 1, 1], gram[:, 0, 1], gram[:, 0, 0]])
             done()
 
     def grid(self, linear: torch.Tensor) -> torch.Tensor:
@@ -143,15 +156,23 @@ def _quadratic(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, values: torch.
     return a * (values * values) - (2 * b) * values + c
 
 
-def _coefficients(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor]:
-    def per_value(a: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # p(a, b) is affine in b, so e = p(a, 1) - p(a, 0) exactly up to rounding; its float
-        # error, about eps·|p|, is the error a brute-force forward pass makes in p itself.
-        at_zero = functional_call(module, plane.params(a, torch.zeros_like(a)), (x,))
-        at_one = functional_call(module, plane.params(a, torch.ones_like(a)), (x,))
-        residual = (y - at_zero).reshape(-1).to(torch.float64)
-        slope = (at_one - at_zero).reshape(-1).to(torch.float64)
-        weighted_slope = slope * weight
-        return torch.stack([weighted_slope @ slope, weighted_slope @ residual, (residual * weight) @ residual])
+def _prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor]:
+    """``(a, x) -> [p(a, 0), e(a)]`` for one value ``a``, stacked: the prediction at
+    ``b = 0`` and its exact slope along ``b``, ``e = F.linear(h, d₂W, d₂bias)`` with ``h``
+    the output layer's input, from one forward pass."""
+    (layer_name,) = _moving_modules(plane.second)
+    layer = module.get_submodule(layer_name)
+    assert isinstance(layer, nn.Linear)  # linear_coordinate's rule
+    weight = plane.second.get(f"{layer_name}.weight", torch.zeros_like(layer.weight))
+    bias = plane.second.get(f"{layer_name}.bias")
+
+    def per_value(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        features: list[torch.Tensor] = []
+        handle = layer.register_forward_hook(lambda _m, inputs, _output: features.append(inputs[0]))
+        try:
+            prediction = functional_call(module, plane.params(a, torch.zeros_like(a)), (x,))
+        finally:
+            handle.remove()
+        return torch.stack([prediction, F.linear(features[0], weight, bias)])
 
     return per_value

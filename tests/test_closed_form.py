@@ -64,6 +64,25 @@ def test_closed_form_equals_brute_force(rng, case, make, entries, inputs, output
     assert_close(fast.loss, brute.loss, rtol=rtol)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
+def test_closed_form_with_dense_random_directions(rng, reduction):
+    # d1 moves every parameter, output layer included; d2 moves the output layer's
+    # weight and bias together.
+    torch.manual_seed(3)
+    model = _mlp(outputs=2)
+    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    first = {name: torch.randn_like(p) for name, p in params.items()}
+    second = {name: torch.randn_like(p) if name.startswith("4.") else torch.zeros_like(p) for name, p in params.items()}
+    plane = fs.Plane(params, first, second)
+    data = _data(rng, 500, 3, 2)
+    w1, w2 = np.linspace(-1, 1, 11), np.linspace(-1.5, 1.5, 7)
+    kwargs = {"plane": plane, "reduction": reduction, "batch_size": 64, "dtype": "float64"}
+    fast = fs.loss_surface(model, data, w1, w2, **kwargs)
+    brute = fs.loss_surface(model, data, w1, w2, method="vmap", **kwargs)
+    assert fast.method == "closed_form"
+    assert_close(fast.loss, brute.loss, rtol=1e-10)
+
+
 def test_closed_form_with_a_dataloader_and_small_tiles(rng):
     x, y = rng.normal(size=500), rng.normal(size=500)
     loader = torch.utils.data.DataLoader(
