@@ -297,7 +297,7 @@ def _strategy(
             raise FastsurfaceError(f"`method` 'closed_form' does not apply here: {reason}")
     tile = settings.tile_points or sizer.tile_points(chunk.samples)
     if method == "compiled" or (method == "auto" and _worth_compiling(points, data, chunk, plane.device)):
-        kernel = CompiledKernel(module, plane, settings.loss, min(points.count, tile))
+        kernel = CompiledKernel(module, plane, settings.loss, points.count, tile)
         return _BruteForce(kernel, points, kernel.tile, "compiled")
     return _BruteForce(vmap_kernel(module, plane, settings.loss), points, tile, "vmap")
 

@@ -37,6 +37,7 @@ Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch
 # samples, so that chunks of nearby sizes share one compiled shape.
 SAMPLE_GRANULE = 256
 _CACHE_SIZE = 8
+_RECOMPILE_LIMIT = 64
 _compiled_cache: OrderedDict[Hashable, Callable[..., torch.Tensor]] = OrderedDict()
 _MODULE_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "training"})
 
@@ -62,16 +63,18 @@ def compile_available(device: torch.device) -> bool:
 class CompiledKernel:
     """The fused kernel for tiles of exactly ``tile`` points (shorter tiles are padded).
 
-    Parameters and buffers are passed to the compiled function as inputs, never baked
-    in, so a cached function serves any weights of the same architecture.
+    ``tile`` is ``max_tile``, or the power of two at or above ``points`` when that is
+    smaller, so that grids of many sizes share a few compiled shapes. Parameters and
+    buffers are passed to the compiled function as inputs, never baked in, so a cached
+    function serves any weights of the same architecture.
     """
 
-    def __init__(self, module: nn.Module, plane: Plane, loss: Loss, tile: int) -> None:
+    def __init__(self, module: nn.Module, plane: Plane, loss: Loss, points: int, max_tile: int) -> None:
         if not compile_available(plane.device):
             raise FastsurfaceError(
                 "`method` 'compiled' needs torch.compile's toolchain: a C++ compiler on CPU, Triton on CUDA"
             )
-        self.tile = tile
+        self.tile = min(max_tile, 1 << (points - 1).bit_length())
         self.plane = plane
         self.state = {name: t.detach() for name, t in chain(module.named_parameters(), module.named_buffers())}
         self.function = _cached_compiled(module, plane, loss, self.state)
@@ -85,7 +88,10 @@ class CompiledKernel:
         a, b = _pad_repeating(a, self.tile), _pad_repeating(b, self.tile)
         x, y, w = self._padded_chunk(x, y, w)
         plane = self.plane
-        return self.function(a, b, x, y, w, self.state, plane.origin, plane.first, plane.second)[:count]
+        # Dynamo counts recompiles per code object, and every vmap'd function shares
+        # functorch's: its default limit (8) would turn later shapes and models eager.
+        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+            return self.function(a, b, x, y, w, self.state, plane.origin, plane.first, plane.second)[:count]
 
     def _padded_chunk(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The chunk padded to a multiple of ``SAMPLE_GRANULE``; padding weighs 0."""

@@ -6,6 +6,7 @@ the seed test split (2,000 samples, padded to 2,048) and tiles of 512 points."""
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch._dynamo.utils import counters
 
 import fastsurface as fs
@@ -40,3 +41,33 @@ def test_a_second_surface_does_not_recompile(seed_split):
     assert counters["stats"]["unique_graphs"] == graphs
     assert_close(second.loss, fs.loss_surface(other_model, test, w[:-3], w, method="vmap").loss, rtol=1e-5)
     assert first.loss.shape == (40, 40)
+
+
+class _Probe(nn.Module):
+    """A structure no other test compiles, so each shape here is a new graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(2, 3), nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x)))
+
+
+def test_grid_sizes_share_power_of_two_tiles_and_compile_past_dynamos_limit(rng):
+    # Every vmap'd function shares one code object in dynamo; with its recompile limit
+    # at 1, only the engine's own limit lets the second and third shapes compile.
+    torch.manual_seed(0)
+    model = _Probe()
+    plane = fs.random_plane(model, seed=0)
+    data = (rng.normal(size=(100, 2)), rng.normal(size=(100, 1)))
+    sizes = [(5, 5), (6, 5), (7, 7), (10, 10)]  # tiles 32, 32, 64, 128
+    with torch._dynamo.config.patch(recompile_limit=1):
+        graphs = counters["stats"]["unique_graphs"]
+        for rows, columns in sizes:
+            w1, w2 = np.linspace(-1, 1, rows), np.linspace(-1, 1, columns)
+            compiled = fs.loss_surface(model, data, w1, w2, plane=plane, method="compiled", device="cpu")
+            eager = fs.loss_surface(model, data, w1, w2, plane=plane, method="vmap", device="cpu")
+            assert compiled.tile_points == 1 << (rows * columns - 1).bit_length()
+            assert_close(compiled.loss, eager.loss, rtol=1e-5)
+        assert counters["stats"]["unique_graphs"] - graphs == 3
