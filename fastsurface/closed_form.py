@@ -5,15 +5,16 @@ If the second direction ``d₂`` moves only the parameters of the layer that pro
 model's output, and that layer is an ``nn.Linear``, the prediction is exactly affine in
 ``b``: ``p(a, b) = r(a) + b·e(a)``, with ``r`` the prediction at ``(a, 0)`` and
 ``e = F.linear(h, d₂W, d₂bias)`` its slope along ``b`` (``h`` is the output layer's
-input). Each sample's squared error is then a
-quadratic in ``b``, and so is any weighted sum of them::
+input). Each sample's squared error is then a quadratic in ``b``, and so is any
+weighted sum of them::
 
     L(a, b) = A(a)·b² − 2·B(a)·b + C(a),   A = Σ w·e²,  B = Σ w·e·(y − r),  C = Σ w·(y − r)²
 
 ``A``, ``B``, ``C`` take one forward pass per value of ``a`` (O(|a|·n) work, not
-O(|a|·|b|·n)), summed in float64 (products of float32 values are exact there); the grid follows from three outer products. Both
-reductions are weighted sums, so both are exact. The roles of ``a`` and ``b`` swap when
-it is the first direction that lies in the output layer.
+O(|a|·|b|·n)), summed in float64, where products of float32 values are exact; the grid
+follows from three outer products. Both reductions are weighted sums, so both are
+exact. The roles of ``a`` and ``b`` swap when it is the first direction that lies in the
+output layer.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch
 # samples, so that chunks of nearby sizes share one compiled shape.
 SAMPLE_GRANULE = 256
 _CACHE_SIZE = 8
+# Compiled shapes per process (tile x chunk x architecture); beyond it dynamo runs eager.
 _RECOMPILE_LIMIT = 64
 _compiled_cache: OrderedDict[Hashable, Callable[..., torch.Tensor]] = OrderedDict()
 _MODULE_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "training"})
