@@ -53,7 +53,8 @@ def _inductor_with_accurate_tanh(graph: torch.fx.GraphModule, inputs: Sequence[t
     from torch._inductor.compile_fx import compile_fx
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    traced = make_fx(graph, decomposition_table={torch.ops.aten.tanh.default: _float32_tanh})(*inputs)
+    table = {torch.ops.aten.tanh.default: _float32_tanh}
+    traced = make_fx(graph, decomposition_table=table, tracing_mode="fake")(*inputs)
     return compile_fx(traced, list(inputs))
 
 
