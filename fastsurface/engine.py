@@ -125,7 +125,7 @@ def loss_surface(
             - ``"vmap"``: brute force, ``functional_call`` under ``vmap`` per tile.
             - ``"compiled"``: brute force through a ``torch.compile``d fused kernel
               (seconds of compilation on first use, cached per architecture; on CPU,
-              ``tanh`` within 3e-7 relative, see ``fastsurface.inductor``).
+              ``tanh`` within 4e-7 relative, see ``fastsurface.inductor``).
             - ``"auto"``: ``"closed_form"`` where it applies; else ``"compiled"`` when the
               work (points x samples) reaches ``COMPILE_THRESHOLD`` (1e9) and the
               toolchain is present; else ``"vmap"``.
