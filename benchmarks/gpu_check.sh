@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One command for a machine with CUDA: the CUDA correctness tests against the CPU, then
-# the bench table (CPU and CUDA, every path, steps 0.05 / 0.01 / 0.001). Under 5 minutes.
+# One command for a machine with CUDA: the CUDA correctness tests against the CPU, the
+# bench table (CPU and CUDA, every path, steps 0.05 / 0.01 / 0.001), then the any-model
+# benchmarks on CUDA (drop-in against loss-landscapes, 51 x 51 CNN). Under 5 minutes.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 #
-# Needs torch with CUDA, numpy, pytest; plotly and tqdm are installed from ./wheels when
-# that folder exists (for machines without a package index), else from the index.
+# Needs torch with CUDA, numpy, pytest, pytest-benchmark; plotly, tqdm, hypothesis and
+# loss-landscapes are installed from ./wheels when that folder exists (for machines
+# without a package index; `pip download --no-deps -d wheels ...` them beforehand).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-gpu_check_out}}
@@ -13,9 +15,15 @@ mkdir -p "$out"
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name(0))"
 if [ -d wheels ]; then
   python -m pip install -q --no-index --find-links wheels plotly tqdm hypothesis
+  python -m pip install -q --no-index --no-deps --find-links wheels loss-landscapes==3.0.6 || true
 fi
 python -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Every step runs even when an earlier one fails; the exit status says whether all passed.
+status=0
 # CUDA cases of the unit tests (they compare against CPU results) and the compiled kernel.
-timeout 150 python -m pytest -q -p no:cacheprovider tests -k "cuda or compiled" 2>&1 | tee "$out/cuda_tests.txt"
-timeout 130 python -m fastsurface bench --device cpu --device cuda --steps 0.05 0.01 0.001 \
-  --repeats 3 --max-seconds 20 --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
+timeout 120 python -m pytest -q -p no:cacheprovider tests -k "cuda or compiled" 2>&1 | tee "$out/cuda_tests.txt" || status=1
+timeout 120 python -m fastsurface bench --device cpu --device cuda --steps 0.05 0.01 0.001 \
+  --repeats 3 --max-seconds 20 --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" || status=1
+timeout 60 python -m pytest -q -s -p no:cacheprovider benchmarks/test_any_model.py -k cuda \
+  --benchmark-json="$out/any_model.json" 2>&1 | tee "$out/any_model.txt" || status=1
+exit $status

@@ -15,51 +15,71 @@ from torch import nn
 
 import fastsurface as fs
 import fastsurface.compat.loss_landscapes as drop_in
-
-package = pytest.importorskip("loss_landscapes")
-pytest.importorskip("loss_landscapes.metrics")
+from fastsurface.devices import synchronize
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 STEPS = 41
 SAMPLES = 2_000
 
 
-@pytest.fixture(scope="module")
-def mlp_case():
-    """A small MLP (10 -> 32 -> 32 -> 1, tanh) and 2,000 regression samples."""
+def _mlp_case(device: str):
+    """A small MLP (10 -> 32 -> 32 -> 1, tanh) and 2,000 regression samples on ``device``."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(SAMPLES, 10, generator=generator)
     y = torch.randn(SAMPLES, 1, generator=generator)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
-    return model, x, y
+    return model.to(device), x.to(device), y.to(device)
 
 
-@pytest.fixture(scope="module")
-def package_seconds(mlp_case):
-    """Seconds loss-landscapes 3.0.6 takes for the 41 x 41 random plane (one run, same inputs)."""
-    model, x, y = mlp_case
+def _ends(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Two seeded perturbations of ``model``: the far corners of an interpolation plane."""
+    generator = torch.Generator().manual_seed(2)
+    ends = []
+    for _ in range(2):
+        end = copy.deepcopy(model)
+        with torch.no_grad():
+            for parameter in end.parameters():
+                noise = torch.randn(parameter.shape, generator=generator)
+                parameter.add_(0.1 * noise.to(parameter.device))
+        ends.append(end)
+    return ends[0], ends[1]
+
+
+def _plane(library: object, plane: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """``library``'s 41 x 41 plane of the MSE: ``random_plane`` (seeded) or ``planar_interpolation``."""
+    metric = library.metrics.Loss(nn.MSELoss(), x, y)
     torch.manual_seed(1)
+    if plane == "random_plane":
+        return library.random_plane(model, metric, steps=STEPS)
+    return library.planar_interpolation(model, *_ends(model), metric, steps=STEPS)
+
+
+# loss-landscapes 3.0.6 draws random directions on the CPU and adds them to the model's
+# parameters, so its random_plane fails for a CUDA model; interpolation planes run there.
+MLP_CASES = [
+    ("cpu", "random_plane"),
+    ("cpu", "planar_interpolation"),
+    pytest.param("cuda", "planar_interpolation", marks=DEVICES[1].marks),
+]
+
+
+@pytest.mark.parametrize(("device", "plane"), MLP_CASES)
+def test_drop_in_against_loss_landscapes(benchmark, device, plane):
+    package = pytest.importorskip("loss_landscapes")
+    pytest.importorskip("loss_landscapes.metrics")
+    model, x, y = _mlp_case(device)
+    synchronize(x.device)
     started = time.perf_counter()
-    result = package.random_plane(copy.deepcopy(model), package.metrics.Loss(nn.MSELoss(), x, y), steps=STEPS)
+    expected = _plane(package, plane, copy.deepcopy(model), x, y)
+    synchronize(x.device)
     seconds = time.perf_counter() - started
-    return seconds, result
-
-
-def test_drop_in_against_loss_landscapes(benchmark, mlp_case, package_seconds):
-    model, x, y = mlp_case
-    seconds, expected = package_seconds
-
-    def drop_in_plane():
-        torch.manual_seed(1)
-        return drop_in.random_plane(model, drop_in.metrics.Loss(nn.MSELoss(), x, y), steps=STEPS)
-
-    actual = benchmark.pedantic(drop_in_plane, rounds=5, iterations=1, warmup_rounds=1)
+    actual = benchmark.pedantic(_plane, args=(drop_in, plane, model, x, y), rounds=5, iterations=1, warmup_rounds=1)
     np.testing.assert_allclose(actual, expected, rtol=2e-5)
     ours = benchmark.stats.stats.median
     benchmark.extra_info.update(package_seconds=seconds, drop_in_seconds_median=ours, speedup=seconds / ours)
     print(
-        f"\n41x41 random plane, MLP, {SAMPLES} samples, CPU: loss-landscapes {seconds:.2f} s, "
+        f"\n41x41 {plane}, MLP, {SAMPLES} samples, {device}: loss-landscapes {seconds:.2f} s, "
         f"drop-in {ours * 1e3:.1f} ms, {seconds / ours:.1f}x"
     )
 
