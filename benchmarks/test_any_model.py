@@ -55,8 +55,9 @@ def _plane(library: object, plane: str, model: nn.Module, x: torch.Tensor, y: to
     return library.planar_interpolation(model, *_ends(model), metric, steps=STEPS)
 
 
-# loss-landscapes 3.0.6 draws random directions on the CPU and adds them to the model's
-# parameters, so its random_plane fails for a CUDA model; interpolation planes run there.
+# loss-landscapes 3.0.6 draws random directions on the CPU and subtracts them in place
+# from the model's parameters, so by its source its random_plane cannot run on a CUDA
+# model (not yet tried on one); its interpolation planes stay on the model's device.
 MLP_CASES = [
     ("cpu", "random_plane"),
     ("cpu", "planar_interpolation"),
