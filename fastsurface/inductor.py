@@ -64,12 +64,14 @@ def backend(device: torch.device) -> str | Backend:
 
 def _inductor_with_accurate_tanh(graph: torch.fx.GraphModule, inputs: Sequence[torch.Tensor]) -> Any:
     # Decomposing while retracing, not by compile_fx's ``decompositions``, puts the new
-    # operations into the graph itself, which inductor's on-disk cache keys on.
+    # operations into the graph itself, which inductor's on-disk cache keys on. The trace
+    # runs on the real inputs (one eager tile at compile time): a fake-tensor trace
+    # clashed with dynamo's shape environment on a CNN's graph.
     from torch._inductor.compile_fx import compile_fx
     from torch.fx.experimental.proxy_tensor import make_fx
 
     table = {torch.ops.aten.tanh.default: _float32_tanh}
-    traced = make_fx(graph, decomposition_table=table, tracing_mode="fake")(*inputs)
+    traced = make_fx(graph, decomposition_table=table, tracing_mode="real")(*inputs)
     return compile_fx(traced, list(inputs))
 
 

@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 
 import fastsurface as fs
 from fastsurface.kernels import compile_available
-from tests.conftest import DEVICES, assert_close, numpy_seed_loss
+from tests.conftest import DEVICES, SMALL_MODELS, assert_close, numpy_seed_loss
 
 pytestmark = pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="needs a C++ compiler")
 TILE = 512
@@ -71,3 +71,17 @@ def test_grid_sizes_share_power_of_two_tiles_and_compile_past_dynamos_limit(rng)
             assert compiled.tile_points == 1 << (rows * columns - 1).bit_length()
             assert_close(compiled.loss, eager.loss, rtol=1e-5)
         assert counters["stats"]["unique_graphs"] - graphs == 3
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_compiled_equals_vmap_on_small_models_of_each_kind(rng, name):
+    make, shape = SMALL_MODELS[name]
+    torch.manual_seed(1)
+    model = make()
+    plane = fs.random_plane(model, seed=1)
+    data = (rng.normal(size=(300, *shape)), rng.integers(0, 2, 300))
+    w1, w2 = np.linspace(-1, 1, 9), np.linspace(-1, 1, 7)
+    kwargs = {"plane": plane, "loss": "cross_entropy", "device": "cpu"}
+    compiled = fs.loss_surface(model, data, w1, w2, method="compiled", **kwargs)
+    eager = fs.loss_surface(model, data, w1, w2, method="vmap", dtype="float64", **kwargs)
+    assert_close(compiled.loss, eager.loss, rtol=1e-5)
