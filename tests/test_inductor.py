@@ -17,7 +17,7 @@ NEEDS_COMPILER = pytest.mark.skipif(not compile_available(CPU), reason="needs a 
 
 
 def _float32_sweep() -> torch.Tensor:
-    """Every scale float32 has, both signs, dense around the clamp at 9."""
+    """Every scale float32 has, both signs, dense from 8.5 to the input clamp at 9.5."""
     magnitudes = torch.logspace(-45, 38, 200_000, dtype=torch.float64).float()
     clamp = torch.linspace(8.5, 9.5, 100_001, dtype=torch.float32)
     positive = torch.cat([magnitudes, clamp, torch.linspace(0, 12, 100_001)])
