@@ -8,7 +8,8 @@ brute-force evaluation needs at least one ``tanh`` per point and sample, so
 ``points × samples / s`` over that throughput says how close a path runs to the
 hardware. It is a practical ceiling, not a bound: ``torch.tanh`` over 50 M values is
 limited by memory traffic, while the compiled kernel keeps each value in registers and
-computes ``tanh`` from ``exp`` (``inductor.accurate_tanh``), so it can run above 100 %.
+computes ``tanh`` as a rational function (``inductor.accurate_tanh``), so it can run
+above 100 %.
 The closed form does not evaluate every point and sample, so its rate is an effective
 one and exceeds the ceiling by far.
 """
