@@ -8,7 +8,6 @@ by the signs of the Hessian's eigenvalues.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, jacrev, vmap
 
 from fastsurface import stream
+from fastsurface.copying import private_copy
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface.engine import DEFAULT_BATCH_SIZE, check_prediction_shape
 from fastsurface.errors import FastsurfaceError, check_positive_int
@@ -361,7 +361,7 @@ def _model_derivatives(
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
     # Parameters off the plane are constants here; left requiring grad, they would make
     # every derivative (and then the Newton iterates) carry an autograd graph.
-    module = copy.deepcopy(model).to(device=resolved, dtype=compute).eval().requires_grad_(False)
+    module = private_copy(model).to(device=resolved, dtype=compute).eval().requires_grad_(False)
     local_plane = plane.to(resolved, compute)
     held = list(
         stream.chunks(

@@ -12,7 +12,6 @@ weights it moves (see ``random_direction``).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vjp
 
+from fastsurface.copying import private_copy
 from fastsurface.engine import evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.losses import PerSampleLoss, resolve_loss
@@ -334,7 +334,7 @@ def _hessian_vector_product(
     model: nn.Module, theta: TensorDict, data: tuple[object, object], per_sample: PerSampleLoss, chunk: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> H v`` for the Hessian of the mean per-sample loss over ``data``, flattened."""
-    module = copy.deepcopy(model).to("cpu", torch.float64).eval()
+    module = private_copy(model).to("cpu", torch.float64).eval()
     x, y = (t.to("cpu", torch.float64 if t.dtype.is_floating_point else torch.int64) for t in pair_tensors(data))
     unflatten = _unflattener(theta)
     flat = torch.cat([t.reshape(-1) for t in theta.values()])

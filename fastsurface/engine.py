@@ -9,7 +9,6 @@ weighted per-point sums are accumulated in float64 on the compute device.
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 
 from fastsurface import stream
 from fastsurface.closed_form import ClosedFormSums, linear_coordinate
+from fastsurface.copying import private_copy
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype, synchronize
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.grid import as_axis, axis
@@ -397,7 +397,7 @@ class _ClosedForm:
 def _evaluation_copy(model: nn.Module, device: torch.device, dtype: torch.dtype, train_mode: bool) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-    module = copy.deepcopy(model).to(device=device, dtype=dtype).train(train_mode)
+    module = private_copy(model).to(device=device, dtype=dtype).train(train_mode)
     if train_mode:
         replace_all_batch_norm_modules_(module)
     return module

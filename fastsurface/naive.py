@@ -7,13 +7,12 @@ article in one place on purpose: targets are given the predictions' shape, so
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fastsurface.copying import private_copy
 from fastsurface.losses import PerSampleLoss, resolve_loss
 from fastsurface.plane import Plane, default_plane
 from fastsurface.stream import check_reduction, pair_tensors, to_device
@@ -44,7 +43,7 @@ def naive_loss_surface(
     check_reduction(reduction)
     cpu = torch.device("cpu")
     plane = (default_plane(model) if plane is None else plane).to(cpu, dtype)
-    model = copy.deepcopy(model).to(dtype).eval()
+    model = private_copy(model).to(dtype).eval()
     parameters = dict(model.named_parameters())
     x, y = pair_tensors(data)
     loader = DataLoader(TensorDataset(to_device(x, cpu, dtype), to_device(y, cpu, dtype)), batch_size=batch_size)

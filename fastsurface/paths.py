@@ -8,7 +8,6 @@ there with the surface engine, so the path can be drawn on the surface.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastsurface.copying import private_copy
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface.engine import DEFAULT_BATCH_SIZE, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int
@@ -106,7 +106,7 @@ def record_path(
     keep = _recorder(record)
     objective = resolve_loss(loss)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
-    module = copy.deepcopy(model).to(device=resolved, dtype=compute).train()
+    module = private_copy(model).to(device=resolved, dtype=compute).train()
     parameters = dict(module.named_parameters())
     optimiser = (optimizer or (lambda p: torch.optim.SGD(p, lr=1e-2)))(module.parameters())
     generator = torch.Generator().manual_seed(seed)

@@ -76,19 +76,26 @@ class TileSizer:
 
 
 def bytes_per_sample(module: nn.Module, x: torch.Tensor) -> int:
-    """Working bytes one sample needs at one point: every module output and the input,
-    times a workspace factor (counted on a forward pass over the example inputs ``x``)."""
-    elements = [x.numel()]
+    """Working bytes one sample needs at one point (``forward_bytes`` over the example
+    inputs ``x``, per sample)."""
+    return max(1, forward_bytes(module, x) // len(x))
+
+
+def forward_bytes(module: nn.Module, inputs: object) -> int:
+    """Working bytes of one forward pass over ``inputs`` (a tensor or any object a
+    model's ``forward`` takes): the input tensor and every module's output, times a
+    workspace factor, counted on a forward pass."""
+    sizes = [inputs.numel() * inputs.element_size()] if isinstance(inputs, torch.Tensor) else []
 
     def count(_module: nn.Module, _inputs: object, output: object) -> None:
         if isinstance(output, torch.Tensor):
-            elements.append(output.numel())
+            sizes.append(output.numel() * output.element_size())
 
     handles = [m.register_forward_hook(count) for m in module.modules()]
     try:
         with torch.no_grad():
-            module(x)
+            module(inputs)
     finally:
         for handle in handles:
             handle.remove()
-    return max(1, _WORKSPACE_FACTOR * sum(elements) * x.element_size() // len(x))
+    return _WORKSPACE_FACTOR * sum(sizes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from fastsurface import stream
+from fastsurface.copying import private_copy
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface.engine import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
@@ -103,7 +103,7 @@ def train_sgd(
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
-    module = copy.deepcopy(model).to(device=resolved, dtype=compute).eval()
+    module = private_copy(model).to(device=resolved, dtype=compute).eval()
     local_plane = plane.to(resolved, compute)
     coordinates = torch.tensor(start, dtype=compute, device=resolved, requires_grad=True)
     optimizer = torch.optim.SGD([coordinates], lr=lr)

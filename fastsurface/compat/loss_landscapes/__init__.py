@@ -5,16 +5,18 @@ Switch by changing one import::
     import fastsurface.compat.loss_landscapes as loss_landscapes  # was: import loss_landscapes
 
 ``point``, ``linear_interpolation``, ``random_line``, ``planar_interpolation``,
-``random_plane``, ``metrics.Loss``, ``metrics.Metric``, ``metrics.MetricPipeline``,
-``ModelWrapper``, ``SimpleModelWrapper``, ``GeneralModelWrapper`` and ``wrap_model`` keep
-the package's signatures and give its numbers (to float32 rounding: it walks the grid
-by repeated in-place additions, fastsurface computes each point as ``θ₀ + a·d₁ + b·d₂``).
+``random_plane``, ``metrics.Loss``, ``metrics.LossPerturbations``, ``metrics.Metric``,
+``metrics.MetricPipeline``, ``ModelWrapper``, ``SimpleModelWrapper``,
+``GeneralModelWrapper`` and ``wrap_model`` keep the package's signatures and give its
+numbers (to the rounding of the model's dtype: it walks the grid by repeated in-place
+additions, fastsurface computes each point as ``θ₀ + a·d₁ + b·d₂``).
 
 The package's conventions, reproduced (read from its 3.0.6 source, ``main.py`` and
 ``model_interface/model_parameters.py``):
 
 - **Parameters**: ``p for module in wrapper.modules for p in module.parameters()``;
-  buffers are never moved.
+  buffers are never moved. A parameter of two listed modules is two entries: it gets
+  two direction draws, counts twice in norms, and moves by the sum of both steps.
 - **Steps before evaluating**: ``linear_interpolation`` and ``random_line`` add one
   step and then evaluate, so ``result[k]`` is at ``k + 1`` steps: the start point is never
   evaluated and ``linear_interpolation`` ends exactly at ``model_end``.
@@ -46,8 +48,13 @@ The package's conventions, reproduced (read from its 3.0.6 source, ``main.py`` a
   back), so even rows are offset by one step along ``d₂``: ``result[i, j]`` is at
   ``origin + i·d₁ + (j + [i even])·d₂``.
 - **Metric values**: ``metrics.Loss`` is ``loss_fn(model(inputs), target).item()`` over the
-  whole ``inputs`` at once; results are ``np.array`` of those floats, shape ``(steps,)`` or
-  ``(steps, steps)`` (``(..., k)`` for a ``MetricPipeline`` of ``k`` metrics).
+  whole ``inputs`` at once (``inputs`` may be any object the wrapper's forward takes);
+  results are ``np.array`` of the values, shape ``(steps,)`` or ``(steps, steps)``, then
+  ``(..., k)`` for a ``MetricPipeline`` of ``k`` metrics and the value's own shape for
+  array-valued metrics; an integer or boolean loss keeps its type.
+- **Degenerate arguments**: ``steps=0`` gives an empty array for the interpolations;
+  ``distance=inf`` a zero direction; ``steps`` and ``distance`` may be numpy or 0-d torch
+  numbers.
 - **Train/eval mode**: the model is evaluated in the mode it is in, as the package does.
 
 Differences, on purpose:
@@ -55,17 +62,24 @@ Differences, on purpose:
 - The caller's model is never modified. The package leaves its parameters at the last
   grid point and switches off their ``requires_grad`` unless ``deepcopy_model=True``; here
   every evaluation runs on a private copy, and ``deepcopy_model`` is accepted and moot.
-- ``metrics.Loss`` is evaluated at all points at once (``torch.func.vmap`` over tiles of
-  points, 256 MiB of working memory per tile on CPU, 1 GiB on CUDA). Any other
-  ``Metric`` subclass, and a ``Loss`` whose model cannot run under ``vmap`` (BatchNorm
-  updating running statistics, dropout, in training mode), is evaluated point by point
-  on the copy, as the package does.
+- ``metrics.Loss`` (and a pipeline of them) is evaluated at all points at once
+  (``torch.func.vmap`` over tiles of points, 256 MiB of working memory per tile on CPU,
+  1 GiB on CUDA). Any other ``Metric`` (a ``Loss`` subclass that overrides ``__call__``
+  included), and a ``Loss`` whose model or loss cannot run so (BatchNorm updating running
+  statistics or dropout, in training mode; a loss that is not one number), is evaluated
+  point by point on the copy, as the package does; a failed vectorised attempt draws no
+  random numbers and leaves buffers as they were.
+- Because the caller's model does not move, a custom ``Metric`` must evaluate the wrapper
+  it is handed; one that evaluates a model it holds itself sees the same point each time
+  (in the package it follows the moving model).
 - A bad argument raises ``fastsurface.FastsurfaceError`` (a ``ValueError``) before any
   work, where the package raises ``AttributeError`` or ``ZeroDivisionError`` after drawing.
 - ``ModelWrapper.get_module_parameters`` returns a list of tensors, not the package's
   ``ModelParameters`` vector type; the package's ``loss_landscapes.landscapes`` and
   ``loss_landscapes.trajectories`` modules cannot be imported (they import a top-level
-  ``common`` package that does not exist) and have no counterpart here.
+  ``common`` package that does not exist) and have no counterpart here, nor do
+  ``metrics.LossGradient`` and ``metrics.ExpectedReturnMetric``, which fail in 3.0.6, or
+  the internal ``model_interface`` package.
 """
 
 from fastsurface.compat.loss_landscapes import metrics

@@ -8,11 +8,12 @@ points, on a private copy of the model.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
+import numbers
+import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,11 +21,11 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fastsurface.compat.loss_landscapes.metrics import Loss, Metric, MetricPipeline
-from fastsurface.compat.loss_landscapes.model_wrapper import ModelWrapper, wrap_model
+from fastsurface.compat.loss_landscapes.model_wrapper import ModelWrapper, private_wrapper, rand_u_like
 from fastsurface.engine import DEFAULT_BUDGET
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError
 from fastsurface.plane import Plane
-from fastsurface.tiles import bytes_per_sample
+from fastsurface.tiles import forward_bytes
 
 NORMALIZATIONS = ("filter", "layer", "model", None)
 Model = nn.Module | ModelWrapper
@@ -32,17 +33,21 @@ Model = nn.Module | ModelWrapper
 
 def point(model: Model, metric: Metric) -> Any:
     """The metric at the model's parameters."""
-    return metric(copy.deepcopy(wrap_model(model)))
+    return metric(private_wrapper(model))
 
 
 def linear_interpolation(
     model_start: Model, model_end: Model, metric: Metric, steps: int = 100, deepcopy_model: bool = False
 ) -> np.ndarray:
-    """The metric at ``θ_start + k/steps · (θ_end - θ_start)`` for ``k = 1 … steps``; shape ``(steps,)``."""
-    check_positive_int("steps", steps)
+    """The metric at ``θ_start + k/steps · (θ_end - θ_start)`` for ``k = 1 … steps``; shape ``(steps,)``
+    (empty for ``steps=0``, as in the package)."""
+    steps = _steps(steps, minimum=0)
     landscape = _Landscape(model_start)
     start = landscape.start
-    direction = [(e - s) / steps for s, e in zip(start, _Landscape(model_end).start_like(start), strict=True)]
+    end = _Landscape(model_end).start_like(start)
+    if steps == 0:
+        return np.array([])
+    direction = [(e - s) / steps for s, e in zip(start, end, strict=True)]
     return landscape.values(metric, landscape.plane(direction, None), _line(steps))
 
 
@@ -59,7 +64,7 @@ def random_line(
     The direction is drawn from torch's global generator, normalised, and scaled to a
     length of ``‖θ₀‖ / distance / steps`` per step.
     """
-    _check_landscape(steps, distance, normalization)
+    steps, distance = _check_landscape(steps, distance, normalization)
     landscape = _Landscape(model_start)
     direction = _scaled(
         _normalized(_uniform_like(landscape), landscape.start, normalization), landscape, distance, steps
@@ -77,12 +82,15 @@ def planar_interpolation(
 ) -> np.ndarray:
     """The metric on the plane through three models; shape ``(steps, steps)``.
 
-    ``result[i, j]`` is at ``θ₀ + i·d₁ + (j + [i even])·d₂`` with ``d_k = (θ_k - θ₀) / steps``.
+    ``result[i, j]`` is at ``θ₀ + i·d₁ + (j + [i even])·d₂`` with ``d_k = (θ_k - θ₀) / steps``
+    (empty for ``steps=0``, as in the package).
     """
-    check_positive_int("steps", steps)
+    steps = _steps(steps, minimum=0)
     landscape = _Landscape(model_start)
     start = landscape.start
     one, two = (_Landscape(m).start_like(start) for m in (model_end_one, model_end_two))
+    if steps == 0:
+        return np.array([])
     first = [(e - s) / steps for s, e in zip(start, one, strict=True)]
     second = [(e - s) / steps for s, e in zip(start, two, strict=True)]
     points, positions = _grid(steps, 0.0)
@@ -102,7 +110,7 @@ def random_plane(
     ``result[i, j]`` is at ``θ₀ + (i - steps/2)·d₁ + (j + [i even] - steps/2)·d₂``, each
     direction of length ``‖θ₀‖ / distance / steps``.
     """
-    _check_landscape(steps, distance, normalization)
+    steps, distance = _check_landscape(steps, distance, normalization)
     landscape = _Landscape(model)
     start = landscape.start
     first = _uniform_like(landscape)
@@ -113,18 +121,23 @@ def random_plane(
 
 
 class _Landscape:
-    """A private copy of a (wrapped) model as one module whose parameters are named."""
+    """A private copy of a (wrapped) model as one module whose parameters are named.
+
+    ``start`` holds the package's parameter list, float64, on the CPU: ``p for module in
+    modules for p in module.parameters()``, so a parameter shared by two of a wrapper's
+    modules appears twice, and the package moves it by the sum of both entries' steps.
+    """
 
     def __init__(self, model: Model) -> None:
-        self.module = _WrapperModule(copy.deepcopy(wrap_model(model)))
+        self.module = _WrapperModule(private_wrapper(model))
         self.parameters = dict(self.module.named_parameters())
-        for parameter in self.parameters.values():
-            parameter.requires_grad_(False)  # as the package's wrap_model, but on the copy only
         if not self.parameters:
             raise FastsurfaceError("`model` must have at least one parameter, got none")
-        self.start = [p.detach().to("cpu", torch.float64) for p in self.parameters.values()]
-        self.dtype = next(iter(self.parameters.values())).dtype
-        self.device = next(iter(self.parameters.values())).device
+        name_of = {id(p): name for name, p in self.parameters.items()}
+        self.entries = [name_of[id(p)] for p in self.module.wrapper.get_module_parameters()]
+        self.start = [self.parameters[name].detach().to("cpu", torch.float64, copy=True) for name in self.entries]
+        self.dtype = self.parameters[self.entries[0]].dtype
+        self.device = self.parameters[self.entries[0]].device
 
     def start_like(self, reference: list[torch.Tensor]) -> list[torch.Tensor]:
         if [t.shape for t in self.start] != [t.shape for t in reference]:
@@ -132,49 +145,68 @@ class _Landscape:
         return self.start
 
     def plane(self, first: list[torch.Tensor], second: list[torch.Tensor] | None) -> Plane:
-        """The plane through the start point; a missing direction is zero."""
-        names = list(self.parameters)
+        """The plane through the start point, one tensor per entry of ``start``; a missing
+        direction is zero."""
         zero = [torch.zeros_like(t) for t in self.start]
-        first, second = first or zero, second or zero
-        origin, along_a, along_b = (dict(zip(names, part, strict=True)) for part in (self.start, first, second))
-        plane = Plane(origin, along_a, along_b)
+        origin = dict(zip(self.entries, self.start, strict=True))
+        plane = Plane(origin, self._summed(first or zero), self._summed(second or zero))
         return plane.to(self.device, self.dtype)
 
+    def _summed(self, direction: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per parameter, the sum of its entries' steps (one entry unless shared)."""
+        summed: dict[str, torch.Tensor] = {}
+        for name, step in zip(self.entries, direction, strict=True):
+            summed[name] = summed[name] + step if name in summed else step
+        return summed
+
     def values(self, metric: Metric, plane: Plane, points: np.ndarray) -> np.ndarray:
-        """The metric at each of ``points`` ``(P, 2)``: shape ``(P,)``, or ``(P, k)`` for pipelines."""
-        if isinstance(metric, MetricPipeline):
-            return np.stack([self.values(m, plane, points) for m in metric.metrics], axis=-1)
+        """The metric at each of ``points`` ``(P, 2)``: shape ``(P,)``, or ``(P, ...)`` for
+        metrics with array values and pipelines, as ``np.array`` stacks the package's values."""
         coordinates = torch.as_tensor(points, dtype=self.dtype, device=self.device)
-        if isinstance(metric, Loss):
-            try:
-                # vmap refuses random operations, so a successful pass drew nothing; a failed
-                # one (or the memory probe's forward pass) must leave the generators as they were.
-                with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                    return self._vectorised_loss(metric, plane, coordinates)
-            except RuntimeError:
-                pass  # not vmap-able (in-place buffer updates, dropout in train mode): the package's per-point loop
+        if _vectorisable(metric):
+            values = self._vectorised(metric, plane, coordinates)
+            if values is not None:
+                return values
         return self._loop(metric, plane, coordinates)
 
-    def _vectorised_loss(self, metric: Loss, plane: Plane, coordinates: torch.Tensor) -> np.ndarray:
+    def _vectorised(self, metric: Metric, plane: Plane, coordinates: torch.Tensor) -> np.ndarray | None:
+        """All points at once; ``None`` where the model or loss cannot run so (in-place buffer
+        updates, dropout in training mode, a loss that is not one number), and then the
+        package's per-point loop decides, errors included. The attempt draws no random
+        numbers and leaves the copy's buffers as they were."""
+        losses = cast(list[Loss], metric.metrics if isinstance(metric, MetricPipeline) else [metric])
+        buffers = [b.clone() for b in self.module.buffers()]
+        columns = []
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                for loss in losses:
+                    column = self._vectorised_loss(loss, plane, coordinates)
+                    if column is None:
+                        return None
+                    columns.append(column)
+        except Exception:  # any failure: the per-point loop reproduces the package, errors included
+            return None
+        finally:
+            with torch.no_grad():
+                for buffer, saved in zip(self.module.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
+        return np.stack(columns, axis=-1) if isinstance(metric, MetricPipeline) else columns[0]
+
+    def _vectorised_loss(self, metric: Loss, plane: Plane, coordinates: torch.Tensor) -> np.ndarray | None:
         def loss_at(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             prediction = functional_call(self.module, plane.params(a, b), (metric.inputs,))
             return metric.loss_fn(prediction, metric.target)
 
         kernel = vmap(loss_at)
-        tile = self._tile_points(metric.inputs)
+        tile = max(1, DEFAULT_BUDGET[self.device.type] // forward_bytes(self.module, metric.inputs))
         with torch.no_grad():
             losses = torch.cat(
                 [kernel(*coordinates[start : start + tile].T) for start in range(0, len(coordinates), tile)]
             )
-        if losses.shape != (len(coordinates),):
-            raise FastsurfaceError(
-                f"`metric.loss_fn` must return one number per call, got shape {tuple(losses.shape[1:])}"
-            )
-        return losses.cpu().numpy().astype(np.float64)
-
-    def _tile_points(self, inputs: torch.Tensor) -> int:
-        per_point = bytes_per_sample(self.module, inputs[:4]) * len(inputs)
-        return max(1, DEFAULT_BUDGET[self.device.type] // per_point)
+        per_point = losses.reshape(len(coordinates), -1)
+        if per_point.shape[1] != 1:
+            return None
+        return np.array(per_point[:, 0].tolist())  # Python numbers, as ``.item()`` gives them
 
     def _loop(self, metric: Metric, plane: Plane, coordinates: torch.Tensor) -> np.ndarray:
         results = []
@@ -194,18 +226,40 @@ class _WrapperModule(nn.Module):
         self.parts = nn.ModuleList(wrapper.modules)
         self.wrapper = wrapper
 
-    def forward(self, x: torch.Tensor) -> Any:
+    def forward(self, x: Any) -> Any:
         return self.wrapper.forward(x)
 
 
-def _check_landscape(steps: int, distance: float, normalization: str | None) -> None:
-    check_positive_int("steps", steps)
-    if not isinstance(distance, (int, float)) or not math.isfinite(distance) or distance == 0:
-        raise FastsurfaceError(f"`distance` must be a finite non-zero number, got {distance!r}")
+def _vectorisable(metric: Metric) -> bool:
+    """A ``Loss`` as the package defines it, or a pipeline of them (a subclass that
+    overrides ``__call__`` computes something else, so it runs point by point)."""
+    if isinstance(metric, MetricPipeline):
+        return type(metric).__call__ is MetricPipeline.__call__ and all(map(_vectorisable, metric.metrics))
+    return isinstance(metric, Loss) and type(metric).__call__ is Loss.__call__
+
+
+def _steps(steps: object, minimum: int) -> int:
+    """``steps`` as an int (any integer type, a 0-d integer tensor), at least ``minimum``."""
+    try:
+        value = operator.index(steps)  # type: ignore[arg-type]
+    except TypeError:
+        value = None
+    if value is None or isinstance(steps, bool) or value < minimum:
+        raise FastsurfaceError(f"`steps` must be an integer >= {minimum}, got {steps!r}")
+    return value
+
+
+def _check_landscape(steps: object, distance: object, normalization: str | None) -> tuple[int, float]:
+    """``steps`` and ``distance`` as numbers, or a ``FastsurfaceError``."""
+    is_number = isinstance(distance, numbers.Real) or (isinstance(distance, torch.Tensor) and distance.numel() == 1)
+    value = float(distance) if is_number and not isinstance(distance, bool) else math.nan  # type: ignore[arg-type]
+    if math.isnan(value) or value == 0:
+        raise FastsurfaceError(f"`distance` must be a non-zero number, got {distance!r}")
     if normalization not in NORMALIZATIONS:
         raise FastsurfaceError(
             f"`normalization` must be one of {', '.join(map(repr, NORMALIZATIONS))}, got {normalization!r}"
         )
+    return _steps(steps, minimum=1), value
 
 
 def _line(steps: int) -> np.ndarray:
@@ -236,9 +290,9 @@ def _on_grid(values: np.ndarray, positions: np.ndarray, steps: int) -> np.ndarra
 
 
 def _uniform_like(landscape: _Landscape) -> list[torch.Tensor]:
-    """Uniform [0, 1) entries from torch's global generator, as the package draws them:
-    one ``torch.rand`` per parameter, in order, in the first parameter's dtype, on the CPU."""
-    return [torch.rand(size=t.size(), dtype=landscape.dtype).to(torch.float64) for t in landscape.start]
+    """The package's ``rand_u_like`` of the start point (drawn in the first parameter's
+    dtype), in float64."""
+    return [d.to(torch.float64) for d in rand_u_like([t.shape for t in landscape.start], landscape.dtype)]
 
 
 def _orthogonal_to(vector: list[torch.Tensor], landscape: _Landscape) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastsurface.copying import private_copy
 from fastsurface.errors import FastsurfaceError
 
 
@@ -80,6 +81,22 @@ class GeneralModelWrapper(ModelWrapper):
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.forward_fn(self.model, x)
+
+
+def rand_u_like(shapes: Sequence[torch.Size], dtype: torch.dtype) -> list[torch.Tensor]:
+    """Uniform [0, 1) tensors of ``shapes``, as the package's ``rand_u_like`` draws them: one
+    ``torch.rand`` per shape, in order, in ``dtype`` (the first parameter's), on the CPU,
+    from torch's global generator."""
+    return [torch.rand(size=shape, dtype=dtype) for shape in shapes]
+
+
+def private_wrapper(model: nn.Module | ModelWrapper) -> ModelWrapper:
+    """A copy of ``model``'s wrapper, with its modules, whose parameters do not require grad
+    (as the package's ``wrap_model`` leaves the caller's)."""
+    wrapper = wrap_model(model)
+    inner = getattr(wrapper, "model", None)
+    copied = private_copy(wrapper, [*wrapper.modules, *([inner] if isinstance(inner, nn.Module) else [])])
+    return copied.requires_grad_(False)
 
 
 def wrap_model(model: nn.Module | ModelWrapper) -> ModelWrapper:
