@@ -137,7 +137,7 @@ class Checkpoint:
             raise FastsurfaceError(f"`key` must be a non-empty string, got {key!r}")
         identity = key if key is not None else run_key(model, data, first, second, rows, options)
         folder = _checkpoint_folder(checkpoint_dir) / hashlib.sha256(identity.encode()).hexdigest()[:20]
-        folder.mkdir(exist_ok=True)
+        _make_folder(folder)
         description = {"key": identity, "grid": [len(first), len(second)], "block_rows": rows, "blocks": len(blocks)}
         atomic_write_text(folder / "run.json", json.dumps(description, indent=1))
         return cls(folder, model, data, first, second, blocks, options)
@@ -219,6 +219,7 @@ class Checkpoint:
             seconds=sum(part.seconds for part in parts),
             method=first.method,
             tile_points=first.tile_points,
+            train_mode=first.train_mode,
         )
 
     def remove(self) -> None:
@@ -326,7 +327,14 @@ def _checkpoint_folder(checkpoint_dir: str | os.PathLike[str]) -> Path:
         raise FastsurfaceError(f"`checkpoint_dir` must be a folder, got the file {str(checkpoint_dir)!r}")
     if not folder.parent.is_dir():
         raise FastsurfaceError(f"`checkpoint_dir` must be in an existing folder, got {str(checkpoint_dir)!r}")
-    folder.mkdir(exist_ok=True)
-    if not os.access(folder, os.W_OK):
+    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
         raise FastsurfaceError(f"`checkpoint_dir` is not writable: {str(checkpoint_dir)!r}")
+    _make_folder(folder)
     return folder
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise FastsurfaceError(f"`checkpoint_dir`: cannot create {str(folder)!r}: {error.strerror or error}") from error

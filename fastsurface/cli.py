@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -22,10 +23,11 @@ from fastsurface.data import piecewise_dataset, train_test_split
 from fastsurface.devices import resolve_device
 from fastsurface.distributed import SHARDS, current_world, sharded_loss_surface
 from fastsurface.engine import METHODS, loss_surface
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.export import check_export, write_figure
-from fastsurface.files import atomic_write_text, check_writable
-from fastsurface.grid import axis
+from fastsurface.files import all_or_nothing, atomic_write_text, check_writable
+from fastsurface.grid import MAX_AXIS_VALUES, axis
+from fastsurface.memory import check_figure_fits
 from fastsurface.model import ANN
 from fastsurface.plane import default_plane
 from fastsurface.plot import plot_surface
@@ -44,6 +46,8 @@ VIEWS: dict[str, Callable[[Surface, Trajectory, list[CriticalPoint], bool], go.F
     "animation": lambda s, path, points, log: plot_animation(s, path, points, log_color=log),
 }
 _SUFFIXES = {"html": (".html", ".htm"), "png": (".png",), "svg": (".svg",)}
+# Library argument names that differ from the flag they come from.
+_LIBRARY_NAMES = {"n": "samples"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return arguments.handler(arguments)
     except FastsurfaceError as error:
-        print(f"fastsurface: error: {error}", file=sys.stderr)
+        print(f"fastsurface: error: {_as_flags(str(error), arguments)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         kept = " (finished checkpoint blocks are kept: run the same command to resume)"
@@ -66,6 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _as_flags(message: str, arguments: argparse.Namespace) -> str:
+    """``message`` with the library's argument names (`` `batch_size` ``) written as this
+    command's flags (`` `--batch-size` ``)."""
+    names = {name: name for name in vars(arguments)} | _LIBRARY_NAMES
+    for name, option in names.items():
+        if option in vars(arguments) and option != "path":
+            message = message.replace(f"`{name}`", f"`--{option.replace('_', '-')}`")
+    return message
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -75,7 +89,12 @@ def _uses_checkpoints(arguments: argparse.Namespace) -> bool:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Reports bad arguments on one line, like every other fastsurface error."""
+    """Reports bad arguments on one line, like every other fastsurface error, and reads
+    ``-1e20`` as a number (argparse's own rule takes it for an option)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"fastsurface: error: {message} (see `{self.prog} --help`)\n")
@@ -163,7 +182,9 @@ def _shared_arguments() -> _Parser:
     shared.add_argument("--step", type=float, default=0.05, help="grid step on both axes")
     shared.add_argument("--samples", type=int, default=10_000, help="data set size")
     shared.add_argument("--seed", type=int, default=42, help="seed of the data (the article's 42)")
-    shared.add_argument("--test-size", type=float, default=0.2, help="test fraction of the seeded split")
+    shared.add_argument(
+        "--test-size", type=_fraction_or_count, default=0.2, help="test fraction (0 < f < 1) or test sample count"
+    )
     shared.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
     shared.add_argument(
         "--batch-size", type=int, default=64, help="training batch size and batch_mean's test batch size"
@@ -206,11 +227,16 @@ def _add_bench(commands: argparse._SubParsersAction[_Parser]) -> None:
 def _bench(arguments: argparse.Namespace) -> int:
     output = check_writable("--json", arguments.json, (".json",)) if arguments.json else None
     names = arguments.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    devices = [resolve_device(name) for name in names]
+    devices = list(dict.fromkeys(resolve_device(name) for name in names))
     for step in arguments.steps:
         axis(-2, 2, step)
     for name in ("repeats", "naive_rows"):
         check_positive_int(f"--{name.replace('_', '-')}", getattr(arguments, name))
+    rows = len(axis(-2, 2, 0.05))
+    if arguments.naive_rows > rows:
+        raise FastsurfaceError(f"`--naive-rows` must be at most the seed grid's {rows}, got {arguments.naive_rows}")
+    if not 0 < arguments.max_seconds < math.inf:
+        raise FastsurfaceError(f"`--max-seconds` must be a finite number > 0, got {arguments.max_seconds}")
     result = run_bench(
         devices,
         arguments.steps,
@@ -245,20 +271,31 @@ def _run(arguments: argparse.Namespace) -> int:
     )
     if arguments.fit_trajectory:
         first, second = _fit(first, path.w1, arguments.step), _fit(second, path.w2, arguments.step)
+    check_figure_fits(len(first) * len(second), "--fit-trajectory" if arguments.fit_trajectory else "--step")
     surface = loss_surface(model, test, first, second, **_surface_options(arguments))
     points = []
     if arguments.critical_points:
         points = critical_points(
             surface, model, test, batch_size=arguments.batch_size, device=arguments.device, dtype="float64"
         )
-    for view, output in outputs.items():
-        figure = VIEWS[view](surface, path, points, arguments.log_color)
-        write_figure(figure, output, plotlyjs=arguments.plotlyjs)
-    if saved is not None:
-        save(saved, surface=surface, trajectory=path, plane=default_plane(model), provenance=_provenance(arguments))
+    with all_or_nothing():  # an interrupted run leaves every output as it was
+        for view, output in outputs.items():
+            figure = VIEWS[view](surface, path, points, arguments.log_color)
+            write_figure(figure, output, plotlyjs=arguments.plotlyjs)
+        if saved is not None:
+            plane = default_plane(model)
+            save(saved, surface=surface, trajectory=path, plane=plane, provenance=_provenance(arguments))
     written = [str(output) for output in outputs.values()] + ([str(saved)] if saved else [])
     print(_summary(surface, path, arguments, points, written))
     return 0
+
+
+def _fraction_or_count(text: str) -> float | int:
+    """``--test-size``: an integer is a count of samples, anything else a fraction."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _views(text: str) -> tuple[str, ...]:
@@ -325,14 +362,18 @@ def _show(arguments: argparse.Namespace) -> int:
     if stored.plane is not None:
         lines.append(f"plane     {', '.join(stored.plane.labels)} over {', '.join(stored.plane.origin)}")
     facts = [f"{key} = {value}" for key, value in sorted(metadata["provenance"].items())]
-    lines += [f"{'provenance' if number == 0 else '':<10}{fact}" for number, fact in enumerate(facts)]
+    lines += ["provenance", *(f"{'':<10}{fact}" for fact in facts)] if facts else []
     print("\n".join(lines))
     return 0
 
 
 def _grid(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """The two axes; each needs two values for a surface to draw or save."""
-    (w1_start, w1_stop), (w2_start, w2_stop) = arguments.w1, arguments.w2  # argparse: nargs=2
+    for name in ("w1", "w2"):
+        start, stop = getattr(arguments, name)  # argparse: nargs=2
+        if not (math.isfinite(start) and math.isfinite(stop) and start < stop):
+            raise FastsurfaceError(f"`--{name}` must be finite START < STOP, got {start:g} {stop:g}")
+    (w1_start, w1_stop), (w2_start, w2_stop) = arguments.w1, arguments.w2
     axes = axis(w1_start, w1_stop, arguments.step), axis(w2_start, w2_stop, arguments.step)
     for name, values, span in zip(("w1", "w2"), axes, (arguments.w1, arguments.w2), strict=True):
         if len(values) < 2:
@@ -348,6 +389,9 @@ def _save_path(arguments: argparse.Namespace) -> Path | None:
 
 
 def _seed_split(arguments: argparse.Namespace) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    for name in ("seed", "split_seed", "train_seed"):  # one library name, `seed`, for three flags
+        if name in vars(arguments):
+            check_seed(f"--{name.replace('_', '-')}", getattr(arguments, name))
     x, y = piecewise_dataset(arguments.samples, seed=arguments.seed)
     return train_test_split(x, y, test_size=arguments.test_size, seed=arguments.split_seed)
 
@@ -376,6 +420,11 @@ def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
     margin = _FIT_MARGIN * (max(values[-1], path.max()) - min(values[0], path.min()))
     below = max(0, math.ceil((values[0] - (path.min() - margin)) / step))
     above = max(0, math.ceil((path.max() + margin - values[-1]) / step))
+    if below + len(values) + above > MAX_AXIS_VALUES:
+        raise FastsurfaceError(
+            f"`--fit-trajectory`: the SGD path spans [{path.min():.3g}, {path.max():.3g}], which at `--step` "
+            f"{step:g} needs more than the {MAX_AXIS_VALUES:,} values an axis may hold; lower `--lr` or raise `--step`"
+        )
     return values[0] + step * np.arange(-below, len(values) + above, dtype=np.float64)
 
 

@@ -37,8 +37,9 @@ def linear_coordinate(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tens
     The rule: the loss is the built-in ``"mse"``; the coordinate's direction is non-zero
     only in parameters of one ``nn.Linear`` (exactly that class); those parameters are
     not shared with another module; and on a forward pass over the example inputs ``x``
-    that layer runs once, its output tensor is the model's output, and its input does
-    not depend on its own parameters (checked with autograd). ``b`` is tried first.
+    that layer runs once, its output tensor is the model's output and is not modified in
+    place afterwards, and its input does not depend on its own parameters (checked with
+    autograd). ``b`` is tried first.
 
     Returns:
         ``(coordinate, "")`` when one applies, else ``(None, reason)``.
@@ -68,8 +69,8 @@ def _output_layer_obstacle(module: nn.Module, direction: dict[str, torch.Tensor]
 
 
 def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[nn.Parameter], x: torch.Tensor) -> str:
-    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-    handle = layer.register_forward_hook(lambda _m, inputs, output: calls.append((inputs[0], output)))
+    calls: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+    handle = layer.register_forward_hook(lambda _m, inputs, output: calls.append((inputs[0], output, output._version)))
     try:
         with torch.enable_grad():
             leaves = [p.detach().requires_grad_(True) for p in own]
@@ -78,7 +79,9 @@ def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[nn.Parameter
         handle.remove()
     if len(calls) != 1 or output is not calls[0][1]:
         return "its layer's output is not the model's output"
-    features = calls[0][0]
+    features, _, version = calls[0]
+    if output._version != version:  # e.g. ReLU(inplace=True) after the layer: same tensor, other values
+        return "its layer's output is modified in place after the layer"
     if features.requires_grad:
         with torch.enable_grad():
             grads = torch.autograd.grad(features.sum(), leaves, allow_unused=True)

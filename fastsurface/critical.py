@@ -110,6 +110,9 @@ def critical_points(
     plane, loss, reduction = surface_settings(surface, model, plane, loss, reduction)
     check_positive_int("batch_size", batch_size)
     check_positive_int("max_iterations", max_iterations)
+    if surface.train_mode:
+        raise FastsurfaceError("`surface` was evaluated with train_mode=True; critical points are found in eval mode")
+    check_same_data(surface, data, batch_size)
     derivatives = _model_derivatives(model, plane, data, resolve_loss(loss), reduction, batch_size, device, dtype)
     return find_critical_points(surface.loss, surface.w1, surface.w2, derivatives, max_iterations=max_iterations)
 
@@ -176,6 +179,24 @@ def surface_settings(
     if loss is not None:
         resolve_loss(loss)  # refuse a bad loss before any work
     return plane, surface.loss_name if loss is None else loss, reduction
+
+
+def check_same_data(surface: Surface, data: object, batch_size: int, counts: tuple[int, int] | None = None) -> None:
+    """Refuse data or a batch size other than ``surface``'s, as far as its sample and batch
+    counts tell: for a pair from its length before any work, for any data from the
+    ``(samples, batches)`` an evaluation saw. Batches count where they change the loss
+    (``"batch_mean"``, training mode)."""
+    if counts is None:
+        if not stream.is_pair(data):
+            return
+        counts = (len(data[0]), math.ceil(len(data[0]) / batch_size))
+    samples, batches = counts
+    batches_matter = surface.reduction == "batch_mean" or surface.train_mode
+    if samples != surface.samples or (batches_matter and batches != surface.batches):
+        raise FastsurfaceError(
+            f"`data` and `batch_size` must be the surface's: it was evaluated on {surface.samples} samples in "
+            f"{surface.batches} batches, these give {samples} samples in {batches} batches"
+        )
 
 
 def find_critical_points(
@@ -375,7 +396,9 @@ def _model_derivatives(
     )
     if not held:
         raise FastsurfaceError("`data` must hold at least one batch, got none")
-    check_prediction_shape(module, local_plane, objective, held[0].x, held[0].y)
+    probe = check_prediction_shape(module, local_plane, objective, held[0].x, held[0].y)
+    for chunk in held[1:]:
+        objective.check_targets(probe, chunk.y)
     count = sum(c.samples for c in held) if reduction == "mean" else sum(c.batches for c in held)
 
     def chunk_sum(point: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

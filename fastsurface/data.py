@@ -9,12 +9,15 @@ import numpy as np
 import torch
 
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
+from fastsurface.memory import available_bytes
 
 Array = np.ndarray | torch.Tensor
 # Each of ``x`` and ``y`` keeps its own type through the split.
 _X = TypeVar("_X", np.ndarray, torch.Tensor)
 _Y = TypeVar("_Y", np.ndarray, torch.Tensor)
 _A = TypeVar("_A", np.ndarray, torch.Tensor)
+# Peak bytes per sample while drawing: x, y, the noise and the target's temporaries, float64.
+_BYTES_PER_SAMPLE = 64
 
 
 def piecewise_target(x: np.ndarray) -> np.ndarray:
@@ -45,6 +48,12 @@ def piecewise_dataset(n: int = 10_000, seed: int = 42) -> tuple[np.ndarray, np.n
     """
     check_positive_int("n", n)
     check_seed("seed", seed)
+    available = available_bytes(torch.device("cpu"))
+    if available is not None and n * _BYTES_PER_SAMPLE > available:
+        raise FastsurfaceError(
+            f"`n` of {n:,} samples needs about {n * _BYTES_PER_SAMPLE / 2**30:.3g} GiB, more than the "
+            f"{available / 2**30:.3g} GiB available"
+        )
     rng = np.random.RandomState(seed)
     x = rng.normal(1, 4.5, n)
     y = piecewise_target(x) + rng.normal(0, 1, x.shape)

@@ -23,13 +23,19 @@ from torch.func import functional_call, grad, vjp
 
 from fastsurface.copying import private_copy
 from fastsurface.engine import evaluate_points
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.losses import PerSampleLoss, resolve_loss
 from fastsurface.plane import Plane, TensorDict
 from fastsurface.stream import pair_tensors
 
 NORMALIZATIONS = (None, "filter", "layer", "model")
 ONE_DIM = ("zero", "keep")
+_ZERO_DIRECTIONS = (
+    "`model`: every random direction is zero with normalization={normalization!r} and one_dim={one_dim!r}: the "
+    "parameters they may move are all zero ('filter' and 'layer' scale a direction to its weights' norms) or "
+    "have at most one dimension (one_dim='zero' leaves those still); try normalization=None or 'model', or "
+    "one_dim='keep'"
+)
 
 
 def parameters_of(model: nn.Module) -> TensorDict:
@@ -142,19 +148,25 @@ def random_plane(
     >>> plane.first["net.Layer_1.weight"].shape
     torch.Size([3, 1])
     """
+    check_seed("seed", seed)
     generator = torch.Generator().manual_seed(seed)
     first = random_direction(model, generator, normalization, one_dim)
     second = random_direction(model, generator, normalization, one_dim)
     if orthogonal:
         second = _orthogonalised(second, first)
     moving = [name for name in first if first[name].any() or second[name].any()]
+    if not moving:
+        raise FastsurfaceError(_ZERO_DIRECTIONS.format(normalization=normalization, one_dim=one_dim))
     theta = parameters_of(model)
     return Plane({n: theta[n] for n in moving}, {n: first[n] for n in moving}, {n: second[n] for n in moving})
 
 
 def random_line(model: nn.Module, seed: int = 0, normalization: str | None = "filter", one_dim: str = "zero") -> Plane:
     """One seeded random direction through ``model`` (the first of ``random_plane``'s), as a line."""
+    check_seed("seed", seed)
     direction = random_direction(model, torch.Generator().manual_seed(seed), normalization, one_dim)
+    if not any(d.any() for d in direction.values()):
+        raise FastsurfaceError(_ZERO_DIRECTIONS.format(normalization=normalization, one_dim=one_dim))
     return line_plane(parameters_of(model), direction)
 
 

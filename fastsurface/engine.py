@@ -30,7 +30,7 @@ from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.memory import check_fits
 from fastsurface.plane import Plane, check_plane, default_plane
 from fastsurface.surface import Surface
-from fastsurface.tiles import PROBE_SAMPLES, GridPoints, ListedPoints, Points, TileSizer
+from fastsurface.tiles import PROBE_SAMPLES, GridPoints, ListedPoints, Points, TileSizer, model_errors
 
 METHODS = ("auto", "closed_form", "vmap", "compiled")
 DEFAULT_BATCH_SIZE = 64
@@ -170,6 +170,7 @@ def loss_surface(
         seconds=result.seconds,
         method=result.method,
         tile_points=result.tile_points,
+        train_mode=settings.train_mode,
     )
 
 
@@ -186,6 +187,7 @@ def evaluate_points(
     dtype: DTypeLike = torch.float32,
     memory_budget: int | None = None,
     tile_points: int | None = None,
+    method: str = "auto",
     progress: bool = False,
     train_mode: bool = False,
 ) -> Evaluation:
@@ -199,12 +201,15 @@ def evaluate_points(
         An ``Evaluation`` whose ``loss`` has shape ``(P,)``, float64, on the device.
     """
     settings = _settings(
-        loss, reduction, batch_size, device, dtype, memory_budget, tile_points, "auto", progress, train_mode
+        loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress, train_mode
     )
     check_plane(model, plane)
-    if not isinstance(points, torch.Tensor):
-        points = np.ascontiguousarray(points, dtype=np.float64)  # torch refuses negative strides
-    coordinates = torch.as_tensor(points, dtype=torch.float64)
+    try:
+        if not isinstance(points, torch.Tensor):
+            points = np.ascontiguousarray(points, dtype=np.float64)  # torch refuses negative strides
+        coordinates = torch.as_tensor(points, dtype=torch.float64)
+    except (TypeError, ValueError) as error:
+        raise FastsurfaceError(f"`points` must be numbers of shape (P, 2), got {points!r}") from error
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
         raise FastsurfaceError(
             f"`points` must be finite coordinates of shape (P, 2), got shape {tuple(coordinates.shape)}"
@@ -329,16 +334,25 @@ def _private_randomness(settings: _Settings) -> Iterator[None]:
 
 
 def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callable[[], object]) -> None:
-    """``strategy.add``, turning vmap's refusals into an error that says what to do."""
+    """``strategy.add``, turning vmap's refusals into an error that says what to do.
+
+    The model already ran unbatched on the first samples (``check_prediction_shape``), so
+    an error of a vmap'd path other than running out of memory comes from batching, even
+    where torch's message does not say so (an in-place update of a buffer with batched
+    values fails as a shape mismatch)."""
     try:
         strategy.add(chunk, done)
     except RuntimeError as error:
-        if "vmap" not in str(error) and "batching rule" not in str(error).lower():
+        message = str(error)
+        batched = strategy.method != "compiled" or "vmap" in message or "batching rule" in message.lower()
+        out_of_memory = isinstance(error, torch.OutOfMemoryError) or "allocate" in message
+        if out_of_memory or not batched:
             raise
         reason = str(error).rstrip(". ")
         raise FastsurfaceError(
             f"`model` cannot be evaluated under torch.func.vmap: {reason}. Typical causes: a layer that updates a "
-            "buffer in place with batched values or random layers without train_mode=True; evaluation is in eval "
+            "buffer in place with batched values (a running average, a counter) or random layers without "
+            "train_mode=True; evaluation is in eval "
             "mode unless train_mode=True, which also swaps BatchNorm's running statistics for batch statistics."
         ) from error
 
@@ -406,8 +420,9 @@ def _evaluation_copy(model: nn.Module, device: torch.device, dtype: torch.dtype,
 def _checked_chunks(
     data: object, settings: _Settings, module: nn.Module, plane: Plane, chunk_samples: Callable[[torch.Tensor], int]
 ) -> Iterator[stream.Chunk]:
-    """Stream the data; check the first chunk's shapes before any tile runs."""
-    empty = True
+    """Stream the data; check the first chunk's shapes, and every chunk's targets, before
+    any tile runs on it."""
+    probe = None
     for chunk in stream.chunks(
         data,
         reduction=settings.reduction,
@@ -416,18 +431,30 @@ def _checked_chunks(
         device=settings.device,
         dtype=settings.dtype,
     ):
-        if empty:
-            check_prediction_shape(module, plane, settings.loss, chunk.x, chunk.y)
-            empty = False
+        if probe is None:
+            probe = check_prediction_shape(module, plane, settings.loss, chunk.x, chunk.y)
+        else:
+            settings.loss.check_targets(probe, chunk.y)
         yield chunk
-    if empty:
+    if probe is None:
         raise FastsurfaceError("`data` must hold at least one batch, got none")
 
 
-def check_prediction_shape(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Refuse targets that do not fit the predictions under ``loss`` (for MSE: any
-    shape difference, which would broadcast), from a forward pass on a few samples."""
+def check_prediction_shape(
+    module: nn.Module, plane: Plane, loss: Loss, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Refuse a model that fails on the data, and targets that do not fit its predictions
+    under ``loss`` (for MSE: any shape difference, which would broadcast), from a forward
+    pass on a few samples; ``loss.check_targets`` sees all of ``y``.
+
+    Returns:
+        The predictions for the first few samples of ``x``.
+    """
     zero = torch.zeros((), dtype=plane.dtype, device=x.device)
-    with torch.no_grad():
+    with torch.no_grad(), model_errors(x):
         prediction = functional_call(module, plane.params(zero, zero), (x[:PROBE_SAMPLES],))
+    if not isinstance(prediction, torch.Tensor):
+        raise FastsurfaceError(f"`model` must return a tensor of predictions, got {type(prediction).__name__}")
     loss.check_shapes(prediction, y[:PROBE_SAMPLES])
+    loss.check_targets(prediction, y)
+    return prediction

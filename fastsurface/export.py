@@ -44,6 +44,8 @@ def write_figure(figure: go.Figure, path: str | os.PathLike[str], *, plotlyjs: s
             browser is missing (the message says how to install them), before any
             rendering.
     """
+    if not isinstance(figure, go.Figure):
+        raise FastsurfaceError(f"`figure` must be a plotly Figure, got {type(figure).__name__}")
     target = check_export("path", path, plotlyjs)
     if FORMATS[target.suffix.lower()] == "html":
         include = True if plotlyjs == "embed" else "cdn"

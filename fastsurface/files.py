@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,21 +39,67 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
+# Inside ``all_or_nothing``: the written temporary files and their destinations.
+_staged: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("staged", default=None)
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
 
     A reader sees the old file or the whole new one, never a part: the rename is atomic
     on POSIX and Windows, and an error or interruption (``KeyboardInterrupt`` included)
-    removes the temporary file.
+    removes the temporary file. Inside ``all_or_nothing`` the rename waits for the block's
+    end. An operating-system error is a ``FastsurfaceError`` naming the file.
     """
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise FastsurfaceError(f"cannot write {str(path)!r}: {error.strerror or error}") from error
+    temporary = Path(name)
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())  # the data reach the disk before the rename publishes them
         os.chmod(temporary, 0o644)  # mkstemp's 0600 would make the result private
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        staged = _staged.get()
+        if staged is None:
+            _publish(temporary, path)
+        else:
+            staged.append((temporary, path))
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise FastsurfaceError(f"cannot write {str(path)!r}: {error.strerror or error}") from error
         raise
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """Write several outputs together: ``atomic_write`` calls inside the block leave their
+    files as temporaries, renamed into place one after another when the block ends without
+    an error; on an error or interruption they are removed and no output changes."""
+    staged: list[tuple[Path, Path]] = []
+    token = _staged.set(staged)
+    try:
+        yield
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        raise
+    finally:
+        _staged.reset(token)
+    for index, (temporary, path) in enumerate(staged):
+        try:
+            _publish(temporary, path)
+        except BaseException:
+            for left, _ in staged[index:]:
+                left.unlink(missing_ok=True)
+            raise
+
+
+def _publish(temporary: Path, path: Path) -> None:
+    try:
+        os.replace(temporary, path)
+    except OSError as error:
+        raise FastsurfaceError(f"cannot write {str(path)!r}: {error.strerror or error}") from error

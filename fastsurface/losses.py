@@ -24,12 +24,16 @@ class Loss:
     Attributes:
         name: ``"mse"``, ``"cross_entropy"`` or the callable's name.
         per_sample: ``(prediction, target) -> (S,)``; vmap-safe.
-        check_shapes: raises ``FastsurfaceError`` when predictions and targets do not fit.
+        check_shapes: raises ``FastsurfaceError`` when predictions and targets do not fit
+            (called on a few samples).
+        check_targets: raises ``FastsurfaceError`` when target values do not fit the
+            predictions (called on every chunk of targets, with a few samples' predictions).
     """
 
     name: str
     per_sample: PerSampleLoss
     check_shapes: Callable[[torch.Tensor, torch.Tensor], None]
+    check_targets: Callable[[torch.Tensor, torch.Tensor], None] = lambda _prediction, _target: None
 
 
 def squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -38,8 +42,9 @@ def squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 def cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of logits ``(S, C)`` against class indices ``(S,)``; shape ``(S,)``."""
-    return F.cross_entropy(prediction, target, reduction="none")
+    """Cross-entropy of logits ``(S, C, ...)`` against class indices ``(S, ...)``: per sample,
+    the mean over its positions (as ``squared_error`` means over elements); shape ``(S,)``."""
+    return F.cross_entropy(prediction, target, reduction="none").reshape(len(target), -1).mean(dim=1)
 
 
 def resolve_loss(loss: str | PerSampleLoss) -> Loss:
@@ -47,7 +52,7 @@ def resolve_loss(loss: str | PerSampleLoss) -> Loss:
     if loss == "mse":
         return Loss("mse", squared_error, _same_shape)
     if loss == "cross_entropy":
-        return Loss("cross_entropy", cross_entropy, _class_indices)
+        return Loss("cross_entropy", cross_entropy, _class_indices, _class_range)
     if callable(loss):
         return Loss(getattr(loss, "__name__", type(loss).__name__), loss, _per_sample_output(loss))
     raise FastsurfaceError(
@@ -74,6 +79,15 @@ def _class_indices(prediction: torch.Tensor, target: torch.Tensor) -> None:
         raise FastsurfaceError(
             "`data`: cross-entropy needs logits of shape (S, C, ...) and integer class targets of shape (S, ...); "
             f"got predictions {tuple(prediction.shape)} and targets {tuple(target.shape)} of dtype {target.dtype}"
+        )
+
+
+def _class_range(prediction: torch.Tensor, target: torch.Tensor) -> None:
+    classes = prediction.shape[1]
+    if bool(((target < 0) | (target >= classes)).any()):
+        raise FastsurfaceError(
+            f"`data`: cross-entropy class targets must lie in [0, {classes}) for the model's {classes} logits, "
+            f"got values from {int(target.min())} to {int(target.max())}"
         )
 
 

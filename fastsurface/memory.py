@@ -20,6 +20,8 @@ from fastsurface.errors import FastsurfaceError
 _BYTES_PER_POINT = 16
 # The engine sizes data chunks so that a tile of this many points fits the budget.
 _BUDGETED_TILE_POINTS = 256
+# Peak bytes per grid point of building a plotly figure and writing it (measured: 230-290).
+_FIGURE_BYTES_PER_POINT = 300
 # Share of the available memory a run may plan to use; the rest stays free for the
 # interpreter, the evaluation data and the rest of the machine.
 _USABLE_SHARE = 0.8
@@ -85,6 +87,27 @@ def check_fits(shape: tuple[int, int], device: torch.device, memory_budget: int,
             f"`w1` x `w2`: a {shape[0]} x {shape[1]} grid needs about {_size(output)} for its losses plus "
             f"{_size(working)} of tile working memory, more than the {_size(usable)} this run may use on "
             f"{device} ({_size(available)} available); use fewer grid points"
+        )
+
+
+def check_figure_fits(points: int, name: str) -> None:
+    """Raise ``FastsurfaceError`` when a figure of a ``points``-point grid cannot be built
+    in the memory available now (plotly copies the grid and writes it out as text).
+
+    Args:
+        points: grid points to draw.
+        name: the argument to name in the message.
+    """
+    available = available_bytes(torch.device("cpu"))
+    if available is None:
+        return
+    needed = points * _FIGURE_BYTES_PER_POINT
+    usable = int(available * _USABLE_SHARE)
+    if needed > usable:
+        raise FastsurfaceError(
+            f"`{name}`: a figure of {points:,} grid points needs about {_size(needed)}, more than the "
+            f"{_size(usable)} this run may use ({_size(available)} available); draw a coarser grid "
+            "(a saved surface may be larger: fastsurface.save, `fastsurface surface --save`)"
         )
 
 

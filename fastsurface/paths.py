@@ -19,7 +19,7 @@ from torch import nn
 from fastsurface.copying import private_copy
 from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface.engine import DEFAULT_BATCH_SIZE, evaluate_points
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.losses import PerSampleLoss, resolve_loss
 from fastsurface.plane import Plane, TensorDict
 from fastsurface.train import Trajectory, training_batches
@@ -94,6 +94,8 @@ def record_path(
         epochs: passes over ``train``.
         record: ``"epoch"`` (before training and after each epoch), ``"step"`` (before
             training and after every step) or the step numbers to keep (0 is the start).
+        seed: seeds the batch shuffling and, inside ``torch.random.fork_rng`` (the global
+            state is restored afterwards), the random layers such as dropout.
         loss, device, dtype: as in ``loss_surface``.
 
     >>> from fastsurface import ANN, piecewise_dataset
@@ -103,6 +105,7 @@ def record_path(
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
+    check_seed("seed", seed)
     keep = _recorder(record)
     objective = resolve_loss(loss)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
@@ -111,23 +114,28 @@ def record_path(
     optimiser = (optimizer or (lambda p: torch.optim.SGD(p, lr=1e-2)))(module.parameters())
     generator = torch.Generator().manual_seed(seed)
     rows, steps, taken = [_flat(parameters.values())], [0], 0
-    for _ in range(epochs):
-        for x, y in training_batches(train, batch_size, generator, resolved, compute):
-            optimiser.zero_grad()
-            prediction = module(x)
-            if taken == 0:
-                objective.check_shapes(prediction.detach(), y)
-            objective.per_sample(prediction, y).mean().backward()
-            optimiser.step()
-            taken += 1
-            if keep(taken, epoch_end=False):
+    # Random layers (dropout) draw from torch's generators, seeded here and restored after.
+    with torch.random.fork_rng(devices=[resolved] if resolved.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            for x, y in training_batches(train, batch_size, generator, resolved, compute):
+                optimiser.zero_grad()
+                prediction = module(x)
+                if taken == 0:
+                    objective.check_shapes(prediction.detach(), y)
+                objective.per_sample(prediction, y).mean().backward()
+                optimiser.step()
+                taken += 1
+                if keep(taken, epoch_end=False):
+                    rows.append(_flat(parameters.values()))
+                    steps.append(taken)
+            if keep(taken, epoch_end=True) and steps[-1] != taken:
                 rows.append(_flat(parameters.values()))
                 steps.append(taken)
-        if keep(taken, epoch_end=True) and steps[-1] != taken:
-            rows.append(_flat(parameters.values()))
-            steps.append(taken)
     if not keep(0, epoch_end=False):
         rows, steps = rows[1:], steps[1:]
+    if not rows:
+        raise FastsurfaceError(f"`record` keeps none of this training's steps (0 to {taken}), got {record!r}")
     names = tuple(parameters)
     return ParameterPath(names, tuple(tuple(parameters[n].shape) for n in names), np.stack(rows), np.array(steps))
 
@@ -216,8 +224,14 @@ def _recorder(record: str | Sequence[int]) -> Callable[..., bool]:
         return lambda step, epoch_end: epoch_end or step == 0
     if record == "step":
         return lambda step, epoch_end: True
-    if isinstance(record, str) or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in record):
-        raise FastsurfaceError(f"`record` must be 'epoch', 'step' or a sequence of step numbers >= 0, got {record!r}")
+    if (
+        isinstance(record, str)
+        or not record
+        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in record)
+    ):
+        raise FastsurfaceError(
+            f"`record` must be 'epoch', 'step' or a non-empty sequence of step numbers >= 0, got {record!r}"
+        )
     wanted = {int(s) for s in record}
     return lambda step, epoch_end: step in wanted and not epoch_end
 

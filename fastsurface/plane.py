@@ -99,11 +99,15 @@ def entry_plane(model: nn.Module, first: str, second: str, labels: tuple[str, st
 def check_plane(model: nn.Module, plane: object) -> None:
     """Refuse a plane that does not slice ``model``: every parameter it moves must be a
     parameter of ``model`` with the same shape (torch would otherwise run the plane's
-    tensors in place of the model's, silently computing another network's loss)."""
+    tensors in place of the model's, silently computing another network's loss), and
+    both directions must hold exactly those parameters, in those shapes (a broadcasting
+    direction would move a parameter along another line)."""
     if not isinstance(plane, Plane):
         raise FastsurfaceError(f"`plane` must be a fastsurface Plane (see entry_plane), got {type(plane).__name__}")
     if not isinstance(model, nn.Module):
         raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    if not plane.origin:
+        raise FastsurfaceError("`plane` moves no parameter: its origin is empty")
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     for name, tensor in plane.origin.items():
         if name not in shapes:
@@ -115,6 +119,18 @@ def check_plane(model: nn.Module, plane: object) -> None:
                 f"`plane` moves {name!r} with shape {list(tensor.shape)}, "
                 f"but `model` has it with shape {list(shapes[name])}"
             )
+    for label, direction in (("first", plane.first), ("second", plane.second)):
+        if direction.keys() != plane.origin.keys():
+            raise FastsurfaceError(
+                f"`plane`: its {label} direction must have the origin's parameters "
+                f"({', '.join(plane.origin)}), got {', '.join(direction) or 'none'}"
+            )
+        for name, tensor in direction.items():
+            if tensor.shape != plane.origin[name].shape:
+                raise FastsurfaceError(
+                    f"`plane`: its {label} direction has {name!r} with shape {list(tensor.shape)}, "
+                    f"but the origin has shape {list(plane.origin[name].shape)}"
+                )
 
 
 def default_plane(model: nn.Module) -> Plane:

@@ -12,7 +12,7 @@ from fastsurface.critical import CriticalPoint
 from fastsurface.errors import FastsurfaceError
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory
-from fastsurface.views import critical_traces, loss_colouring
+from fastsurface.views import check_drawable, critical_traces, loss_colouring
 
 ARTICLE_STYLE: dict[str, Any] = {
     "title": "Loss Surface",
@@ -58,7 +58,7 @@ def plot_surface(
     >>> plot_surface(s).layout.scene.xaxis.title.text
     'w1'
     """
-    _check_drawable(surface, trajectory)
+    check_drawable(surface, trajectory)
     unknown = set(style) - set(ARTICLE_STYLE)
     if unknown:
         raise FastsurfaceError(f"`style` accepts {', '.join(sorted(ARTICLE_STYLE))}; got unknown {sorted(unknown)}")
@@ -94,20 +94,6 @@ def plot_surface(
         },
     )
     return figure
-
-
-def _check_drawable(surface: object, trajectory: object) -> None:
-    if not isinstance(surface, Surface):
-        raise FastsurfaceError(f"`surface` must be a fastsurface Surface, got {type(surface).__name__}")
-    if min(surface.loss.shape) < 2:
-        raise FastsurfaceError(
-            f"`surface` must have at least 2 values on each axis to draw, got a {surface.loss.shape[0]} x "
-            f"{surface.loss.shape[1]} grid"
-        )
-    if trajectory is not None and not isinstance(trajectory, Trajectory):
-        raise FastsurfaceError(
-            f"`trajectory` must be a fastsurface Trajectory or None, got {type(trajectory).__name__}"
-        )
 
 
 def _path_trace(trajectory: Trajectory, look: dict[str, Any]) -> go.Scatter3d:

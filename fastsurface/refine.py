@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsurface.critical import CriticalPoint, surface_settings
+from fastsurface.critical import CriticalPoint, check_same_data, surface_settings
 from fastsurface.devices import DeviceLike, DTypeLike
 from fastsurface.engine import DEFAULT_BATCH_SIZE, evaluate_points
-from fastsurface.errors import FastsurfaceError
+from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.grid import axis
 from fastsurface.losses import PerSampleLoss
 from fastsurface.plane import Plane
@@ -77,6 +77,7 @@ def refine(
     dtype: DTypeLike | None = None,
     memory_budget: int | None = None,
     progress: bool = False,
+    train_mode: bool | None = None,
 ) -> Surface:
     """``surface`` with the grid ``axis(*window[0], step) × axis(*window[1], step)`` added.
 
@@ -91,6 +92,11 @@ def refine(
         loss, reduction: the surface's own by default (a callable loss must be passed
             again).
         dtype: the surface's compute dtype by default.
+        train_mode: the surface's own by default.
+
+    Raises:
+        FastsurfaceError: for data or a batch size whose sample or batch count differs from
+            the surface's (batches count for ``"batch_mean"`` and in training mode).
 
     Returns:
         A ``Surface`` whose axes are the sorted union of the coarse and fine axes;
@@ -104,6 +110,8 @@ def refine(
     [-2.0, -1.0, 0.0, 0.25, 0.5, 0.75, 1.0]
     """
     plane, loss, reduction = surface_settings(surface, model, plane, loss, reduction)
+    check_positive_int("batch_size", batch_size)
+    check_same_data(surface, data, batch_size)
     (w1_range, w2_range), (step1, step2) = _window(window), _pair("step", step)
     first, old_rows = _merged_axis(surface.w1, axis(*w1_range, step1), step1)
     second, old_columns = _merged_axis(surface.w2, axis(*w2_range, step2), step2)
@@ -122,7 +130,9 @@ def refine(
         dtype=surface.dtype if dtype is None else dtype,
         memory_budget=memory_budget,
         progress=progress,
+        train_mode=surface.train_mode if train_mode is None else train_mode,
     )
+    check_same_data(surface, data, batch_size, (evaluation.samples, evaluation.batches))
     combined = torch.empty(known.shape, dtype=torch.float64, device=evaluation.loss.device)
     combined[np.ix_(old_rows, old_columns)] = surface.loss_tensor.to(combined.device)
     combined[rows, columns] = evaluation.loss
@@ -140,6 +150,7 @@ def refine(
         seconds=surface.seconds + evaluation.seconds,
         method=evaluation.method,
         tile_points=evaluation.tile_points,
+        train_mode=surface.train_mode if train_mode is None else train_mode,
     )
 
 

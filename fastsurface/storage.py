@@ -24,7 +24,7 @@ import json
 import os
 import platform
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -200,9 +200,11 @@ def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: d
             values[field.name] = (
                 torch.from_numpy(entries[name]) if metadata["arrays"][name]["tensor"] else entries[name]
             )
-        else:
+        elif field.name in metadata[kind]:
             stored = metadata[kind][field.name]
             values[field.name] = tuple(stored) if isinstance(stored, list) else stored
+        elif field.default is MISSING:  # a field added later keeps its default in older files
+            raise FastsurfaceError(f"the file's {kind} has no {field.name!r}: it is not a complete fastsurface file")
     return cls(**values)
 
 

@@ -31,6 +31,8 @@ class Surface:
         seconds: wall-clock time of the evaluation.
         method: the engine path that ran, e.g. ``"vmap"``.
         tile_points: grid points evaluated together in one kernel call.
+        train_mode: whether the model ran in training mode (``loss_surface``'s
+            ``train_mode``).
     """
 
     w1: np.ndarray
@@ -46,6 +48,7 @@ class Surface:
     seconds: float
     method: str
     tile_points: int
+    train_mode: bool = False
 
     @cached_property
     def loss(self) -> np.ndarray:

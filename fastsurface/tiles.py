@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -77,8 +80,30 @@ class TileSizer:
 
 def bytes_per_sample(module: nn.Module, x: torch.Tensor) -> int:
     """Working bytes one sample needs at one point (``forward_bytes`` over the example
-    inputs ``x``, per sample)."""
-    return max(1, forward_bytes(module, x) // len(x))
+    inputs ``x``, per sample). The first forward pass of a surface: a model that fails on
+    ``x`` raises a ``FastsurfaceError`` that says so."""
+    with model_errors(x):
+        return max(1, forward_bytes(module, x) // len(x))
+
+
+@contextlib.contextmanager
+def model_errors(x: torch.Tensor) -> Iterator[None]:
+    """Re-raise an error of running the model on inputs ``x`` as a ``FastsurfaceError``
+    naming `model` and `data` (with a hint for integer inputs)."""
+    try:
+        yield
+    except FastsurfaceError:
+        raise
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        hint = (
+            "; integer inputs are passed as they are (indices for embedding layers): convert them to floating "
+            "point for a model that expects numbers"
+            if not (x.dtype.is_floating_point or x.dtype.is_complex)
+            else ""
+        )
+        raise FastsurfaceError(
+            f"`model` fails on the inputs in `data` (shape {tuple(x.shape)[1:]} per sample, {x.dtype}){hint}: {error}"
+        ) from error
 
 
 def forward_bytes(module: nn.Module, inputs: object) -> int:

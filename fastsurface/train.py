@@ -126,6 +126,11 @@ def train_sgd(
             path.append(coordinates.detach().clone())
             steps.append(taken)
     points = torch.stack(path).to(torch.float64)
+    if not bool(torch.isfinite(points).all()):
+        diverged = int(torch.isfinite(points).all(dim=1).logical_not().nonzero()[0, 0])
+        raise FastsurfaceError(
+            f"`lr` of {lr:g} makes SGD diverge: the weights are no longer finite after step {steps[diverged]}; lower it"
+        )
     losses = evaluate_points(
         model,
         plane,

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 
 from fastsurface.critical import KINDS, CriticalPoint
 from fastsurface.errors import FastsurfaceError
+from fastsurface.memory import check_figure_fits
 from fastsurface.surface import Surface
 from fastsurface.train import Trajectory
 
@@ -65,6 +66,7 @@ def plot_contour(
     >>> figure.layout.xaxis.title.text, figure.data[0].z.shape
     ('w1', (2, 4))
     """
+    check_drawable(surface)
     figure = go.Figure(_surface_trace(surface, kind, log_color))
     for name, trajectory, (line, marker) in _named_paths(surface, trajectories):
         figure.add_trace(_path_trace(trajectory, name, line, marker))
@@ -99,6 +101,9 @@ def plot_animation(
     >>> len(figure.frames), [button.label for button in figure.layout.updatemenus[0].buttons]
     (4, ['Play', 'Pause'])
     """
+    check_drawable(surface)
+    if not isinstance(trajectory, Trajectory):
+        raise FastsurfaceError(f"`trajectory` must be a fastsurface Trajectory, got {type(trajectory).__name__}")
     for name, value in (("max_frames", max_frames), ("frame_ms", frame_ms)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise FastsurfaceError(f"`{name}` must be a positive integer, got {value!r}")
@@ -143,6 +148,23 @@ def loss_colouring(loss: np.ndarray, log_color: bool) -> tuple[np.ndarray, dict[
     ]
     bar = {"title": {"text": "loss (log)"}, "tickvals": np.log10(ticks).tolist(), "ticktext": [f"{t:g}" for t in ticks]}
     return colour, bar
+
+
+def check_drawable(surface: object, trajectory: object = None) -> None:
+    """Refuse, before building a figure, what is no surface (or trajectory), a grid with
+    fewer than two values on an axis, and one whose figure would not fit in memory."""
+    if not isinstance(surface, Surface):
+        raise FastsurfaceError(f"`surface` must be a fastsurface Surface, got {type(surface).__name__}")
+    rows, columns = surface.loss_tensor.shape
+    if min(rows, columns) < 2:
+        raise FastsurfaceError(
+            f"`surface` must have at least 2 values on each axis to draw, got a {rows} x {columns} grid"
+        )
+    check_figure_fits(rows * columns, "surface")
+    if trajectory is not None and not isinstance(trajectory, Trajectory):
+        raise FastsurfaceError(
+            f"`trajectory` must be a fastsurface Trajectory or None, got {type(trajectory).__name__}"
+        )
 
 
 def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[go.Scatter | go.Scatter3d]:

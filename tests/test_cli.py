@@ -49,14 +49,14 @@ def test_the_summary_says_when_the_path_leaves_the_grid_and_fit_covers_it(tmp_pa
 @pytest.mark.parametrize(
     ("arguments", "name"),
     [
-        (["--step", "0"], "`step`"),
-        (["--w1", "1", "-1"], "`stop`"),
-        (["--lr", "-1"], "`lr`"),
-        (["--epochs", "0"], "`epochs`"),
-        (["--device", "cuda:7"], "`device`"),
+        (["--step", "0"], "`--step`"),
+        (["--w1", "1", "-1"], "`--w1`"),
+        (["--lr", "-1"], "`--lr`"),
+        (["--epochs", "0"], "`--epochs`"),
+        (["--device", "cuda:7"], "`--device`"),
         (["--output", "/nonexistent/dir/f.html"], "`--output`"),
         (["--output", "figure.png"], "`--output`"),
-        (["--test-size", "1.5"], "`test_size`"),
+        (["--test-size", "1.5"], "`--test-size`"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path, capsys, arguments, name):
@@ -103,3 +103,9 @@ def test_bench_skips_cases_estimated_beyond_the_time_limit(capsys):
         == 0
     )
     assert "skipped: est." in capsys.readouterr().out
+
+
+def test_ranges_in_scientific_notation(tmp_path, capsys):
+    arguments = ["run", "--output", str(tmp_path / "f.html"), "--w1", "-1e0", "1e0", "--w2", "-2.5e-1", "2.5e-1"]
+    assert main([*arguments, *SMALL]) == 0
+    assert "w1 in [-1, 0.5], w2 in [-0.25," in capsys.readouterr().out

@@ -123,3 +123,35 @@ def test_without_a_browser_the_command_fails_before_any_work(tmp_path, capsys, m
     assert main(["run", "--format", "png", "--output", str(tmp_path / "f.png"), *SMALL]) == 2
     err = capsys.readouterr().err
     assert "apt-get install chromium" in err and "Traceback" not in err
+
+
+def test_an_interrupted_run_changes_no_output(tmp_path, capsys, monkeypatch):
+    """Several figures and a saved file are published together: an interruption after the
+    first figure leaves every output as it was, and no temporary file."""
+    output, saved = tmp_path / "figure.html", tmp_path / "run.npz"
+    output.with_name("figure-contour.html").write_text("old")
+    written = []
+
+    def interrupted_after_one(figure, path, **options):
+        if written:
+            raise KeyboardInterrupt
+        written.append(export.write_figure(figure, path, **options))
+
+    monkeypatch.setattr("fastsurface.cli.write_figure", interrupted_after_one)
+    arguments = ["run", "--output", str(output), "--view", "contour,heatmap", "--save", str(saved), *SMALL]
+    assert main(arguments) == 130
+    assert "no output was written" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["figure-contour.html"]
+    assert output.with_name("figure-contour.html").read_text() == "old"
+
+
+def test_figures_refuse_what_they_cannot_draw(monkeypatch):
+    surface = fs.loss_surface(fs.ANN(1, 1, 1), fs.piecewise_dataset(100), [0.0, 1.0], [0.0, 1.0, 2.0])
+    with pytest.raises(fs.FastsurfaceError, match="`trajectory`"):
+        fs.plot_animation(surface, None)
+    with pytest.raises(fs.FastsurfaceError, match="`figure`"):
+        fs.write_figure(None, "figure.html")
+    monkeypatch.setattr("fastsurface.memory.available_bytes", lambda device: 1000)
+    for draw in (fs.plot_surface, fs.plot_contour):
+        with pytest.raises(fs.FastsurfaceError, match="`surface`: a figure of 6 grid points needs"):
+            draw(surface)

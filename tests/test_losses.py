@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,26 @@ def test_cross_entropy_matches_a_per_point_loop(rng):
             expected[i, j] = F.cross_entropy(probe(torch.tensor(x)), torch.tensor(y)).item()
     assert_close(surface.loss, expected, rtol=1e-12)
     assert surface.loss_name == "cross_entropy"
+
+
+def test_cross_entropy_over_positions_is_each_sample_s_mean(rng):
+    """Logits ``(S, C, L)`` against targets ``(S, L)``: a sample's loss is the mean over its
+    positions, so ``"mean"`` equals torch's mean over all positions."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv1d(2, 3, 3, padding=1))
+    x = torch.as_tensor(rng.normal(size=(30, 2, 5)))
+    y = torch.as_tensor(rng.integers(0, 3, size=(30, 5)))
+    plane = fs.entry_plane(model, "0.weight[0, 1, 2]", "0.bias[2]")
+    w = np.linspace(-1, 1, 3)
+    surface = fs.loss_surface(model, (x, y), w, w, plane=plane, loss="cross_entropy", dtype="float64")
+    expected = np.zeros((3, 3))
+    for i, a in enumerate(w):
+        for j, b in enumerate(w):
+            probe = copy.deepcopy(model).double()
+            with torch.no_grad():
+                probe[0].weight[0, 1, 2], probe[0].bias[2] = a, b
+            expected[i, j] = F.cross_entropy(probe(x), y).item()
+    assert_close(surface.loss, expected, rtol=1e-12)
 
 
 def _with_entries(model, a, b):

@@ -124,3 +124,17 @@ def test_pca_of_a_planar_path_explains_all_variance(rng):
     assert principal.explained_variance_ratio.sum() == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(fs.FastsurfaceError, match="`path`"):
         fs.pca_plane(fs.ParameterPath.from_models(models[:2]))
+
+
+def test_dropout_draws_from_the_seed_and_leaves_the_global_generator_alone(rng):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Linear(8, 1))
+    data = _data(rng)
+    paths = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        state = torch.random.get_rng_state()
+        paths.append(fs.record_path(model, data, epochs=2, seed=3).vectors)
+        assert torch.equal(torch.random.get_rng_state(), state)
+    np.testing.assert_array_equal(*paths)
+    assert not np.array_equal(paths[0], fs.record_path(model, data, epochs=2, seed=4).vectors)

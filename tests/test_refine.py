@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import fastsurface as fs
 from tests.conftest import DEVICES, assert_close
@@ -102,3 +103,17 @@ def test_bad_windows_and_steps_are_refused(seed_case, window, step, name):
         fs.refine(coarse, model, test, window, step)
     with pytest.raises(fs.FastsurfaceError, match="`radius`"):
         fs.window_around((0, 0), 0)
+
+
+def test_a_train_mode_surface_is_refined_in_train_mode(rng):
+    """BatchNorm on batch statistics: the new points are evaluated as the coarse ones were."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 1))
+    data = (rng.normal(size=(48, 3)) * 3 + 2, rng.normal(size=(48, 1)))
+    plane = fs.random_plane(model, seed=0)
+    options = {"plane": plane, "batch_size": 16, "train_mode": True}
+    coarse = fs.loss_surface(model, data, [-1.0, 0.0, 1.0], [-1.0, 1.0], **options)
+    fine = fs.refine(coarse, model, data, ((-1, 1), (-1, 1)), 0.5, plane=plane, batch_size=16)
+    direct = fs.loss_surface(model, data, fine.w1, fine.w2, **options)
+    assert fine.train_mode and direct.train_mode
+    assert_close(fine.loss, direct.loss, rtol=1e-6)

@@ -208,6 +208,7 @@ def test_the_cli_saves_and_shows_a_verified_file(tmp_path, capsys):
     assert main(["show", str(saved)]) == 0
     shown = capsys.readouterr().out
     assert "content verified" in shown and "path      2 points (epoch)" in shown and "seed = 7" in shown
+    assert "\nprovenance\n" in shown and "\n          batch_size = 64\n" in shown
     saved.write_bytes(saved.read_bytes()[:-50])
     assert main(["show", str(saved)]) == 2
     assert capsys.readouterr().err.startswith("fastsurface: error: `path`")

@@ -81,11 +81,29 @@ class _Recorder(nn.Module):
         return self.layer(x)
 
 
-def test_a_module_vmap_cannot_run_gets_a_clear_error():
-    model = _Recorder()
-    plane = fs.entry_plane(model, "layer.weight", "layer.bias")
+class _RunningAverage(nn.Module):
+    """Keeps a running average of its outputs in a buffer: under vmap, torch reports only
+    a shape mismatch."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(1, 2)
+        self.register_buffer("average", torch.zeros(2))
+
+    def forward(self, x):
+        out = self.layer(x)
+        self.average.mul_(0.9).add_(0.1 * out.mean(0))
+        return out
+
+
+@pytest.mark.parametrize("make", [_Recorder, _RunningAverage])
+@pytest.mark.parametrize("method", ["vmap", "auto"])
+def test_a_module_vmap_cannot_run_gets_a_clear_error(make, method):
+    model = make()
+    plane = fs.entry_plane(model, "layer.weight[0, 0]", "layer.bias[0]")
+    data = (np.zeros((5, 1)), np.zeros((5, model.layer.out_features)))
     with pytest.raises(fs.FastsurfaceError, match=r"`model` cannot be evaluated under torch\.func\.vmap"):
-        fs.loss_surface(model, (np.zeros(5), np.zeros(5)), [0.0, 1.0], [0.0], plane=plane, method="vmap")
+        fs.loss_surface(model, data, [0.0, 1.0], [0.0], plane=plane, method=method)
 
 
 @pytest.mark.parametrize(

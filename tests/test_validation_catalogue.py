@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fastsurface as fs
@@ -36,6 +37,49 @@ def _with(values, index, value):
 def _foreign_plane():
     """A plane of a wider network: same parameter names, other shapes."""
     return fs.entry_plane(fs.ANN(1, 2, 1), "net.Layer_1.weight[1, 0]", "net.Layer_2.weight[0, 1]")
+
+
+def _plane_with_extra_direction():
+    model = nn.Sequential(nn.Linear(1, 2), nn.Tanh(), nn.Linear(2, 1))
+    plane = fs.entry_plane(model, "0.weight[0, 0]", "2.weight[0, 1]")
+    return fs.Plane(plane.origin, {**plane.first, "2.bias": torch.ones(1)}, plane.second)
+
+
+def _broadcasting_plane():
+    plane = fs.default_plane(fs.ANN(1, 1, 1))
+    return fs.Plane(plane.origin, {name: t.reshape(-1) for name, t in plane.first.items()}, plane.second)
+
+
+def _zeros(module):
+    if isinstance(module, nn.Linear):
+        module.weight.zero_()
+
+
+class _Dict(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, 2))
+
+    def forward(self, x):
+        return {"prediction": x @ self.weight[:, :1]}
+
+
+def _classes(labels):
+    """Three-class logits of a linear model; one target (in the last batch) set to ``labels``."""
+    targets = np.zeros(40, dtype=np.int64)
+    targets[-1] = labels
+    model = nn.Linear(1, 3)
+    plane = fs.entry_plane(model, "weight[0, 0]", "weight[1, 0]")
+    loader = DataLoader(
+        TensorDataset(torch.as_tensor(X[:, None], dtype=torch.float32), torch.as_tensor(targets)), batch_size=8
+    )
+    return fs.loss_surface(model, loader, *GRID, plane=plane, loss="cross_entropy", memory_budget=2**12)
+
+
+def _refined(**options):
+    coarse = fs.loss_surface(fs.ANN(1, 1, 1), DATA, *GRID, reduction="batch_mean", batch_size=16)
+    arguments = {"data": DATA, "batch_size": 16, **options}
+    return fs.refine(coarse, fs.ANN(1, 1, 1), arguments.pop("data"), ((-0.5, 0.5), (-0.5, 0.5)), 0.25, **arguments)
 
 
 def _small_surface():
@@ -110,7 +154,30 @@ API_CASES = [
         "points",
         id="points-of-wrong-shape",
     ),
+    pytest.param(
+        lambda: fs.evaluate_points(fs.ANN(1, 1, 1), fs.default_plane(fs.ANN(1, 1, 1)), DATA, [["a", "b"]]),
+        "points",
+        id="points-not-numbers",
+    ),
+    pytest.param(lambda: _surface(plane=_plane_with_extra_direction()), "plane", id="direction-beyond-origin"),
+    pytest.param(lambda: _surface(plane=_broadcasting_plane()), "plane", id="direction-of-another-shape"),
+    pytest.param(
+        lambda: fs.random_plane(nn.Linear(3, 2, bias=False).requires_grad_(False).apply(_zeros)),
+        "model",
+        id="random-directions-all-zero",
+    ),
+    pytest.param(lambda: fs.random_plane(fs.ANN(1, 2, 1), seed=1.5), "seed", id="fractional-plane-seed"),
+    pytest.param(lambda: _surface(data=(np.arange(40), Y)), "model", id="integer-inputs-for-a-float-model"),
+    pytest.param(lambda: _surface(data=(X[:, None].repeat(3, 1), Y)), "model", id="inputs-of-another-width"),
+    pytest.param(lambda: fs.loss_surface(_Dict(), DATA, *GRID), "model", id="model-returns-a-dict"),
+    pytest.param(lambda: _classes(labels=3), "data", id="class-target-out-of-range"),
+    pytest.param(lambda: _classes(labels=-1), "data", id="negative-class-target"),
+    pytest.param(lambda: _refined(batch_size=8), "data", id="refine-with-another-batch-size"),
+    pytest.param(lambda: _refined(data=(X[:30], Y[:30])), "data", id="refine-with-other-data"),
     # training
+    pytest.param(lambda: fs.record_path(fs.ANN(1, 2, 1), DATA, record=[]), "record", id="record-nothing"),
+    pytest.param(lambda: fs.record_path(fs.ANN(1, 2, 1), DATA, record=[10**6]), "record", id="record-beyond-end"),
+    pytest.param(lambda: fs.record_path(fs.ANN(1, 2, 1), DATA, seed="0"), "seed", id="text-path-seed"),
     pytest.param(lambda: _train(epochs=0), "epochs", id="zero-epochs"),
     pytest.param(lambda: _train(epochs=-3), "epochs", id="negative-epochs"),
     pytest.param(lambda: _train(epochs=10**9), "epochs", id="absurd-epochs"),
@@ -150,37 +217,45 @@ def test_the_catalogue_is_long_enough():
 SMALL = ["--step", "0.5", "--samples", "200", "--epochs", "1", "--no-progress"]
 
 CLI_CASES = [
-    pytest.param(["run", "--step", "0"], "`step`", id="cli-zero-step"),
+    pytest.param(["run", "--step", "0"], "`--step`", id="cli-zero-step"),
     pytest.param(["run", "--step", "5"], "`--step`", id="cli-one-point-axis"),
-    pytest.param(["run", "--w1", "1", "-1"], "`stop`", id="cli-descending-range"),
-    pytest.param(["run", "--w2", "0", "nan"], "`stop`", id="cli-nan-range"),
-    pytest.param(["run", "--lr", "-1"], "`lr`", id="cli-negative-lr"),
-    pytest.param(["run", "--epochs", "0"], "`epochs`", id="cli-zero-epochs"),
+    pytest.param(["run", "--w1", "1", "-1"], "`--w1`", id="cli-descending-range"),
+    pytest.param(["run", "--w2", "0", "nan"], "`--w2`", id="cli-nan-range"),
+    pytest.param(["run", "--lr", "-1"], "`--lr`", id="cli-negative-lr"),
+    pytest.param(["run", "--epochs", "0"], "`--epochs`", id="cli-zero-epochs"),
     pytest.param(["run", "--epochs", "ten"], "--epochs", id="cli-epochs-not-a-number"),
-    pytest.param(["run", "--device", "cuda:7"], "`device`", id="cli-unavailable-device"),
+    pytest.param(["run", "--device", "cuda:7"], "`--device`", id="cli-unavailable-device"),
     pytest.param(["run", "--dtype", "float16"], "--dtype", id="cli-unsupported-dtype"),
-    pytest.param(["run", "--samples", "0"], "`n`", id="cli-no-samples"),
-    pytest.param(["run", "--batch-size", "0"], "`batch_size`", id="cli-zero-batch-size"),
-    pytest.param(["run", "--test-size", "1.5"], "`test_size`", id="cli-test-size"),
-    pytest.param(["run", "--seed", "-1"], "`seed`", id="cli-negative-seed"),
+    pytest.param(["run", "--samples", "0"], "`--samples`", id="cli-no-samples"),
+    pytest.param(["run", "--batch-size", "0"], "`--batch-size`", id="cli-zero-batch-size"),
+    pytest.param(["run", "--test-size", "1.5"], "`--test-size`", id="cli-test-size"),
+    pytest.param(["run", "--seed", "-1"], "`--seed`", id="cli-negative-seed"),
     pytest.param(["run", "--output", "/nonexistent/dir/f.html"], "`--output`", id="cli-unwritable-output"),
     pytest.param(["run", "--output", "figure.png"], "`--output`", id="cli-output-suffix"),
     pytest.param(["run", "--save", "/nonexistent/dir/r.npz"], "`--save`", id="cli-unwritable-save"),
     pytest.param(["surface", "--save", "surface.csv"], "`--save`", id="cli-save-suffix"),
-    pytest.param(["surface", "--checkpoint-dir", "/nonexistent/a/b"], "`checkpoint_dir`", id="cli-checkpoint-dir"),
-    pytest.param(["surface", "--checkpoint-dir", ".", "--block-rows", "0"], "`block_rows`", id="cli-zero-block-rows"),
+    pytest.param(["surface", "--checkpoint-dir", "/nonexistent/a/b"], "`--checkpoint-dir`", id="cli-checkpoint-dir"),
+    pytest.param(["surface", "--checkpoint-dir", ".", "--block-rows", "0"], "`--block-rows`", id="cli-zero-block-rows"),
     pytest.param(["surface", "--keep-checkpoint"], "`--keep-checkpoint`", id="cli-keep-without-checkpoints"),
     pytest.param(
-        ["surface", "--shard", "data", "--checkpoint-dir", "."], "`checkpoint_dir`", id="cli-data-shard-checkpoints"
+        ["surface", "--shard", "data", "--checkpoint-dir", "."], "`--checkpoint-dir`", id="cli-data-shard-checkpoints"
     ),
     pytest.param(["show", "/nonexistent/r.npz"], "`path`", id="cli-show-missing-file"),
+    pytest.param(["run", "--split-seed", "-1"], "`--split-seed`", id="cli-negative-split-seed"),
+    pytest.param(["run", "--train-seed", "-1"], "`--train-seed`", id="cli-negative-train-seed"),
+    pytest.param(["run", "--test-size", "3000"], "`--test-size`", id="cli-test-count-too-large"),
+    pytest.param(["run", "--lr", "1e12", "--epochs", "3"], "`--lr`", id="cli-diverging-sgd"),
+    pytest.param(["run", "--lr", "100", "--fit-trajectory"], "`--fit-trajectory`", id="cli-fit-a-runaway-path"),
+    pytest.param(["run", "--samples", str(10**13)], "`--samples`", id="cli-samples-beyond-memory"),
+    pytest.param(["bench", "--naive-rows", "81"], "`--naive-rows`", id="cli-bench-naive-rows"),
+    pytest.param(["bench", "--max-seconds", "0"], "`--max-seconds`", id="cli-bench-max-seconds"),
 ]
 
 
 @pytest.mark.parametrize(("arguments", "name"), CLI_CASES)
 def test_cli_refuses_bad_input_on_one_line(tmp_path, capsys, monkeypatch, arguments, name):
     monkeypatch.chdir(tmp_path)
-    options = [] if arguments[0] == "show" else SMALL if arguments[0] == "run" else SMALL[:4]
+    options = {"run": SMALL, "surface": SMALL[:4]}.get(arguments[0], [])
     try:
         status = main([arguments[0], *options, *arguments[1:]])
     except SystemExit as exit_:  # argparse's own refusals
