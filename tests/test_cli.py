@@ -108,4 +108,4 @@ def test_bench_skips_cases_estimated_beyond_the_time_limit(capsys):
 def test_ranges_in_scientific_notation(tmp_path, capsys):
     arguments = ["run", "--output", str(tmp_path / "f.html"), "--w1", "-1e0", "1e0", "--w2", "-2.5e-1", "2.5e-1"]
     assert main([*arguments, *SMALL]) == 0
-    assert "w1 in [-1, 0.5], w2 in [-0.25," in capsys.readouterr().out
+    assert "w1 in [-1, 0.75], w2 in [-0.25, 0]" in capsys.readouterr().out
