@@ -93,7 +93,13 @@ def _class_range(prediction: torch.Tensor, target: torch.Tensor) -> None:
 
 def _per_sample_output(loss: PerSampleLoss) -> Callable[[torch.Tensor, torch.Tensor], None]:
     def check(prediction: torch.Tensor, target: torch.Tensor) -> None:
-        shape = tuple(loss(prediction, target).shape)
+        try:
+            shape = tuple(loss(prediction, target).shape)
+        except (RuntimeError, TypeError, ValueError, IndexError, AttributeError) as error:
+            raise FastsurfaceError(
+                f"`loss` fails on the model's predictions {tuple(prediction.shape)} and the targets "
+                f"{tuple(target.shape)} ({target.dtype}): {error}"
+            ) from error
         if shape != (len(prediction),):
             raise FastsurfaceError(
                 f"`loss` must return one loss per sample, shape ({len(prediction)},), got shape {shape}"

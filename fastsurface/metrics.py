@@ -22,6 +22,11 @@ from fastsurface.surface import Surface
 def accuracy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1.0 where the arg-max class of logits ``(S, C, ...)`` equals the integer target
     ``(S, ...)``, else 0.0, averaged over any extra dimensions; shape ``(S,)``."""
+    if target.dtype.is_floating_point or target.shape != prediction.shape[:1] + prediction.shape[2:]:
+        raise FastsurfaceError(
+            "`accuracy` needs logits of shape (S, C, ...) and integer class targets of shape (S, ...); got "
+            f"predictions {tuple(prediction.shape)} and targets {tuple(target.shape)} of dtype {target.dtype}"
+        )
     correct = (prediction.argmax(dim=1) == target).to(prediction.dtype)
     return correct.reshape(len(target), -1).mean(dim=1)
 

@@ -170,6 +170,11 @@ API_CASES = [
     pytest.param(lambda: _surface(data=(np.arange(40), Y)), "model", id="integer-inputs-for-a-float-model"),
     pytest.param(lambda: _surface(data=(X[:, None].repeat(3, 1), Y)), "model", id="inputs-of-another-width"),
     pytest.param(lambda: fs.loss_surface(_Dict(), DATA, *GRID), "model", id="model-returns-a-dict"),
+    pytest.param(
+        lambda: fs.metric_surfaces(fs.ANN(1, 1, 1), DATA, *GRID, metrics={"accuracy": fs.accuracy}),
+        "loss",
+        id="accuracy-of-real-valued-targets",
+    ),
     pytest.param(lambda: _classes(labels=3), "data", id="class-target-out-of-range"),
     pytest.param(lambda: _classes(labels=-1), "data", id="negative-class-target"),
     pytest.param(lambda: _refined(batch_size=8), "data", id="refine-with-another-batch-size"),
