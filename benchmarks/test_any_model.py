@@ -67,10 +67,12 @@ def _plane(library: object, plane: str, model: nn.Module, x: torch.Tensor, y: to
 SMALL_MLP = (10, 32, 32)
 TINY_MLP = (2, 8)
 MLP_CASES = [
-    ("cpu", "random_plane", SMALL_MLP),
-    ("cpu", "planar_interpolation", SMALL_MLP),
-    ("cpu", "random_plane", TINY_MLP),
-    pytest.param("cuda", "planar_interpolation", SMALL_MLP, marks=DEVICES[1].marks),
+    pytest.param("cpu", "random_plane", SMALL_MLP, id="cpu-random_plane-small"),
+    pytest.param("cpu", "planar_interpolation", SMALL_MLP, id="cpu-planar_interpolation-small"),
+    pytest.param("cpu", "random_plane", TINY_MLP, id="cpu-random_plane-tiny"),
+    pytest.param(
+        "cuda", "planar_interpolation", SMALL_MLP, marks=DEVICES[1].marks, id="cuda-planar_interpolation-small"
+    ),
 ]
 
 
