@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from fastsurface.errors import FastsurfaceError
 from fastsurface.losses import Loss, squared_error
 from fastsurface.plane import Plane
 from fastsurface.stream import Chunk
@@ -35,11 +36,13 @@ def linear_coordinate(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tens
     """Which coordinate (0 for ``a``, 1 for ``b``) the prediction is affine in, and why.
 
     The rule: the loss is the built-in ``"mse"``; the coordinate's direction is non-zero
-    only in parameters of one ``nn.Linear`` (exactly that class); those parameters are
-    not shared with another module; and on a forward pass over the example inputs ``x``
-    that layer runs once, its output tensor is the model's output and is not modified in
-    place afterwards, and its input does not depend on its own parameters (checked with
-    autograd). ``b`` is tried first.
+    only in parameters of one ``nn.Linear`` (exactly that class, with plain ``weight`` and
+    ``bias`` and no forward hooks); those parameters are not shared with another module;
+    and on a forward pass over the example inputs ``x`` that layer runs once, its output
+    tensor is the model's output and is not modified in place afterwards, and its input
+    does not depend on its own parameters (checked with autograd, and by moving them,
+    which also catches reads through ``.detach()``). Every later forward pass checks
+    again that the layer ran once and made the output. ``b`` is tried first.
 
     Returns:
         ``(coordinate, "")`` when one applies, else ``(None, reason)``.
@@ -62,6 +65,10 @@ def _output_layer_obstacle(module: nn.Module, direction: dict[str, torch.Tensor]
     layer = module.get_submodule(owners.pop())
     if type(layer) is not nn.Linear:
         return f"its direction lies in a {type(layer).__name__}, not an nn.Linear"
+    if set(layer._parameters) - {"weight", "bias"} or layer._parameters.get("weight") is None:
+        return "its layer's weight is computed from other parameters (e.g. nn.utils.weight_norm)"
+    if layer._forward_hooks or layer._forward_pre_hooks:
+        return "its layer has forward hooks, which may change its input or output"
     own = list(layer.parameters())
     if sum(any(p is q for q in own) for _, p in module.named_parameters(remove_duplicate=False)) != len(own):
         return "its layer shares parameters with another module"
@@ -69,14 +76,10 @@ def _output_layer_obstacle(module: nn.Module, direction: dict[str, torch.Tensor]
 
 
 def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[nn.Parameter], x: torch.Tensor) -> str:
-    calls: list[tuple[torch.Tensor, torch.Tensor, int]] = []
-    handle = layer.register_forward_hook(lambda _m, inputs, output: calls.append((inputs[0], output, output._version)))
-    try:
-        with torch.enable_grad():
-            leaves = [p.detach().requires_grad_(True) for p in own]
-            output = functional_call(module, dict(zip(_names(layer, module), leaves, strict=True)), (x,))
-    finally:
-        handle.remove()
+    names = _names(layer, module)
+    with torch.enable_grad():
+        leaves = [p.detach().requires_grad_(True) for p in own]
+        calls, output = _layer_calls(module, layer, dict(zip(names, leaves, strict=True)), x)
     if len(calls) != 1 or output is not calls[0][1]:
         return "its layer's output is not the model's output"
     features, _, version = calls[0]
@@ -87,7 +90,26 @@ def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[nn.Parameter
             grads = torch.autograd.grad(features.sum(), leaves, allow_unused=True)
         if any(g is not None for g in grads):
             return "its layer's input depends on the layer's own parameters"
+    # Reads that autograd cannot see (.detach(), .data, no_grad) show when the parameters move.
+    with torch.no_grad():
+        moved, _ = _layer_calls(module, layer, {name: p.detach() + 1 for name, p in zip(names, own, strict=True)}, x)
+    if len(moved) != 1 or not torch.equal(moved[0][0], features.detach()):
+        return "its layer's input depends on the layer's own parameters"
     return ""
+
+
+def _layer_calls(
+    module: nn.Module, layer: nn.Module, parameters: dict[str, torch.Tensor], x: torch.Tensor
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor, int]], object]:
+    """``(input, output, output version)`` of each call of ``layer`` in a forward pass with
+    ``parameters``, and the model's output."""
+    calls: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+    handle = layer.register_forward_hook(lambda _m, inputs, output: calls.append((inputs[0], output, output._version)))
+    try:
+        output = functional_call(module, parameters, (x,))
+    finally:
+        handle.remove()
+    return calls, output
 
 
 def _moving_modules(direction: dict[str, torch.Tensor]) -> set[str]:
@@ -190,12 +212,13 @@ def _prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torc
     bias = plane.second.get(f"{layer_name}.bias")
 
     def per_value(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        features: list[torch.Tensor] = []
-        handle = layer.register_forward_hook(lambda _m, inputs, _output: features.append(inputs[0]))
-        try:
-            prediction = functional_call(module, plane.params(a, torch.zeros_like(a)), (x,))
-        finally:
-            handle.remove()
-        return torch.stack([prediction, F.linear(features[0], weight, bias)])
+        calls, prediction = _layer_calls(module, layer, plane.params(a, torch.zeros_like(a)), x)
+        if len(calls) != 1 or prediction is not calls[0][1]:
+            raise FastsurfaceError(
+                "`method` 'closed_form' does not apply to these data: on a later chunk the output layer "
+                f"ran {len(calls)} time(s) or did not produce the output (the model's structure depends on its "
+                "inputs); use method='vmap'"
+            )
+        return torch.stack([prediction, F.linear(calls[0][0], weight, bias)])
 
     return per_value

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,40 @@ class Tied(nn.Module):
 
     def forward(self, x):
         return self.out(torch.tanh(x @ self.out.weight))
+
+
+class Rescaled(nn.Module):
+    """Reads the output layer's weight through ``.detach()`` before the layer: invisible to
+    autograd, but the layer's input still depends on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x)) / self.out.weight.detach().norm())
+
+
+class Switched(nn.Module):
+    """Picks its head from the data: the probe sees one head, a later chunk the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out, self.other = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.hidden(x))
+        return self.other(h) if bool((x.abs() > 2.5).any()) else self.out(h)
+
+
+def _hooked(make_hook):
+    """An MLP whose output layer gets ``make_hook`` (the deprecation of the original
+    ``weight_norm`` is not what the tests look at)."""
+    model = _mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        make_hook(model[4])
+    return model
 
 
 def _mlp(outputs=2, bias=True):
@@ -115,6 +151,25 @@ NOT_APPLICABLE = [
         2,
         "modified in place",
     ),
+    (
+        "weight-normed output layer",
+        lambda: _hooked(nn.utils.weight_norm),
+        ("0.weight[0, 0]", "4.weight_v[1, 1]"),
+        "mse",
+        3,
+        2,
+        "computed from other parameters",
+    ),
+    (
+        "hook on the output layer",
+        lambda: _hooked(lambda layer: layer.register_forward_hook(lambda _m, _i, out: out * 2)),
+        ("0.weight[0, 0]", "4.weight[1, 1]"),
+        "mse",
+        3,
+        2,
+        "forward hooks",
+    ),
+    ("detached read", Rescaled, ("hidden.weight[0, 0]", "out.weight[0, 1]"), "mse", 3, 2, "depends on the layer's own"),
     ("reshaped output", Squeezed, ("hidden.weight[0, 0]", "out.weight[0, 1]"), "mse", 2, 1, "not the model's output"),
     ("tied weights", Tied, ("out.weight[0, 0]", "out.weight[1, 2]"), "mse", 3, 3, "depends on the layer's own"),
     ("cross-entropy", lambda: _mlp(3), ("0.weight[0, 0]", "4.weight[0, 0]"), "cross_entropy", 3, 0, "not 'mse'"),
@@ -126,6 +181,7 @@ NOT_APPLICABLE = [
     NOT_APPLICABLE,
     ids=[c[0] for c in NOT_APPLICABLE],
 )
+@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented:UserWarning")
 def test_closed_form_is_not_chosen_where_it_does_not_apply(rng, case, make, entries, loss, inputs, outputs, reason):
     torch.manual_seed(0)
     model = make()
@@ -157,3 +213,19 @@ def test_listed_points_take_the_closed_form_and_match_the_grid_bit_for_bit(rng, 
     assert np.array_equal(transposed.loss, grid.loss.T)
     on_swapped = fs.evaluate_points(model, swapped, test, points[:, ::-1])
     assert np.array_equal(on_swapped.loss.numpy(), listed.loss.numpy())
+
+
+def test_a_model_whose_structure_follows_the_data_is_refused_on_the_chunk_that_shows_it(rng):
+    """The probe (first samples) sees the plain head, the whole chunk the other one: the
+    closed form says so instead of computing another model's loss."""
+    torch.manual_seed(0)
+    model = Switched()
+    x, y = _data(rng, 50, 3, 2)
+    x[:10] = np.clip(x[:10], -1, 1)
+    x[40] = 3.0
+    plane = fs.entry_plane(model, "hidden.weight[0, 0]", "out.weight[0, 1]")
+    w = np.linspace(-1, 1, 3)
+    for method in ("auto", "closed_form"):
+        with pytest.raises(fs.FastsurfaceError, match="closed_form' does not apply to these data"):
+            fs.loss_surface(model, (x, y), w, w, plane=plane, method=method)
+    assert fs.loss_surface(model, (x, y), w, w, plane=plane, method="vmap").method == "vmap"
