@@ -1,8 +1,8 @@
 """Resumable surfaces: a grid cut into blocks of rows, each block saved when it finishes.
 
-A run is keyed by a hash of everything that decides its numbers (the plane, the model's
-other parameters and buffers, data, axes, loss, reduction, batch size, device, dtype,
-tiling, block size), and its finished blocks live in ``checkpoint_dir/<key>/`` as verified surface
+A run is keyed by a hash of everything that decides its numbers (the model's structure,
+the plane, the model's other parameters and buffers, data, axes, loss, reduction, batch
+size, device, dtype, tiling, block size), and its finished blocks live in ``checkpoint_dir/<key>/`` as verified surface
 files (``fastsurface.storage``), each written atomically. Started again with the same
 arguments, a run finds its folder, skips the finished blocks and computes the rest, so a
 killed run loses at most the block in flight. Each block is evaluated by the public
@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import shutil
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from fastsurface.surface import Surface
 # Grid points per block when `block_rows` is not given: a few seconds of work on a CPU
 # for the seed model, small enough that an interruption loses little.
 _BLOCK_POINTS = 2**16
-_KEY_VERSION = "fastsurface-checkpoint-1"
+_KEY_VERSION = "fastsurface-checkpoint-2"
 # Keyword arguments of `loss_surface` a checkpointed run forwards, with their defaults;
 # `progress` does not change the numbers and is left out of the key, `plane` is keyed apart.
 _OPTIONS = {
@@ -121,9 +122,9 @@ class Checkpoint:
             checkpoint_dir: a folder; created if missing (its parent must exist).
             model, data, w1, w2: as in ``loss_surface``.
             block_rows: grid rows per block; by default about 65,536 points per block.
-            key: the run's identity, for data that cannot be hashed (an iterable of
-                batches) or a callable loss whose code may change under the same name;
-                by default a hash of every argument that decides the numbers.
+            key: stands for the data in the run's identity, for data that cannot be
+                hashed (an iterable of batches); the model, plane, axes and options are
+                hashed beside it, so changing any of them starts a new run.
             options: keyword arguments of ``loss_surface`` (``plane``, ``loss``, ...).
         """
         unknown = sorted(set(options) - set(_OPTIONS))
@@ -135,7 +136,7 @@ class Checkpoint:
         blocks = plan_blocks(len(first), rows)
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise FastsurfaceError(f"`key` must be a non-empty string, got {key!r}")
-        identity = key if key is not None else run_key(model, data, first, second, rows, options)
+        identity = run_key(model, data, first, second, rows, options, key=key)
         folder = _checkpoint_folder(checkpoint_dir) / hashlib.sha256(identity.encode()).hexdigest()[:20]
         _make_folder(folder)
         description = {"key": identity, "grid": [len(first), len(second)], "block_rows": rows, "blocks": len(blocks)}
@@ -268,21 +269,31 @@ def resumable_loss_surface(
 
 
 def run_key(
-    model: nn.Module, data: object, w1: np.ndarray, w2: np.ndarray, block_rows: int, options: dict[str, Any]
+    model: nn.Module,
+    data: object,
+    w1: np.ndarray,
+    w2: np.ndarray,
+    block_rows: int,
+    options: dict[str, Any],
+    key: str | None = None,
 ) -> str:
-    """A hex digest of everything that decides a checkpointed run's numbers."""
+    """A hex digest of everything that decides a checkpointed run's numbers: the model's
+    structure (module classes, their plain attributes, hooks and ``forward`` code), its
+    parameters and buffers, the plane, the data (or ``key`` in its place), the axes, the
+    block size and every option (a callable loss by its name and code)."""
     if not isinstance(model, nn.Module):
         raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-    if not stream.is_pair(data):
+    if key is None and not stream.is_pair(data):
         raise FastsurfaceError(
             "`key` is required when `data` is not an (x, y) pair of arrays: an iterable of batches cannot be "
             f"hashed to recognise the run, got {type(data).__name__}"
         )
+    pair = stream.pair_tensors(data) if key is None and stream.is_pair(data) else None  # validated, as the engine will
     plane = options.get("plane")
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
     digest = hashlib.sha256(_KEY_VERSION.encode())
-    _update(digest, "model", type(model).__qualname__)
+    _update(digest, "model", _architecture(model))
     for name, tensor in model.state_dict().items():
         if name not in plane.origin:  # a moving parameter's values are the plane's origin
             _update(digest, f"model.{name}", tensor)
@@ -290,8 +301,11 @@ def run_key(
     for part in ("origin", "first", "second"):
         for parameter, tensor in getattr(plane, part).items():
             _update(digest, f"plane.{part}.{parameter}", tensor)
-    for name, tensor in zip(("x", "y"), stream.pair_tensors(data), strict=True):  # validated, as the engine will
-        _update(digest, name, tensor)
+    if pair is None:
+        _update(digest, "key", key)
+    else:
+        for name, tensor in zip(("x", "y"), pair, strict=True):
+            _update(digest, name, tensor)
     _update(digest, "w1", w1)
     _update(digest, "w2", w2)
     _update(digest, "block_rows", block_rows)
@@ -307,9 +321,40 @@ def _update_option(digest: Any, name: str, value: Any) -> None:
     elif name == "dtype":
         _update(digest, name, str(resolve_dtype(value)))
     elif callable(value):
-        _update(digest, name, f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}")
+        _update(digest, name, _callable_identity(value))
     else:
         _update(digest, name, repr(value))
+
+
+def _architecture(model: nn.Module) -> str:
+    """Each submodule's name, class, plain attributes (``eps``, ``inplace``, ...), hooks and
+    ``forward`` code: what decides the numbers besides tensors."""
+    lines = []
+    for name, module in model.named_modules():
+        plain = sorted(
+            (attribute, repr(value))
+            for attribute, value in vars(module).items()
+            if not attribute.startswith("_") and isinstance(value, (bool, int, float, str, tuple, type(None)))
+        )
+        hooks = [_callable_identity(h) for h in (*module._forward_pre_hooks.values(), *module._forward_hooks.values())]
+        lines.append(f"{name} {_callable_identity(type(module).forward)} {plain} {hooks}")
+    return "\n".join(lines)
+
+
+def _callable_identity(function: Any) -> str:
+    """A callable's module, qualified name and a hash of its code (two lambdas differ)."""
+    target = function if isinstance(function, (types.FunctionType, types.MethodType)) else type(function).__call__
+    code = getattr(target, "__code__", None)
+    name = getattr(target, "__qualname__", type(function).__name__)
+    return f"{getattr(target, '__module__', '')}.{name} {_code_digest(code) if code else ''}"
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """Bytecode, names and constants, nested code included; stable across processes."""
+    digest = hashlib.sha256(code.co_code + repr(code.co_names).encode())
+    for constant in code.co_consts:
+        digest.update((_code_digest(constant) if isinstance(constant, types.CodeType) else repr(constant)).encode())
+    return digest.hexdigest()[:16]
 
 
 def _update(digest: Any, name: str, value: object) -> None:

@@ -1,3 +1,4 @@
+import copy
 import signal
 import subprocess
 import sys
@@ -168,6 +169,31 @@ def test_other_arguments_make_another_run(tmp_path, problem):
         Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=2, dtype="float64").folder,
     }
     assert len(folders) == 6
+
+
+def test_models_and_losses_that_differ_off_their_tensors_make_another_run(tmp_path, problem):
+    """Same weights, other parameter-free layer or attribute; two lambdas under one name;
+    an explicit key with other options."""
+    _, data, w1, w2 = problem
+    torch.manual_seed(0)
+    tanh = torch.nn.Sequential(torch.nn.Linear(1, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    relu = copy.deepcopy(tanh)
+    relu[1] = torch.nn.ReLU()
+    slope = copy.deepcopy(tanh)
+    slope[1] = torch.nn.LeakyReLU(0.1)
+    steeper = copy.deepcopy(slope)
+    steeper[1].negative_slope = 0.2
+    plane = fs.entry_plane(tanh, "0.weight[0, 0]", "2.weight[0, 1]")
+    folders = {Checkpoint.open(tmp_path, m, data, w1, w2, plane=plane).folder for m in (tanh, relu, slope, steeper)}
+    assert len(folders) == 4
+    losses = (lambda p, t: (p - t).abs().mean(1), lambda p, t: (p - t).square().mean(1))
+    folders = {Checkpoint.open(tmp_path, tanh, data, w1, w2, plane=plane, loss=loss).folder for loss in losses}
+    assert len(folders) == 2
+    keyed = {
+        Checkpoint.open(tmp_path, tanh, data, w1, w2, plane=plane, key="k", **options).folder
+        for options in ({}, {"reduction": "batch_mean"}, {"dtype": "float64"})
+    }
+    assert len(keyed) == 3
 
 
 def test_the_key_ignores_weights_the_plane_overrides(tmp_path, problem):
