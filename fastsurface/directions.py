@@ -24,9 +24,10 @@ from torch.func import functional_call, grad, vjp
 from fastsurface.copying import private_copy
 from fastsurface.engine import evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.losses import PerSampleLoss, resolve_loss
+from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.plane import Plane, TensorDict
 from fastsurface.stream import pair_tensors
+from fastsurface.tiles import PROBE_SAMPLES, model_errors
 
 NORMALIZATIONS = (None, "filter", "layer", "model")
 ONE_DIM = ("zero", "keep")
@@ -241,14 +242,17 @@ def hessian_plane(
     ``grad``, which for a symmetric Hessian is ``H v``; ``jvp`` of ``grad`` warns about
     ``torch.jit.script`` in torch 2.13) in float64 on the CPU, summed over chunks of ``chunk_samples`` samples, in
     eval mode. Lanczos iteration with full re-orthogonalisation, started from a seeded
-    random vector, runs ``min(iterations, parameter count)`` steps; the Ritz vectors of the
-    two largest Ritz values are returned.
+    random vector, runs up to ``min(iterations, parameter count)`` steps for the top
+    eigenpair, then again on the complement of that eigenvector for the second, so that a
+    repeated top eigenvalue (a multi-output linear layer's Hessian has them) is found twice.
+    The model must fit the data as in ``loss_surface`` (targets of the predictions' shape
+    for MSE), checked on a forward pass before any work.
 
     Args:
         model: any module; only read.
         data: an ``(x, y)`` pair of arrays/tensors.
         loss: per-sample loss as in ``loss_surface``; the Hessian is of its mean.
-        iterations: Lanczos steps, >= 2.
+        iterations: most Lanczos steps per eigenvector, >= 2.
         chunk_samples: samples per Hessian-vector product pass.
         seed: seed of the start vector (a private generator).
     """
@@ -257,15 +261,20 @@ def hessian_plane(
     if iterations < 2:
         raise FastsurfaceError(f"`iterations` must be >= 2 to find two eigenvectors, got {iterations}")
     theta = parameters_of(model)
-    product = _hessian_vector_product(model, theta, data, resolve_loss(loss).per_sample, chunk_samples)
+    product = _hessian_vector_product(model, theta, data, resolve_loss(loss), chunk_samples)
     size = sum(t.numel() for t in theta.values())
     if size < 2:
         raise FastsurfaceError(f"`model` must have at least 2 parameter entries for a Hessian plane, got {size}")
-    start = torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    values, vectors = _lanczos_top2(product, start, min(iterations, size))
+    generator = torch.Generator().manual_seed(seed)
+    steps = min(iterations, size)
+    value1, vector1, taken1 = _lanczos_top(
+        product, torch.randn(size, generator=generator, dtype=torch.float64), steps, []
+    )
+    start = torch.randn(size, generator=generator, dtype=torch.float64)
+    value2, vector2, taken2 = _lanczos_top(product, start, steps, [vector1])
     unflatten = _unflattener(theta)
-    plane = Plane(theta, unflatten(vectors[:, 0]), unflatten(vectors[:, 1]), ("h1", "h2"))
-    return HessianPlane(plane, values.numpy(), min(iterations, size))
+    plane = Plane(theta, unflatten(vector1), unflatten(vector2), ("h1", "h2"))
+    return HessianPlane(plane, torch.stack([value1, value2]).numpy(), taken1 + taken2)
 
 
 class Line(NamedTuple):
@@ -343,16 +352,20 @@ def _unflattener(reference: TensorDict) -> Callable[[torch.Tensor], TensorDict]:
 
 
 def _hessian_vector_product(
-    model: nn.Module, theta: TensorDict, data: tuple[object, object], per_sample: PerSampleLoss, chunk: int
+    model: nn.Module, theta: TensorDict, data: tuple[object, object], loss: Loss, chunk: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> H v`` for the Hessian of the mean per-sample loss over ``data``, flattened."""
     module = private_copy(model).to("cpu", torch.float64).eval()
     x, y = (t.to("cpu", torch.float64 if t.dtype.is_floating_point else torch.int64) for t in pair_tensors(data))
+    with torch.no_grad(), model_errors(x):
+        probe = module(x[:PROBE_SAMPLES])
+    loss.check_shapes(probe, y[:PROBE_SAMPLES])
+    loss.check_targets(probe, y)
     unflatten = _unflattener(theta)
     flat = torch.cat([t.reshape(-1) for t in theta.values()])
 
     def chunk_loss(vector: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        return per_sample(functional_call(module, unflatten(vector), (xs,)), ys).sum() / len(x)
+        return loss.per_sample(functional_call(module, unflatten(vector), (xs,)), ys).sum() / len(x)
 
     def product(v: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(flat)
@@ -364,21 +377,33 @@ def _hessian_vector_product(
     return product
 
 
-def _lanczos_top2(
-    product: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-2 Ritz pairs of a symmetric operator (Lanczos, full re-orthogonalisation).
+def _lanczos_top(
+    product: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int, deflated: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The top Ritz pair of a symmetric operator on the complement of the unit vectors
+    ``deflated`` (Lanczos with full re-orthogonalisation, against them too).
 
-    Returns eigenvalues ``(2,)`` in decreasing order and unit eigenvectors ``(D, 2)``.
+    Returns the eigenvalue (0-d), its unit eigenvector ``(D,)`` (largest-magnitude entry
+    positive) and the steps taken.
     """
-    basis = [start / start.norm()]
+    known = list(deflated)
+
+    def orthogonalised(vector: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(known, dim=1)
+        for _ in range(2):  # twice is enough (Kahan–Parlett)
+            vector = vector - stacked @ (stacked.T @ vector)
+        return vector
+
+    first = orthogonalised(start) if known else start
+    if first.norm() <= 1e-12 * start.norm():
+        raise FastsurfaceError("`seed`: its start vector lies in the span already found; try another seed")
+    basis = [first / first.norm()]
     alphas, betas = [], []
     for k in range(steps):
         w = product(basis[k])
         alphas.append(torch.dot(w, basis[k]))
-        stacked = torch.stack(basis, dim=1)
-        w = w - stacked @ (stacked.T @ w)
-        w = w - stacked @ (stacked.T @ w)  # twice is enough (Kahan–Parlett)
+        known.append(basis[k])
+        w = orthogonalised(w)
         beta = w.norm()
         if k == steps - 1 or beta <= 1e-12 * max(1.0, float(abs(alphas[-1]))):
             break
@@ -389,9 +414,5 @@ def _lanczos_top2(
         off = torch.stack(betas)
         tridiagonal = tridiagonal + torch.diag(off, 1) + torch.diag(off, -1)
     values, ritz = torch.linalg.eigh(tridiagonal)
-    if len(values) < 2:
-        raise FastsurfaceError("`model`: the Hessian's Krylov space collapsed to one dimension; try another `seed`")
-    order = torch.argsort(values, descending=True)[:2]
-    vectors = torch.stack(basis[: len(alphas)], dim=1) @ ritz[:, order]
-    signs = torch.sign(vectors.gather(0, vectors.abs().argmax(dim=0, keepdim=True)))
-    return values[order], vectors * signs
+    vector = torch.stack(basis[: len(alphas)], dim=1) @ ritz[:, -1]
+    return values[-1], vector * torch.sign(vector[vector.abs().argmax()]), len(alphas)

@@ -150,6 +150,22 @@ def test_hessian_plane_finds_the_top_two_eigenpairs(rng):
         assert abs(float(found @ vectors[:, -1 - k])) == pytest.approx(1.0, abs=1e-8)
 
 
+def test_a_repeated_top_eigenvalue_is_found_twice(rng):
+    """MSE of a linear map with two outputs: every Hessian eigenvalue appears twice (one
+    copy per output), which one Krylov space cannot show."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = rng.normal(size=(30, 3)), rng.normal(size=(30, 2))
+    result = fs.hessian_plane(model, (x, y), iterations=10)
+    inputs = np.hstack([x, np.ones((30, 1))])
+    per_output = np.linalg.eigvalsh(inputs.T @ inputs / 30)  # the Hessian is this, once per output
+    assert_close(result.eigenvalues, np.full(2, per_output[-1]), rtol=1e-10)
+    first, second = (
+        torch.cat([d[n].reshape(-1) for n in ("weight", "bias")]) for d in (result.plane.first, result.plane.second)
+    )
+    assert abs(float(first @ second)) < 1e-10
+
+
 def test_lines_match_the_loop_and_ignore_the_second_coordinate(rng):
     (start, end, _), data = _setup("mlp", rng)
     t = np.array([-0.5, 0.0, 0.5, 1.0])
@@ -167,6 +183,8 @@ def test_lines_match_the_loop_and_ignore_the_second_coordinate(rng):
         (lambda m: fs.random_plane(m, one_dim="drop"), "`one_dim`"),
         (lambda m: fs.interpolation_plane(m, small_cnn(), m), "`first`"),
         (lambda m: fs.hessian_plane(m, (np.zeros((4, 3)), np.zeros((4, 2))), iterations=1), "`iterations`"),
+        (lambda m: fs.hessian_plane(m, (np.zeros((4, 3)), np.zeros(4))), "`data`"),
+        (lambda m: fs.hessian_plane(m, (np.zeros((4, 5)), np.zeros((4, 2)))), "`model`"),
         (lambda m: fs.loss_line(m, (np.zeros((4, 3)), np.zeros((4, 2))), [[0.0]], line=fs.random_line(m)), "`t`"),
     ],
 )
