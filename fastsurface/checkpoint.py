@@ -127,9 +127,7 @@ class Checkpoint:
                 hashed beside it, so changing any of them starts a new run.
             options: keyword arguments of ``loss_surface`` (``plane``, ``loss``, ...).
         """
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown:
-            raise FastsurfaceError(f"`options` must be keyword arguments of loss_surface, got unknown {unknown}")
+        check_options(options)
         first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
         second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
         rows = block_rows if block_rows is not None else default_block_rows(len(second))
@@ -266,6 +264,13 @@ def resumable_loss_surface(
     if not keep:
         checkpoint.remove()
     return surface
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse keyword arguments that ``loss_surface`` does not take, before any work."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise FastsurfaceError(f"`options` must be keyword arguments of loss_surface, got unknown {unknown}")
 
 
 def run_key(

@@ -12,6 +12,7 @@ weights it moves (see ``random_direction``).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -199,7 +200,11 @@ def pca_plane(path: Any, origin: int = -1) -> PrincipalPlane:
     vectors = torch.as_tensor(path.vectors, dtype=torch.float64)
     if vectors.ndim != 2 or len(vectors) < 3:
         raise FastsurfaceError(f"`path` must hold at least 3 parameter vectors, got shape {tuple(vectors.shape)}")
-    if not -len(vectors) <= origin < len(vectors):
+    if (
+        not isinstance(origin, numbers.Integral)
+        or isinstance(origin, bool)
+        or not -len(vectors) <= origin < len(vectors)
+    ):
         raise FastsurfaceError(f"`origin` must index one of the {len(vectors)} path points, got {origin}")
     centred = vectors - vectors.mean(dim=0)
     _, singular, right = torch.linalg.svd(centred, full_matrices=False)
@@ -299,7 +304,10 @@ def loss_line(model: nn.Module, data: object, t: Sequence[float] | np.ndarray, *
     >>> line.loss.shape
     (3,)
     """
-    coordinates = np.asarray(t, dtype=np.float64)
+    try:
+        coordinates = np.asarray(t, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise FastsurfaceError(f"`t` must be numbers, got {t!r}") from error
     if coordinates.ndim != 1 or len(coordinates) == 0:
         raise FastsurfaceError(f"`t` must be a non-empty 1-D sequence of coordinates, got shape {coordinates.shape}")
     points = np.stack([coordinates, np.zeros_like(coordinates)], axis=1)

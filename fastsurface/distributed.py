@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fastsurface import stream
-from fastsurface.checkpoint import Block, Checkpoint, default_block_rows, plan_blocks
+from fastsurface.checkpoint import Block, Checkpoint, check_options, default_block_rows, plan_blocks
 from fastsurface.devices import resolve_device
 from fastsurface.engine import DEFAULT_BATCH_SIZE, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
@@ -123,6 +123,7 @@ def sharded_loss_surface(
     """
     if shard not in SHARDS:
         raise FastsurfaceError(f"`shard` must be one of {', '.join(map(repr, SHARDS))}, got {shard!r}")
+    check_options(options)
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
     rows = default_block_rows(len(second)) if block_rows is None else block_rows

@@ -21,7 +21,7 @@ from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_d
 from fastsurface.engine import DEFAULT_BATCH_SIZE, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.losses import PerSampleLoss, resolve_loss
-from fastsurface.plane import Plane, TensorDict
+from fastsurface.plane import Plane, TensorDict, check_plane
 from fastsurface.train import Trajectory, training_batches
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -134,6 +134,11 @@ def record_path(
                 steps.append(taken)
     if not keep(0, epoch_end=False):
         rows, steps = rows[1:], steps[1:]
+    diverged = [step for step, row in zip(steps, rows, strict=True) if not np.isfinite(row).all()]
+    if diverged:
+        raise FastsurfaceError(
+            f"`optimizer` diverged: the parameters are no longer finite at step {diverged[0]}; lower its learning rate"
+        )
     if not rows:
         raise FastsurfaceError(f"`record` keeps none of this training's steps (0 to {taken}), got {record!r}")
     names = tuple(parameters)
@@ -194,8 +199,7 @@ def project_path(
     layout = {n: tuple(t.shape) for n, t in base.items()}
     if dict(zip(path.names, path.shapes, strict=True)) != layout:
         raise FastsurfaceError("`path` must be recorded from `model`'s architecture (same parameter names and shapes)")
-    if not set(plane.origin) <= set(base):
-        raise FastsurfaceError(f"`plane` moves parameters that `model` lacks: {sorted(set(plane.origin) - set(base))}")
+    check_plane(model, plane)
     local = plane.to(torch.device("cpu"), torch.float64)
     origin = dict(base, **local.origin)
     span = torch.stack([_flat_tensor(local.first, origin), _flat_tensor(local.second, origin)], dim=1)

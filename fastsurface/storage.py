@@ -185,6 +185,8 @@ def _flatten(kind: str, value: Surface | Trajectory, arrays: dict[str, np.ndarra
         item = getattr(value, field.name)
         if isinstance(item, (np.ndarray, torch.Tensor)):
             arrays[f"{kind}/{field.name}"] = item
+        elif isinstance(item, np.generic):  # a NumPy scalar, e.g. a count given as np.int64
+            scalars[field.name] = item.item()
         else:
             scalars[field.name] = list(item) if isinstance(item, tuple) else item
     return scalars

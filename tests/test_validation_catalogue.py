@@ -82,6 +82,10 @@ def _refined(**options):
     return fs.refine(coarse, fs.ANN(1, 1, 1), arguments.pop("data"), ((-0.5, 0.5), (-0.5, 0.5)), 0.25, **arguments)
 
 
+def _path():
+    return fs.record_path(fs.ANN(1, 2, 1), DATA, epochs=3)
+
+
 def _small_surface():
     return fs.loss_surface(fs.ANN(1, 1, 1), DATA, [0.0], [0.0, 1.0])
 
@@ -179,7 +183,23 @@ API_CASES = [
     pytest.param(lambda: _classes(labels=-1), "data", id="negative-class-target"),
     pytest.param(lambda: _refined(batch_size=8), "data", id="refine-with-another-batch-size"),
     pytest.param(lambda: _refined(data=(X[:30], Y[:30])), "data", id="refine-with-other-data"),
+    pytest.param(lambda: fs.pca_plane(_path(), origin=1.5), "origin", id="pca-origin-not-an-index"),
+    pytest.param(lambda: fs.project_path(fs.ANN(1, 2, 1), "plane", _path()), "plane", id="project-onto-a-string"),
+    pytest.param(
+        lambda: fs.project_path(fs.ANN(1, 2, 1), fs.random_plane(fs.ANN(1, 3, 1)), _path()),
+        "plane",
+        id="project-onto-another-model-s-plane",
+    ),
+    pytest.param(lambda: fs.sharded_loss_surface(fs.ANN(1, 1, 1), DATA, *GRID, tiles=3), "options", id="shard-option"),
+    pytest.param(
+        lambda: fs.loss_line(fs.ANN(1, 2, 1), DATA, "abc", line=fs.random_line(fs.ANN(1, 2, 1))), "t", id="line-t-text"
+    ),
     # training
+    pytest.param(
+        lambda: fs.record_path(fs.ANN(1, 2, 1), DATA, epochs=3, optimizer=lambda p: torch.optim.SGD(p, lr=1e30)),
+        "optimizer",
+        id="record-a-diverging-optimizer",
+    ),
     pytest.param(lambda: fs.record_path(fs.ANN(1, 2, 1), DATA, record=[]), "record", id="record-nothing"),
     pytest.param(lambda: fs.record_path(fs.ANN(1, 2, 1), DATA, record=[10**6]), "record", id="record-beyond-end"),
     pytest.param(lambda: fs.record_path(fs.ANN(1, 2, 1), DATA, seed="0"), "seed", id="text-path-seed"),
