@@ -212,3 +212,9 @@ def test_the_cli_saves_and_shows_a_verified_file(tmp_path, capsys):
     saved.write_bytes(saved.read_bytes()[:-50])
     assert main(["show", str(saved)]) == 2
     assert capsys.readouterr().err.startswith("fastsurface: error: `path`")
+
+
+def test_train_mode_and_numpy_counts_round_trip(tmp_path, results):
+    surface = dataclasses.replace(results[0], train_mode=True, samples=np.int64(80), batches=np.int64(2))
+    stored = fs.load(fs.save(tmp_path / "s.npz", surface=surface)).surface
+    assert stored.train_mode is True and (stored.samples, stored.batches) == (80, 2)
