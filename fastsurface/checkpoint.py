@@ -21,7 +21,6 @@ import inspect
 import json
 import os
 import shutil
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from fastsurface.engine import loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.files import atomic_write_text
 from fastsurface.grid import as_axis, axis
+from fastsurface.identity import architecture, describe
 from fastsurface.plane import check_plane, default_plane
 from fastsurface.storage import load, save
 from fastsurface.surface import Surface
@@ -283,9 +283,9 @@ def run_key(
     key: str | None = None,
 ) -> str:
     """A hex digest of everything that decides a checkpointed run's numbers: the model's
-    structure (module classes, their plain attributes, hooks and ``forward`` code), its
-    parameters and buffers, the plane, the data (or ``key`` in its place), the axes, the
-    block size and every option (a callable loss by its name and code)."""
+    structure (``identity.architecture``), its parameters and buffers, the plane, the data
+    (or ``key`` in its place), the axes, the block size and every option (a callable loss
+    by ``identity.describe``)."""
     if not isinstance(model, nn.Module):
         raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
     if key is None and not stream.is_pair(data):
@@ -298,7 +298,7 @@ def run_key(
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
     digest = hashlib.sha256(_KEY_VERSION.encode())
-    _update(digest, "model", _architecture(model))
+    _update(digest, "model", architecture(model))
     for name, tensor in model.state_dict().items():
         if name not in plane.origin:  # a moving parameter's values are the plane's origin
             _update(digest, f"model.{name}", tensor)
@@ -326,40 +326,9 @@ def _update_option(digest: Any, name: str, value: Any) -> None:
     elif name == "dtype":
         _update(digest, name, str(resolve_dtype(value)))
     elif callable(value):
-        _update(digest, name, _callable_identity(value))
+        _update(digest, name, describe(value))
     else:
         _update(digest, name, repr(value))
-
-
-def _architecture(model: nn.Module) -> str:
-    """Each submodule's name, class, plain attributes (``eps``, ``inplace``, ...), hooks and
-    ``forward`` code: what decides the numbers besides tensors."""
-    lines = []
-    for name, module in model.named_modules():
-        plain = sorted(
-            (attribute, repr(value))
-            for attribute, value in vars(module).items()
-            if not attribute.startswith("_") and isinstance(value, (bool, int, float, str, tuple, type(None)))
-        )
-        hooks = [_callable_identity(h) for h in (*module._forward_pre_hooks.values(), *module._forward_hooks.values())]
-        lines.append(f"{name} {_callable_identity(type(module).forward)} {plain} {hooks}")
-    return "\n".join(lines)
-
-
-def _callable_identity(function: Any) -> str:
-    """A callable's module, qualified name and a hash of its code (two lambdas differ)."""
-    target = function if isinstance(function, (types.FunctionType, types.MethodType)) else type(function).__call__
-    code = getattr(target, "__code__", None)
-    name = getattr(target, "__qualname__", type(function).__name__)
-    return f"{getattr(target, '__module__', '')}.{name} {_code_digest(code) if code else ''}"
-
-
-def _code_digest(code: types.CodeType) -> str:
-    """Bytecode, names and constants, nested code included; stable across processes."""
-    digest = hashlib.sha256(code.co_code + repr(code.co_names).encode())
-    for constant in code.co_consts:
-        digest.update((_code_digest(constant) if isinstance(constant, types.CodeType) else repr(constant)).encode())
-    return digest.hexdigest()[:16]
 
 
 def _update(digest: Any, name: str, value: object) -> None:

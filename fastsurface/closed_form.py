@@ -90,10 +90,13 @@ def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[nn.Parameter
             grads = torch.autograd.grad(features.sum(), leaves, allow_unused=True)
         if any(g is not None for g in grads):
             return "its layer's input depends on the layer's own parameters"
-    # Reads that autograd cannot see (.detach(), .data, no_grad) show when the parameters move.
-    with torch.no_grad():
-        moved, _ = _layer_calls(module, layer, {name: p.detach() + 1 for name, p in zip(names, own, strict=True)}, x)
-    if len(moved) != 1 or not torch.equal(moved[0][0], features.detach()):
+    # Reads that autograd cannot see (.detach(), .data, no_grad) show when the parameters
+    # move; with gradients on again, so that the same kernels run (some layers take a
+    # differently rounded fast path without them).
+    with torch.enable_grad():
+        shifted = [(p.detach() + 1).requires_grad_(True) for p in own]
+        moved, _ = _layer_calls(module, layer, dict(zip(names, shifted, strict=True)), x)
+    if len(moved) != 1 or not torch.equal(moved[0][0], features):
         return "its layer's input depends on the layer's own parameters"
     return ""
 
@@ -208,8 +211,9 @@ def _prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torc
     (layer_name,) = _moving_modules(plane.second)
     layer = module.get_submodule(layer_name)
     assert isinstance(layer, nn.Linear)  # linear_coordinate's rule
-    weight = plane.second.get(f"{layer_name}.weight", torch.zeros_like(layer.weight))
-    bias = plane.second.get(f"{layer_name}.bias")
+    prefix = f"{layer_name}." if layer_name else ""  # "" when the model is the layer itself
+    weight = plane.second.get(f"{prefix}weight", torch.zeros_like(layer.weight))
+    bias = plane.second.get(f"{prefix}bias")
 
     def per_value(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         calls, prediction = _layer_calls(module, layer, plane.params(a, torch.zeros_like(a)), x)

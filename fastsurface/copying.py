@@ -9,7 +9,11 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from fastsurface.errors import FastsurfaceError
+
 T = TypeVar("T")
+# Nesting of lists, tuples and dicts searched for autograd tensors.
+_CONTAINER_DEPTH = 3
 
 
 def private_copy(obj: T, modules: Iterable[nn.Module] = ()) -> T:
@@ -17,8 +21,9 @@ def private_copy(obj: T, modules: Iterable[nn.Module] = ()) -> T:
 
     ``copy.deepcopy`` refuses non-leaf tensors, and a module keeps one as a plain attribute
     after a forward pass with gradients on when a hook computes its weight (the original
-    ``nn.utils.weight_norm`` and ``nn.utils.spectral_norm``). The hook recomputes that
-    tensor before every forward pass, so the copy gets a detached clone of it.
+    ``nn.utils.weight_norm`` and ``nn.utils.spectral_norm``), or in a list or dict when it
+    records activations. The copy gets detached clones of those; a model that still
+    cannot be copied raises a ``FastsurfaceError``.
 
     Args:
         obj: an ``nn.Module``, or an object holding modules (a model wrapper).
@@ -28,7 +33,22 @@ def private_copy(obj: T, modules: Iterable[nn.Module] = ()) -> T:
     memo: dict[int, object] = {}
     for root in roots:
         for module in root.modules():
-            for value in vars(module).values():
-                if isinstance(value, torch.Tensor) and value.grad_fn is not None:
-                    memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(obj, memo)
+            _detach_into(memo, vars(module).values())
+    try:
+        return copy.deepcopy(obj, memo)
+    except RuntimeError as error:  # e.g. a graph tensor deeper inside an attribute
+        raise FastsurfaceError(
+            f"`model` cannot be copied (fastsurface never runs on the caller's model): {error}"
+        ) from error
+
+
+def _detach_into(memo: dict[int, object], values: Iterable[object], depth: int = 0) -> None:
+    """Map every tensor made by autograd among ``values`` (and inside their lists, tuples
+    and dicts, such as a list of recorded activations) to a detached clone."""
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+            memo[id(value)] = value.detach().clone()
+        elif depth < _CONTAINER_DEPTH and isinstance(value, (list, tuple)):
+            _detach_into(memo, value, depth + 1)
+        elif depth < _CONTAINER_DEPTH and isinstance(value, dict):
+            _detach_into(memo, value.values(), depth + 1)

@@ -336,10 +336,10 @@ def _private_randomness(settings: _Settings) -> Iterator[None]:
 def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callable[[], object]) -> None:
     """``strategy.add``, turning vmap's refusals into an error that says what to do.
 
-    The model already ran unbatched on the first samples (``check_prediction_shape``), so
-    an error of a vmap'd path other than running out of memory comes from batching, even
-    where torch's message does not say so (an in-place update of a buffer with batched
-    values fails as a shape mismatch)."""
+    The model already ran unbatched on the chunk's first samples (``check_prediction_shape``),
+    so an error of a vmap'd path other than running out of memory most likely comes from
+    batching, even where torch's message does not say so (an in-place update of a buffer
+    with batched values fails as a shape mismatch)."""
     try:
         strategy.add(chunk, done)
     except RuntimeError as error:
@@ -350,7 +350,8 @@ def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callabl
             raise
         reason = str(error).rstrip(". ")
         raise FastsurfaceError(
-            f"`model` cannot be evaluated under torch.func.vmap: {reason}. Typical causes: a layer that updates a "
+            f"`model` cannot be evaluated under torch.func.vmap (it ran unbatched on the first samples of this "
+            f"chunk of `data`): {reason}. Typical causes: a layer that updates a "
             "buffer in place with batched values (a running average, a counter) or random layers without "
             "train_mode=True; evaluation is in eval "
             "mode unless train_mode=True, which also swaps BatchNorm's running statistics for batch statistics."
@@ -420,9 +421,10 @@ def _evaluation_copy(model: nn.Module, device: torch.device, dtype: torch.dtype,
 def _checked_chunks(
     data: object, settings: _Settings, module: nn.Module, plane: Plane, chunk_samples: Callable[[torch.Tensor], int]
 ) -> Iterator[stream.Chunk]:
-    """Stream the data; check the first chunk's shapes, and every chunk's targets, before
-    any tile runs on it."""
-    probe = None
+    """Stream the data; check each chunk against the model (a forward pass on its first
+    samples: inputs the model takes, targets that fit its predictions) before any tile
+    runs on it."""
+    empty = True
     for chunk in stream.chunks(
         data,
         reduction=settings.reduction,
@@ -431,12 +433,10 @@ def _checked_chunks(
         device=settings.device,
         dtype=settings.dtype,
     ):
-        if probe is None:
-            probe = check_prediction_shape(module, plane, settings.loss, chunk.x, chunk.y)
-        else:
-            settings.loss.check_targets(probe, chunk.y)
+        check_prediction_shape(module, plane, settings.loss, chunk.x, chunk.y)
+        empty = False
         yield chunk
-    if probe is None:
+    if empty:
         raise FastsurfaceError("`data` must hold at least one batch, got none")
 
 

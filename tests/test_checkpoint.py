@@ -1,4 +1,6 @@
 import copy
+import functools
+import os
 import signal
 import subprocess
 import sys
@@ -171,6 +173,33 @@ def test_other_arguments_make_another_run(tmp_path, problem):
     assert len(folders) == 6
 
 
+def _scaled_error(prediction, target, scale):
+    return scale * (prediction - target).square().mean(1)
+
+
+class _ScaledError:
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, prediction, target):
+        return _scaled_error(prediction, target, self.scale)
+
+
+class _Applied(torch.nn.Module):
+    """Two weights and an activation function kept as a plain attribute."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.first, self.second, self.function = (
+            torch.nn.Linear(1, 1, bias=False),
+            torch.nn.Linear(1, 1, bias=False),
+            function,
+        )
+
+    def forward(self, x):
+        return self.second(self.function(self.first(x)))
+
+
 def test_models_and_losses_that_differ_off_their_tensors_make_another_run(tmp_path, problem):
     """Same weights, other parameter-free layer or attribute; two lambdas under one name;
     an explicit key with other options."""
@@ -186,8 +215,18 @@ def test_models_and_losses_that_differ_off_their_tensors_make_another_run(tmp_pa
     plane = fs.entry_plane(tanh, "0.weight[0, 0]", "2.weight[0, 1]")
     folders = {Checkpoint.open(tmp_path, m, data, w1, w2, plane=plane).folder for m in (tanh, relu, slope, steeper)}
     assert len(folders) == 4
-    losses = (lambda p, t: (p - t).abs().mean(1), lambda p, t: (p - t).square().mean(1))
+    losses = (
+        lambda p, t: (p - t).abs().mean(1),
+        lambda p, t: (p - t).square().mean(1),
+        functools.partial(_scaled_error, scale=1.0),
+        functools.partial(_scaled_error, scale=100.0),
+        _ScaledError(1.0),
+        _ScaledError(100.0),
+    )
     folders = {Checkpoint.open(tmp_path, tanh, data, w1, w2, plane=plane, loss=loss).folder for loss in losses}
+    assert len(folders) == len(losses)
+    functional = (torch.tanh, torch.relu)
+    folders = {Checkpoint.open(tmp_path, _Applied(f), data, w1, w2).folder for f in functional}
     assert len(folders) == 2
     keyed = {
         Checkpoint.open(tmp_path, tanh, data, w1, w2, plane=plane, key="k", **options).folder
@@ -229,3 +268,25 @@ def test_blocks_cover_every_row_once():
             blocks = plan_blocks(rows, size)
             assert [b.start for b in blocks[1:]] == [b.stop for b in blocks[:-1]]
             assert blocks[0].start == 0 and blocks[-1].stop == rows
+
+
+def test_the_key_is_the_same_in_another_process(tmp_path):
+    """Hash seeds differ between processes: a set literal in a model's code must not move the key."""
+    script = (
+        "import fastsurface as fs, torch\n"
+        "from fastsurface.checkpoint import run_key\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)\n"
+        "    def forward(self, x):\n"
+        "        return self.b(torch.tanh(self.a(x))) if 'tanh' in {'tanh', 'relu', 'gelu'} else x\n"
+        "print(run_key(M(), fs.piecewise_dataset(20), fs.axis(0, 1, 0.5), fs.axis(0, 1, 0.5), 1, {}))\n"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(keys) == 1 and len(keys.pop()) == 65

@@ -77,6 +77,7 @@ def _data(rng, n, inputs, outputs):
 
 APPLIES = [
     ("seed w2", lambda: fs.ANN(1, 1, 1), None, 1, 1),
+    ("a bare linear model", lambda: nn.Linear(3, 2), ("weight[0, 1]", "bias[1]"), 3, 2),
     ("hidden weight x output weight", lambda: _mlp(), ("0.weight[1, 2]", "4.weight[1, 3]"), 3, 2),
     ("hidden bias x output bias", lambda: _mlp(), ("2.bias[0]", "4.bias[0]"), 3, 2),
     ("output weight x hidden weight (swapped)", lambda: _mlp(), ("4.weight[0, 0]", "0.weight[0, 0]"), 3, 2),

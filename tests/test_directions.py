@@ -166,6 +166,14 @@ def test_a_repeated_top_eigenvalue_is_found_twice(rng):
     assert abs(float(first @ second)) < 1e-10
 
 
+def test_the_eigenvalues_come_in_decreasing_order_even_with_few_steps(rng):
+    x, y = rng.normal(size=(30, 1, 6, 6)), rng.integers(0, 2, size=30)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        values = fs.hessian_plane(small_cnn(), (x, y), loss="cross_entropy", iterations=2, seed=seed).eigenvalues
+        assert values[0] >= values[1]
+
+
 def test_lines_match_the_loop_and_ignore_the_second_coordinate(rng):
     (start, end, _), data = _setup("mlp", rng)
     t = np.array([-0.5, 0.0, 0.5, 1.0])

@@ -86,6 +86,11 @@ def _path():
     return fs.record_path(fs.ANN(1, 2, 1), DATA, epochs=3)
 
 
+def _uneven_loader(inputs=(8, 1), targets=(8, 1)):
+    """Two batches of the seed shapes, then one of ``inputs`` and ``targets``."""
+    return [(torch.zeros(8, 1), torch.zeros(8, 1))] * 2 + [(torch.zeros(inputs), torch.zeros(targets))]
+
+
 def _small_surface():
     return fs.loss_surface(fs.ANN(1, 1, 1), DATA, [0.0], [0.0, 1.0])
 
@@ -178,6 +183,10 @@ API_CASES = [
         lambda: fs.metric_surfaces(fs.ANN(1, 1, 1), DATA, *GRID, metrics={"accuracy": fs.accuracy}),
         "loss",
         id="accuracy-of-real-valued-targets",
+    ),
+    pytest.param(lambda: _surface(data=_uneven_loader(targets=(8,))), "data", id="later-batch-targets-would-broadcast"),
+    pytest.param(
+        lambda: _surface(data=_uneven_loader(inputs=(8, 2))), "model", id="later-batch-inputs-of-another-width"
     ),
     pytest.param(lambda: _classes(labels=3), "data", id="class-target-out-of-range"),
     pytest.param(lambda: _classes(labels=-1), "data", id="negative-class-target"),

@@ -1,0 +1,53 @@
+"""Private copies of models straight out of training (tensors made by autograd in attributes)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastsurface as fs
+from fastsurface.copying import private_copy
+
+
+class _Recording(nn.Module):
+    """Keeps every output in a list, as activation-recording code does."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 1)
+        self.outputs = []
+
+    def forward(self, x):
+        out = self.layer(x)
+        self.outputs.append(out)
+        return out
+
+
+def _trained(model, x):
+    model(x).sum().backward()
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented:UserWarning")
+def test_models_holding_graph_tensors_are_copied_and_evaluated():
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the original weight_norm is deprecated, still used
+        normed = nn.Sequential(nn.utils.weight_norm(nn.Linear(3, 4)), nn.Tanh(), nn.Linear(4, 1))
+    for model in (_trained(normed, x), _trained(_Recording(), x)):
+        copied = private_copy(model)
+        assert all(
+            torch.equal(a, b) for a, b in zip(copied.state_dict().values(), model.state_dict().values(), strict=True)
+        )
+        plane = fs.random_plane(model, normalization=None)
+        surface = fs.loss_surface(model, (x, y), [0.0, 1.0], [0.0, 1.0], plane=plane, method="vmap")
+        assert np.isfinite(surface.loss).all()
+
+
+def test_a_model_that_cannot_be_copied_is_a_clear_error():
+    model = _Recording()
+    model.outputs.append({"deep": [[model.layer(torch.randn(2, 3))]]})  # deeper than the search goes
+    with pytest.raises(fs.FastsurfaceError, match="`model` cannot be copied"):
+        private_copy(model)
