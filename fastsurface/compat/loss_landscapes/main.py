@@ -25,7 +25,7 @@ from fastsurface.compat.loss_landscapes.model_wrapper import ModelWrapper, priva
 from fastsurface.engine import DEFAULT_BUDGET
 from fastsurface.errors import FastsurfaceError
 from fastsurface.plane import Plane
-from fastsurface.tiles import forward_bytes
+from fastsurface.tiles import bytes_per_sample, forward_bytes
 
 NORMALIZATIONS = ("filter", "layer", "model", None)
 Model = nn.Module | ModelWrapper
@@ -198,15 +198,23 @@ class _Landscape:
             return metric.loss_fn(prediction, metric.target)
 
         kernel = vmap(loss_at)
-        tile = max(1, DEFAULT_BUDGET[self.device.type] // forward_bytes(self.module, metric.inputs))
+        inputs = metric.inputs
+        # Tensor inputs are measured on a few samples, as the engine measures them; other
+        # inputs cannot be sliced, so they take one forward pass over all of them.
+        point_bytes = (
+            bytes_per_sample(self.module, inputs[:4]) * len(inputs)
+            if isinstance(inputs, torch.Tensor)
+            else forward_bytes(self.module, inputs)
+        )
+        tile = max(1, DEFAULT_BUDGET[self.device.type] // point_bytes)
         with torch.no_grad():
             losses = torch.cat(
                 [kernel(*coordinates[start : start + tile].T) for start in range(0, len(coordinates), tile)]
             )
-        per_point = losses.reshape(len(coordinates), -1)
-        if per_point.shape[1] != 1:
+        values = losses.reshape(len(coordinates), -1)
+        if values.shape[1] != 1:
             return None
-        return np.array(per_point[:, 0].tolist())  # Python numbers, as ``.item()`` gives them
+        return np.array(values[:, 0].tolist())  # Python numbers, as ``.item()`` gives them
 
     def _loop(self, metric: Metric, plane: Plane, coordinates: torch.Tensor) -> np.ndarray:
         results = []
