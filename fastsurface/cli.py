@@ -295,7 +295,11 @@ def _fraction_or_count(text: str) -> float | int:
     try:
         return int(text)
     except ValueError:
+        pass
+    try:
         return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fraction in (0, 1) or a count of samples, got {text!r}") from None
 
 
 def _views(text: str) -> tuple[str, ...]:

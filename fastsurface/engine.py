@@ -348,7 +348,7 @@ def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callabl
         out_of_memory = isinstance(error, torch.OutOfMemoryError) or "allocate" in message
         if out_of_memory or not batched:
             raise
-        reason = str(error).rstrip(". ")
+        reason = message.rstrip(". ")
         raise FastsurfaceError(
             f"`model` cannot be evaluated under torch.func.vmap (it ran unbatched on the first samples of this "
             f"chunk of `data`): {reason}. Typical causes: a layer that updates a "
