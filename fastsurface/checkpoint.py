@@ -36,7 +36,7 @@ from fastsurface.engine import loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.files import atomic_write_text
 from fastsurface.grid import as_axis, axis
-from fastsurface.identity import architecture, describe
+from fastsurface.identity import architecture, describe, tensor_digest
 from fastsurface.plane import check_plane, default_plane
 from fastsurface.storage import load, save
 from fastsurface.surface import Surface
@@ -44,7 +44,7 @@ from fastsurface.surface import Surface
 # Grid points per block when `block_rows` is not given: a few seconds of work on a CPU
 # for the seed model, small enough that an interruption loses little.
 _BLOCK_POINTS = 2**16
-_KEY_VERSION = "fastsurface-checkpoint-2"
+_KEY_VERSION = "fastsurface-checkpoint-3"
 # Keyword arguments of `loss_surface` a checkpointed run forwards, with their defaults;
 # `progress` does not change the numbers and is left out of the key, `plane` is keyed apart.
 _OPTIONS = {
@@ -299,7 +299,7 @@ def run_key(
     check_plane(model, plane)
     digest = hashlib.sha256(_KEY_VERSION.encode())
     _update(digest, "model", architecture(model))
-    for name, tensor in model.state_dict().items():
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):  # non-persistent buffers too
         if name not in plane.origin:  # a moving parameter's values are the plane's origin
             _update(digest, f"model.{name}", tensor)
     _update(digest, "plane", repr(plane.labels))
@@ -332,12 +332,8 @@ def _update_option(digest: Any, name: str, value: Any) -> None:
 
 
 def _update(digest: Any, name: str, value: object) -> None:
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        array = np.ascontiguousarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
-        digest.update(f"\n{name} {array.dtype.str} {array.shape}\n".encode())
-        digest.update(array.tobytes())
-    else:
-        digest.update(f"\n{name} {value}\n".encode())
+    text = tensor_digest(value) if isinstance(value, (np.ndarray, torch.Tensor)) else value
+    digest.update(f"\n{name} {text}\n".encode())
 
 
 def _checkpoint_folder(checkpoint_dir: str | os.PathLike[str]) -> Path:

@@ -278,13 +278,20 @@ def _run(arguments: argparse.Namespace) -> int:
         points = critical_points(
             surface, model, test, batch_size=arguments.batch_size, device=arguments.device, dtype="float64"
         )
-    with all_or_nothing():  # an interrupted run leaves every output as it was
-        for view, output in outputs.items():
-            figure = VIEWS[view](surface, path, points, arguments.log_color)
-            write_figure(figure, output, plotlyjs=arguments.plotlyjs)
-        if saved is not None:
-            plane = default_plane(model)
-            save(saved, surface=surface, trajectory=path, plane=plane, provenance=_provenance(arguments))
+    published: list[Path] = []
+    try:
+        with all_or_nothing() as published:  # an interrupted run leaves every output as it was
+            for view, output in outputs.items():
+                figure = VIEWS[view](surface, path, points, arguments.log_color)
+                write_figure(figure, output, plotlyjs=arguments.plotlyjs)
+            if saved is not None:
+                plane = default_plane(model)
+                save(saved, surface=surface, trajectory=path, plane=plane, provenance=_provenance(arguments))
+    except KeyboardInterrupt:
+        if not published:
+            raise
+        print(f"fastsurface: interrupted after writing {', '.join(map(str, published))}", file=sys.stderr)
+        return 130
     written = [str(output) for output in outputs.values()] + ([str(saved)] if saved else [])
     print(_summary(surface, path, arguments, points, written))
     return 0

@@ -90,15 +90,28 @@ def _output_obstacle(module: nn.Module, layer: nn.Linear, own: list[nn.Parameter
             grads = torch.autograd.grad(features.sum(), leaves, allow_unused=True)
         if any(g is not None for g in grads):
             return "its layer's input depends on the layer's own parameters"
-    # Reads that autograd cannot see (.detach(), .data, no_grad) show when the parameters
-    # move; with gradients on again, so that the same kernels run (some layers take a
-    # differently rounded fast path without them).
+    # Reads that autograd cannot see (.detach(), .data, no_grad, argmax) show when the
+    # parameters move: by seeded random amounts of their own scale, so that their order and
+    # signs change too; with gradients on again, so that the same kernels run (some layers
+    # take a differently rounded fast path without them).
+    generator = torch.Generator(device=x.device).manual_seed(0)
     with torch.enable_grad():
-        shifted = [(p.detach() + 1).requires_grad_(True) for p in own]
-        moved, _ = _layer_calls(module, layer, dict(zip(names, shifted, strict=True)), x)
-    if len(moved) != 1 or not torch.equal(moved[0][0], features):
+        moved_parameters = [_moved(p.detach(), generator).requires_grad_(True) for p in own]
+        moved, _ = _layer_calls(module, layer, dict(zip(names, moved_parameters, strict=True)), x)
+    if len(moved) != 1 or not _same(moved[0][0], features):
         return "its layer's input depends on the layer's own parameters"
     return ""
+
+
+def _moved(parameter: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    scale = float(parameter.abs().max()) + 1 if parameter.numel() else 1.0
+    noise = torch.randn(parameter.shape, generator=generator, device=parameter.device, dtype=parameter.dtype)
+    return parameter + scale * noise
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN equal to NaN."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def _layer_calls(

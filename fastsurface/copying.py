@@ -36,7 +36,7 @@ def private_copy(obj: T, modules: Iterable[nn.Module] = ()) -> T:
             _detach_into(memo, vars(module).values())
     try:
         return copy.deepcopy(obj, memo)
-    except RuntimeError as error:  # e.g. a graph tensor deeper inside an attribute
+    except (RuntimeError, TypeError) as error:  # a graph tensor deeper inside, a lock, an open file
         raise FastsurfaceError(
             f"`model` cannot be copied (fastsurface never runs on the caller's model): {error}"
         ) from error

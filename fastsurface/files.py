@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -75,27 +77,49 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 
 @contextlib.contextmanager
-def all_or_nothing() -> Iterator[None]:
+def all_or_nothing() -> Iterator[list[Path]]:
     """Write several outputs together: ``atomic_write`` calls inside the block leave their
-    files as temporaries, renamed into place one after another when the block ends without
-    an error; on an error or interruption they are removed and no output changes."""
+    files as temporaries, renamed into place when the block ends without an error, with
+    SIGINT and SIGTERM held back meanwhile; on an error or interruption before that they are
+    removed and no output changes. Yields the list of published paths, filled at the end.
+    Inside another such block, files wait for the outer one."""
+    if _staged.get() is not None:
+        yield []
+        return
     staged: list[tuple[Path, Path]] = []
+    published: list[Path] = []
     token = _staged.set(staged)
     try:
-        yield
+        yield published
     except BaseException:
         for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
         raise
     finally:
         _staged.reset(token)
-    for index, (temporary, path) in enumerate(staged):
-        try:
-            _publish(temporary, path)
-        except BaseException:
-            for left, _ in staged[index:]:
-                left.unlink(missing_ok=True)
-            raise
+    with _signals_held():
+        for index, (temporary, path) in enumerate(staged):
+            try:
+                _publish(temporary, path)
+            except BaseException:
+                for left, _ in staged[index:]:
+                    left.unlink(missing_ok=True)
+                raise
+            published.append(path)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (POSIX, main thread), so that an
+    interrupt cannot split it; they are delivered right after."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _publish(temporary: Path, path: Path) -> None:

@@ -1,76 +1,133 @@
-"""Stable descriptions of what decides a run's numbers besides its tensors: a model's
-structure and the callables it uses, as text that is equal across processes for equal
-behaviour (the run keys of ``checkpoint``).
+"""Stable descriptions of what decides a run's numbers besides its parameters and buffers:
+a model's structure and the callables it uses, as text that is equal across processes for
+equal behaviour (the run keys of ``checkpoint``).
 
 A function is described by its qualified name, its code (bytecode, names, constants,
 nested code), its defaults and the values it closes over; a ``functools.partial`` by its
-function and bound arguments; another callable object by its class, its ``__call__``
-and its attributes. Names a function reads from its module's globals are not part of
-it: a key cannot see a global constant changed between runs.
+function and bound arguments; a class by its name; another object by its class, its own
+``__call__`` and all its attributes, followed as deep as they go (an object met again is
+referred to by the order of first meeting, which also ends cycles). Names a function
+reads from its module's globals are not part of it: a key cannot see a global constant
+changed between runs.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import types
 
 import numpy as np
 import torch
 from torch import nn
 
-# Nesting followed into containers and objects; deeper values count by their type.
-_DEPTH = 4
 _PLAIN = (bool, int, float, complex, str, bytes, torch.dtype, torch.device, type(None))
+# What every nn.Module holds (parameters, buffers, submodules and hooks are described apart).
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+# Nesting followed before a value counts by its type only (Python's recursion limit is 1,000).
+_MAX_DEPTH = 200
 
 
 def architecture(model: nn.Module) -> str:
-    """Each submodule's name, ``forward`` code, public attributes (``eps``, ``inplace``,
-    ``negative_slope``, a stored activation function, ...) and hooks, one line each."""
+    """Each submodule's name, ``forward`` code, other attributes (``eps``, ``inplace``, a
+    stored activation function or class, private settings, ...) and forward hooks."""
+    describer = _Describer()
     lines = []
     for name, module in model.named_modules():
-        attributes = {key: value for key, value in vars(module).items() if not key.startswith("_")}
+        attributes = {key: value for key, value in vars(module).items() if key not in _MODULE_INTERNALS}
         hooks = [*module._forward_pre_hooks.values(), *module._forward_hooks.values()]
-        lines.append(f"{name} {describe(type(module).forward)} {describe(attributes)} {describe(hooks)}")
+        forward = inspect.getattr_static(type(module), "forward", None)  # no descriptor runs (TorchScript's fail)
+        lines.append(f"{name} {describer(forward)} {describer(attributes)} {describer(hooks)}")
     return "\n".join(lines)
 
 
-def describe(value: object, depth: int = 0) -> str:
+def describe(value: object) -> str:
     """``value`` as text: equal for values that behave the same, in any process."""
-    if isinstance(value, _PLAIN):
-        return repr(value)
-    if isinstance(value, np.generic):
-        return repr(value.item())
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return _array_digest(value)
-    if depth >= _DEPTH:
-        return _name(type(value))
-    return _describe_composite(value, depth)
+    return _Describer()(value)
 
 
-def _describe_composite(value: object, depth: int) -> str:
-    def describe_inner(item: object) -> str:
-        return describe(item, depth + 1)
+def tensor_digest(values: torch.Tensor | np.ndarray) -> str:
+    """A digest of an array's dtype, shape and contents (any dtype, sparse included)."""
+    if isinstance(values, torch.Tensor):
+        dense = values.detach().to_dense() if values.layout != torch.strided else values.detach()
+        contiguous = dense.cpu().contiguous()
+        raw = contiguous.reshape(-1).view(torch.uint8).numpy().tobytes() if contiguous.numel() else b""
+        header = f"{contiguous.dtype} {tuple(contiguous.shape)}"
+    else:
+        raw = np.ascontiguousarray(values).tobytes()
+        header = f"{values.dtype.str} {values.shape}"
+    return hashlib.sha256(header.encode() + raw).hexdigest()[:16]
 
-    if isinstance(value, (tuple, list)):
-        return f"{type(value).__name__}({', '.join(map(describe_inner, value))})"
-    if isinstance(value, (set, frozenset)):
-        return f"set({', '.join(sorted(map(describe_inner, value)))})"
-    if isinstance(value, dict):
-        return f"dict({', '.join(sorted(f'{describe_inner(k)}: {describe_inner(v)}' for k, v in value.items()))})"
-    if isinstance(value, functools.partial):
-        return f"partial({describe_inner(value.func)}, {describe_inner(value.args)}, {describe_inner(value.keywords)})"
-    if isinstance(value, types.MethodType):
-        return f"method({describe_inner(value.__func__)}, {describe_inner(value.__self__)})"
-    if isinstance(value, types.FunctionType):
-        closure = [_cell(cell) for cell in value.__closure__ or ()]
-        parts = (value.__defaults__, value.__kwdefaults__, closure)
-        return f"{_name(value)} {_code_digest(value.__code__)} {' '.join(map(describe_inner, parts))}"
-    if not hasattr(value, "__dict__"):  # builtins such as torch.tanh, and other plain objects
-        return _name(value) if hasattr(value, "__qualname__") else _name(type(value))
-    call = vars(type(value)).get("__call__") if callable(value) else None  # a class's own __call__
-    code = describe_inner(call) if isinstance(call, types.FunctionType) else ""
-    return f"{_name(type(value))} {code} {describe_inner(vars(value))}"
+
+class _Describer:
+    """Describes values, each object once: later meetings refer to the first."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+        self.kept: list[object] = []  # keeps described objects alive, so their ids stay theirs
+        self.depth = 0
+
+    def __call__(self, value: object) -> str:
+        if isinstance(value, _PLAIN):
+            return repr(value)
+        if isinstance(value, np.generic):
+            return repr(value.item())
+        if id(value) in self.seen:
+            return f"<seen {self.seen[id(value)]}>"
+        if self.depth >= _MAX_DEPTH:  # a chain this long is data, not settings: by type
+            return _name(type(value))
+        self.seen[id(value)] = len(self.seen)
+        self.kept.append(value)
+        self.depth += 1
+        try:
+            return self._compound(value)
+        finally:
+            self.depth -= 1
+
+    def _compound(self, value: object) -> str:
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            return f"objects{value.shape}({self(value.tolist())})"
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            return f"array({tensor_digest(value)})"
+        if isinstance(value, (tuple, list)):
+            return f"{type(value).__name__}({', '.join(map(self, value))})"
+        if isinstance(value, (set, frozenset)):
+            return f"set({', '.join(sorted(map(describe, value)))})"  # fresh: sorted text must not depend on order
+        if isinstance(value, dict):
+            return f"dict({', '.join(f'{self(k)}: {self(v)}' for k, v in value.items())})"
+        if isinstance(value, (type, types.ModuleType)):
+            return _name(value)
+        return self._callable(value) if callable(value) else self._object(value)
+
+    def _callable(self, value: object) -> str:
+        if isinstance(value, functools.partial):
+            return f"partial({self(value.func)}, {self(value.args)}, {self(value.keywords)})"
+        if isinstance(value, types.MethodType):
+            return f"method({self(value.__func__)}, {self(value.__self__)})"
+        if isinstance(value, types.FunctionType):
+            closure = [_cell(cell) for cell in value.__closure__ or ()]
+            parts = (value.__defaults__, value.__kwdefaults__, closure)
+            return f"{_name(value)} {_code_digest(value.__code__)} {' '.join(map(self, parts))}"
+        if isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+            bound = getattr(value, "__self__", None)  # a tensor for t.mul; a module for torch.tanh
+            return _name(value) + ("" if bound is None or isinstance(bound, types.ModuleType) else f" {self(bound)}")
+        return self._object(value)
+
+    def _object(self, value: object) -> str:
+        call = vars(type(value)).get("__call__")  # the class's own: code that may differ between classes
+        code = self(call) if isinstance(call, types.FunctionType) else ""
+        return f"{_name(type(value))} {code} {self(_attributes(value))}"
+
+
+def _attributes(value: object) -> dict[str, object]:
+    """An object's attributes: its ``__dict__`` and its slots."""
+    attributes = dict(vars(value)) if hasattr(value, "__dict__") else {}
+    for cls in type(value).__mro__:
+        for slot in getattr(cls, "__slots__", ()):
+            if slot not in ("__dict__", "__weakref__") and hasattr(value, slot):
+                attributes[slot] = getattr(value, slot)
+    return attributes
 
 
 def _cell(cell: types.CellType) -> object:
@@ -90,9 +147,3 @@ def _code_digest(code: types.CodeType) -> str:
     for constant in code.co_consts:
         digest.update((_code_digest(constant) if isinstance(constant, types.CodeType) else describe(constant)).encode())
     return digest.hexdigest()[:16]
-
-
-def _array_digest(array: torch.Tensor | np.ndarray) -> str:
-    values = np.ascontiguousarray(array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array)
-    digest = hashlib.sha256(f"{values.dtype.str} {values.shape}".encode() + values.tobytes())
-    return f"array({digest.hexdigest()[:16]})"

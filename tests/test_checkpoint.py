@@ -197,7 +197,8 @@ class _Applied(torch.nn.Module):
         )
 
     def forward(self, x):
-        return self.second(self.function(self.first(x)))
+        function = self.function() if isinstance(self.function, type) else self.function
+        return self.second(function(self.first(x)))
 
 
 def test_models_and_losses_that_differ_off_their_tensors_make_another_run(tmp_path, problem):
@@ -225,9 +226,18 @@ def test_models_and_losses_that_differ_off_their_tensors_make_another_run(tmp_pa
     )
     folders = {Checkpoint.open(tmp_path, tanh, data, w1, w2, plane=plane, loss=loss).folder for loss in losses}
     assert len(folders) == len(losses)
-    functional = (torch.tanh, torch.relu)
-    folders = {Checkpoint.open(tmp_path, _Applied(f), data, w1, w2).folder for f in functional}
-    assert len(folders) == 2
+    base = _Applied(torch.tanh)  # every variant below has base's weights: only the difference counts
+    variants = [copy.deepcopy(base) for _ in range(8)]
+    for variant, function in zip(variants[1:4], (torch.relu, torch.nn.Tanh, torch.nn.ReLU), strict=True):
+        variant.function = function
+    variants[4]._scale = 2.0  # a private setting the forward might read
+    variants[5].register_buffer("offset", torch.ones(1), persistent=False)
+    for variant, value in zip(variants[6:], (1.0, 2.0), strict=True):
+        variant.helpers = [torch.nn.Linear(1, 1)]  # an unregistered module: its weights still count
+        torch.nn.init.constant_(variant.helpers[0].weight, value)
+    folders = [Checkpoint.open(tmp_path, m, data, w1, w2).folder for m in variants]
+    assert len(set(folders)) == len(variants)
+    assert Checkpoint.open(tmp_path, copy.deepcopy(base), data, w1, w2).folder == folders[0]
     keyed = {
         Checkpoint.open(tmp_path, tanh, data, w1, w2, plane=plane, key="k", **options).folder
         for options in ({}, {"reduction": "batch_mean"}, {"dtype": "float64"})

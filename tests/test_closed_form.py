@@ -43,6 +43,14 @@ class Rescaled(nn.Module):
         return self.out(torch.tanh(self.hidden(x)) / self.out.weight.detach().norm())
 
 
+class ArgmaxScaled(Rescaled):
+    """Scales the output layer's input by where its largest weight is: no gradient, and no
+    change when every weight moves by the same amount."""
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x)) * (1.0 + self.out.weight.argmax()))
+
+
 class Switched(nn.Module):
     """Picks its head from the data: the probe sees one head, a later chunk the other."""
 
@@ -169,6 +177,15 @@ NOT_APPLICABLE = [
         3,
         2,
         "forward hooks",
+    ),
+    (
+        "read through argmax",
+        ArgmaxScaled,
+        ("hidden.weight[0, 0]", "out.weight[0, 1]"),
+        "mse",
+        3,
+        2,
+        "depends on the layer's own",
     ),
     ("detached read", Rescaled, ("hidden.weight[0, 0]", "out.weight[0, 1]"), "mse", 3, 2, "depends on the layer's own"),
     ("reshaped output", Squeezed, ("hidden.weight[0, 0]", "out.weight[0, 1]"), "mse", 2, 1, "not the model's output"),

@@ -1,5 +1,6 @@
 """Private copies of models straight out of training (tensors made by autograd in attributes)."""
 
+import threading
 import warnings
 
 import numpy as np
@@ -47,7 +48,10 @@ def test_models_holding_graph_tensors_are_copied_and_evaluated():
 
 
 def test_a_model_that_cannot_be_copied_is_a_clear_error():
-    model = _Recording()
-    model.outputs.append({"deep": [[model.layer(torch.randn(2, 3))]]})  # deeper than the search goes
-    with pytest.raises(fs.FastsurfaceError, match="`model` cannot be copied"):
-        private_copy(model)
+    deep = _Recording()
+    deep.outputs.append({"deep": [[deep.layer(torch.randn(2, 3))]]})  # deeper than the search goes
+    locked = _Recording()
+    locked.outputs.append(threading.Lock())
+    for model in (deep, locked):
+        with pytest.raises(fs.FastsurfaceError, match="`model` cannot be copied"):
+            private_copy(model)

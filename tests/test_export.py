@@ -155,3 +155,20 @@ def test_figures_refuse_what_they_cannot_draw(monkeypatch):
     for draw in (fs.plot_surface, fs.plot_contour):
         with pytest.raises(fs.FastsurfaceError, match="`surface`: a figure of 6 grid points needs"):
             draw(surface)
+
+
+def test_nested_blocks_publish_with_the_outer_one(tmp_path):
+    from fastsurface.files import all_or_nothing, atomic_write_text
+
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("old a")
+    with pytest.raises(KeyboardInterrupt), all_or_nothing():
+        with all_or_nothing():
+            atomic_write_text(first, "new a")
+        atomic_write_text(second, "new b")
+        raise KeyboardInterrupt
+    assert first.read_text() == "old a" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    with all_or_nothing() as published:
+        atomic_write_text(first, "new a")
+        atomic_write_text(second, "new b")
+    assert published == [first, second] and first.read_text() == "new a"
