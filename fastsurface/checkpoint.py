@@ -16,6 +16,7 @@ Blocks are independent: several processes may each ``compute`` their own share o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -203,22 +204,12 @@ class Checkpoint:
                 "compute them first"
             )
         parts = [part for part in loaded if part is not None]  # all of them: none is missing
-        first = parts[0]
-        return Surface(
+        return dataclasses.replace(
+            parts[0],
             w1=self.w1,
             w2=self.w2,
             loss_tensor=torch.cat([part.loss_tensor for part in parts]),
-            labels=first.labels,
-            loss_name=first.loss_name,
-            reduction=first.reduction,
-            device=first.device,
-            dtype=first.dtype,
-            samples=first.samples,
-            batches=first.batches,
             seconds=sum(part.seconds for part in parts),
-            method=first.method,
-            tile_points=first.tile_points,
-            train_mode=first.train_mode,
         )
 
     def remove(self) -> None:
