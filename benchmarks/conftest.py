@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fastsurface as fs
-from fastsurface.bench import naive_seconds_per_point, tanh_rate
+from fastsurface.seed.bench import naive_seconds_per_point, tanh_rate
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 

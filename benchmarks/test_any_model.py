@@ -16,7 +16,7 @@ from torch import nn
 
 import fastsurface as fs
 import fastsurface.compat.loss_landscapes as drop_in
-from fastsurface.devices import synchronize
+from fastsurface._support.devices import synchronize
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 STEPS = 41

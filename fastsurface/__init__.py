@@ -7,10 +7,15 @@
 (8, 8)
 """
 
-from fastsurface.checkpoint import Checkpoint, resumable_loss_surface
-from fastsurface.critical import CriticalPoint, critical_points, critical_points_of
-from fastsurface.data import piecewise_dataset, piecewise_target, train_test_split
-from fastsurface.directions import (
+from fastsurface.analysis.critical import CriticalPoint, critical_points, critical_points_of
+from fastsurface.analysis.metrics import accuracy, metric_surfaces
+from fastsurface.analysis.paths import ParameterPath, ProjectedPath, project_path, record_path
+from fastsurface.analysis.refine import refine, trajectory_window, window_around
+from fastsurface.analysis.training import Trajectory, train_sgd
+from fastsurface.engine.axes import axis
+from fastsurface.engine.evaluate import Evaluation, evaluate_points, loss_surface
+from fastsurface.errors import FastsurfaceError
+from fastsurface.planes.directions import (
     HessianPlane,
     Line,
     PrincipalPlane,
@@ -24,22 +29,17 @@ from fastsurface.directions import (
     random_line,
     random_plane,
 )
-from fastsurface.distributed import ShardedSurface, sharded_loss_surface
-from fastsurface.engine import Evaluation, evaluate_points, loss_surface
-from fastsurface.errors import FastsurfaceError
-from fastsurface.export import write_figure
-from fastsurface.grid import axis
-from fastsurface.metrics import accuracy, metric_surfaces
-from fastsurface.model import ANN
-from fastsurface.naive import naive_loss_surface
-from fastsurface.paths import ParameterPath, ProjectedPath, project_path, record_path
-from fastsurface.plane import Plane, default_plane, entry_plane
-from fastsurface.plot import plot_surface
-from fastsurface.refine import refine, trajectory_window, window_around
-from fastsurface.storage import Saved, load, save
-from fastsurface.surface import Surface
-from fastsurface.train import Trajectory, train_sgd
-from fastsurface.views import plot_animation, plot_contour
+from fastsurface.planes.plane import Plane, default_plane, entry_plane
+from fastsurface.results import Surface
+from fastsurface.runs.checkpoint import Checkpoint, resumable_loss_surface
+from fastsurface.runs.distributed import ShardedSurface, sharded_loss_surface
+from fastsurface.runs.storage import Saved, load, save
+from fastsurface.seed.data import piecewise_dataset, piecewise_target, train_test_split
+from fastsurface.seed.model import ANN
+from fastsurface.seed.naive import naive_loss_surface
+from fastsurface.views.export import write_figure
+from fastsurface.views.planar import plot_animation, plot_contour
+from fastsurface.views.surface import plot_surface
 
 __version__ = "0.1.0"
 

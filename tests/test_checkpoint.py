@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import fastsurface as fs
-from fastsurface import checkpoint as checkpoint_module
-from fastsurface.checkpoint import Checkpoint, plan_blocks
 from fastsurface.cli import main
+from fastsurface.runs import checkpoint as checkpoint_module
+from fastsurface.runs.checkpoint import Checkpoint, plan_blocks
 
 from .conftest import assert_close
 
@@ -21,7 +21,7 @@ COMMAND = ["surface", "--step", "0.25", "--samples", "2000", "--block-rows", "1"
 # The CLI with every block slowed down, so that a signal lands mid-run; the numbers are unchanged.
 SLOW_CLI = """
 import sys, time
-import fastsurface.checkpoint as checkpoint
+import fastsurface.runs.checkpoint as checkpoint
 from fastsurface.cli import main
 evaluate = checkpoint.loss_surface
 def slow(*args, **kwargs):
@@ -284,7 +284,7 @@ def test_the_key_is_the_same_in_another_process(tmp_path):
     """Hash seeds differ between processes: a set literal in a model's code must not move the key."""
     script = (
         "import fastsurface as fs, torch\n"
-        "from fastsurface.checkpoint import run_key\n"
+        "from fastsurface.runs.checkpoint import run_key\n"
         "class M(torch.nn.Module):\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"

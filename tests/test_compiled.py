@@ -10,7 +10,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 import fastsurface as fs
-from fastsurface.kernels import compile_available
+from fastsurface.engine._kernels import compile_available
 from tests.conftest import DEVICES, SMALL_MODELS, assert_close, numpy_seed_loss
 
 pytestmark = pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="needs a C++ compiler")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from fastsurface.copying import private_copy
+from fastsurface._support.copying import private_copy
 
 
 class _Recording(nn.Module):

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from fastsurface.critical import grid_candidates
+from fastsurface.analysis.critical import grid_candidates
 from tests.conftest import DEVICES, assert_close
 
 # (a, b) -> (kind, eigenvalues) of every critical point, for analytic surfaces.

@@ -7,7 +7,7 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 import fastsurface as fs
-from fastsurface.losses import resolve_loss
+from fastsurface.engine._losses import resolve_loss
 from tests.conftest import SMALL_MODELS as MODELS
 from tests.conftest import assert_close, small_cnn, small_mlp
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import fastsurface as fs
-from fastsurface.distributed import sharded_loss_surface
+from fastsurface.runs.distributed import sharded_loss_surface
 from tests.conftest import assert_close
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

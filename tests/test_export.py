@@ -6,8 +6,8 @@ import plotly.graph_objects as go
 import pytest
 
 import fastsurface as fs
-from fastsurface import export
 from fastsurface.cli import main
+from fastsurface.views import export
 
 SMALL = ["--step", "0.25", "--samples", "2000", "--epochs", "3", "--no-progress"]
 has_browser = pytest.mark.skipif(
@@ -151,14 +151,14 @@ def test_figures_refuse_what_they_cannot_draw(monkeypatch):
         fs.plot_animation(surface, None)
     with pytest.raises(fs.FastsurfaceError, match="`figure`"):
         fs.write_figure(None, "figure.html")
-    monkeypatch.setattr("fastsurface.memory.available_bytes", lambda device: 1000)
+    monkeypatch.setattr("fastsurface._support.memory.available_bytes", lambda device: 1000)
     for draw in (fs.plot_surface, fs.plot_contour):
         with pytest.raises(fs.FastsurfaceError, match="`surface`: a figure of 6 grid points needs"):
             draw(surface)
 
 
 def test_nested_blocks_publish_with_the_outer_one(tmp_path):
-    from fastsurface.files import all_or_nothing, atomic_write_text
+    from fastsurface._support.files import all_or_nothing, atomic_write_text
 
     first, second = tmp_path / "a.txt", tmp_path / "b.txt"
     first.write_text("old a")

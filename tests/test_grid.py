@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fastsurface as fs
-from fastsurface.grid import as_axis
+from fastsurface.engine.axes import as_axis
 
 
 def test_seed_axis_has_80_values_like_arange():

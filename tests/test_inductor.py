@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fastsurface as fs
-from fastsurface.inductor import accurate_tanh, backend
-from fastsurface.kernels import compile_available
+from fastsurface.engine._inductor import accurate_tanh, backend
+from fastsurface.engine._kernels import compile_available
 from tests.conftest import assert_close
 
 # Relative error bound of accurate_tanh, float32 (Sleef's tanhf is within 6e-8).

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import fastsurface as fs
-from fastsurface import memory
+from fastsurface._support import memory
+from fastsurface.engine.evaluate import DEFAULT_BUDGET
 
 GIB = 2**30
 CPU = torch.device("cpu")
@@ -23,7 +24,7 @@ def test_the_defaults_fit_a_24_gb_machine_with_room_to_spare(machine):
     surface = fs.loss_surface(fs.ANN(1, 1, 1), fs.piecewise_dataset(100))  # the default 80 x 80 grid
     assert surface.loss.shape == (80, 80)
     machine(GIB)  # and even a machine with 1 GiB free
-    memory.check_fits((80, 80), CPU, fs.engine.DEFAULT_BUDGET["cpu"], None)
+    memory.check_fits((80, 80), CPU, DEFAULT_BUDGET["cpu"], None)
 
 
 def test_a_grid_beyond_the_available_memory_is_refused_before_any_work(machine):

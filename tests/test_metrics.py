@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from fastsurface.metrics import accuracy, metric_surfaces
+from fastsurface.analysis.metrics import accuracy, metric_surfaces
 from tests.conftest import assert_close
 
 

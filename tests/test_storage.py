@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import fastsurface as fs
-from fastsurface import storage
 from fastsurface.cli import main
+from fastsurface.runs import storage
 
 PROVENANCE = {"seed": 42, "split_seed": 0, "note": "round trip"}
 

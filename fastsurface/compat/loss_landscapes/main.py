@@ -22,10 +22,10 @@ from torch.func import functional_call, vmap
 
 from fastsurface.compat.loss_landscapes.metrics import Loss, Metric, MetricPipeline
 from fastsurface.compat.loss_landscapes.model_wrapper import ModelWrapper, private_wrapper, rand_u_like
-from fastsurface.engine import DEFAULT_BUDGET
+from fastsurface.engine._tiles import bytes_per_sample, forward_bytes
+from fastsurface.engine.evaluate import DEFAULT_BUDGET
 from fastsurface.errors import FastsurfaceError
-from fastsurface.plane import Plane
-from fastsurface.tiles import bytes_per_sample, forward_bytes
+from fastsurface.planes.plane import Plane
 
 NORMALIZATIONS = ("filter", "layer", "model", None)
 Model = nn.Module | ModelWrapper

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastsurface.copying import private_copy
+from fastsurface._support.copying import private_copy
 from fastsurface.errors import FastsurfaceError
 
 

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fastsurface.copying import private_copy
-from fastsurface.losses import PerSampleLoss, resolve_loss
-from fastsurface.plane import Plane, default_plane
-from fastsurface.stream import check_reduction, pair_tensors, to_device
+from fastsurface._support.copying import private_copy
+from fastsurface.engine._losses import PerSampleLoss, resolve_loss
+from fastsurface.engine._stream import check_reduction, pair_tensors, to_device
+from fastsurface.planes.plane import Plane, default_plane
 
 
 def naive_loss_surface(

@@ -38,13 +38,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastsurface import stream
-from fastsurface.checkpoint import Block, Checkpoint, check_options, default_block_rows, plan_blocks
-from fastsurface.devices import resolve_device
-from fastsurface.engine import DEFAULT_BATCH_SIZE, loss_surface
+from fastsurface._support.devices import resolve_device
+from fastsurface.engine import _stream as stream
+from fastsurface.engine.axes import as_axis, axis
+from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.grid import as_axis, axis
-from fastsurface.surface import Surface
+from fastsurface.results import Surface
+from fastsurface.runs.checkpoint import Block, Checkpoint, check_options, default_block_rows, plan_blocks
 
 SHARDS = ("auto", "grid", "data")
 

@@ -19,18 +19,18 @@ from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_
 from tqdm.auto import tqdm
 
-from fastsurface import stream
-from fastsurface.closed_form import ClosedFormSums, linear_coordinate
-from fastsurface.copying import private_copy
-from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype, synchronize
+from fastsurface._support.copying import private_copy
+from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype, synchronize
+from fastsurface._support.memory import check_fits
+from fastsurface.engine import _stream as stream
+from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
+from fastsurface.engine._kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
+from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
+from fastsurface.engine._tiles import PROBE_SAMPLES, GridPoints, ListedPoints, Points, TileSizer, model_errors
+from fastsurface.engine.axes import as_axis, axis
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.grid import as_axis, axis
-from fastsurface.kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
-from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
-from fastsurface.memory import check_fits
-from fastsurface.plane import Plane, check_plane, default_plane
-from fastsurface.surface import Surface
-from fastsurface.tiles import PROBE_SAMPLES, GridPoints, ListedPoints, Points, TileSizer, model_errors
+from fastsurface.planes.plane import Plane, check_plane, default_plane
+from fastsurface.results import Surface
 
 METHODS = ("auto", "closed_form", "vmap", "compiled")
 DEFAULT_BATCH_SIZE = 64
@@ -125,7 +125,7 @@ def loss_surface(
             - ``"vmap"``: brute force, ``functional_call`` under ``vmap`` per tile.
             - ``"compiled"``: brute force through a ``torch.compile``d fused kernel
               (seconds of compilation on first use, cached per architecture; on CPU,
-              ``tanh`` within 4e-7 relative, see ``fastsurface.inductor``).
+              ``tanh`` within 4e-7 relative, see ``fastsurface.engine._inductor``).
             - ``"auto"``: ``"closed_form"`` where it applies; else ``"compiled"`` when the
               work (points x samples) reaches ``COMPILE_THRESHOLD`` (1e9) and the
               toolchain is present; else ``"vmap"``.

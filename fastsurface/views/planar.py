@@ -16,11 +16,11 @@ import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 
-from fastsurface.critical import KINDS, CriticalPoint
+from fastsurface._support.memory import check_figure_fits
+from fastsurface.analysis.critical import KINDS, CriticalPoint
+from fastsurface.analysis.training import Trajectory
 from fastsurface.errors import FastsurfaceError
-from fastsurface.memory import check_figure_fits
-from fastsurface.surface import Surface
-from fastsurface.train import Trajectory
+from fastsurface.results import Surface
 
 TrajectoriesLike = Trajectory | Mapping[str, Trajectory] | Sequence[Trajectory] | None
 CONTOUR_KINDS = ("contour", "heatmap")

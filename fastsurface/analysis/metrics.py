@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsurface.engine import loss_surface
+from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine.evaluate import loss_surface
 from fastsurface.errors import FastsurfaceError
-from fastsurface.losses import PerSampleLoss
-from fastsurface.surface import Surface
+from fastsurface.results import Surface
 
 
 def accuracy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from fastsurface.engine._inductor import backend
+from fastsurface.engine._losses import Loss
 from fastsurface.errors import FastsurfaceError
-from fastsurface.inductor import backend
-from fastsurface.losses import Loss
-from fastsurface.plane import Plane
+from fastsurface.planes.plane import Plane
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsurface.critical import CriticalPoint, check_same_data, surface_settings
-from fastsurface.devices import DeviceLike, DTypeLike
-from fastsurface.engine import DEFAULT_BATCH_SIZE, evaluate_points
+from fastsurface._support.devices import DeviceLike, DTypeLike
+from fastsurface.analysis.critical import CriticalPoint, check_same_data, surface_settings
+from fastsurface.analysis.training import Trajectory
+from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine.axes import axis
+from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.grid import axis
-from fastsurface.losses import PerSampleLoss
-from fastsurface.plane import Plane
-from fastsurface.surface import Surface
-from fastsurface.train import Trajectory
+from fastsurface.planes.plane import Plane
+from fastsurface.results import Surface
 
 Window = tuple[tuple[float, float], tuple[float, float]]
 # A fine axis value this close to a coarse one, relative to the fine step, is the coarse one.

@@ -8,8 +8,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from fastsurface._support.memory import available_bytes
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.memory import available_bytes
 
 Array = np.ndarray | torch.Tensor
 # Each of ``x`` and ``y`` keeps its own type through the split.

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vjp
 
-from fastsurface.copying import private_copy
-from fastsurface.engine import evaluate_points
+from fastsurface._support.copying import private_copy
+from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
+from fastsurface.engine._stream import pair_tensors
+from fastsurface.engine._tiles import PROBE_SAMPLES, model_errors
+from fastsurface.engine.evaluate import evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
-from fastsurface.plane import Plane, TensorDict
-from fastsurface.stream import pair_tensors
-from fastsurface.tiles import PROBE_SAMPLES, model_errors
+from fastsurface.planes.plane import Plane, TensorDict
 
 NORMALIZATIONS = (None, "filter", "layer", "model")
 ONE_DIM = ("zero", "keep")
@@ -194,7 +194,7 @@ def pca_plane(path: Any, origin: int = -1) -> PrincipalPlane:
     ``θ_origin`` (the final point by default, as Li et al. do).
 
     Args:
-        path: a ``fastsurface.paths.ParameterPath`` with at least 3 points.
+        path: a ``fastsurface.analysis.paths.ParameterPath`` with at least 3 points.
         origin: index of the path point the plane passes through.
     """
     vectors = torch.as_tensor(path.vectors, dtype=torch.float64)

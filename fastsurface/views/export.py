@@ -13,8 +13,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from fastsurface._support.files import atomic_write, atomic_write_text, check_writable
 from fastsurface.errors import FastsurfaceError
-from fastsurface.files import atomic_write, atomic_write_text, check_writable
 
 FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".svg": "svg"}
 PLOTLYJS = ("embed", "cdn")

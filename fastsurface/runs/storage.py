@@ -31,11 +31,11 @@ from typing import Any, BinaryIO, TypeVar
 import numpy as np
 import torch
 
+from fastsurface._support.files import atomic_write, check_writable
+from fastsurface.analysis.training import Trajectory
 from fastsurface.errors import FastsurfaceError
-from fastsurface.files import atomic_write, check_writable
-from fastsurface.plane import Plane
-from fastsurface.surface import Surface
-from fastsurface.train import Trajectory
+from fastsurface.planes.plane import Plane
+from fastsurface.results import Surface
 
 FORMAT = "fastsurface"
 FORMAT_VERSION = 1

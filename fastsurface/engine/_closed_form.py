@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from fastsurface.engine._losses import Loss, squared_error
+from fastsurface.engine._stream import Chunk
 from fastsurface.errors import FastsurfaceError
-from fastsurface.losses import Loss, squared_error
-from fastsurface.plane import Plane
-from fastsurface.stream import Chunk
+from fastsurface.planes.plane import Plane
 
 
 def linear_coordinate(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tensor) -> tuple[int | None, str]:

@@ -3,7 +3,7 @@
 A run is keyed by a hash of everything that decides its numbers (the model's structure,
 the plane, the model's other parameters and buffers, data, axes, loss, reduction, batch
 size, device, dtype, tiling, block size), and its finished blocks live in ``checkpoint_dir/<key>/`` as verified surface
-files (``fastsurface.storage``), each written atomically. Started again with the same
+files (``fastsurface.runs.storage``), each written atomically. Started again with the same
 arguments, a run finds its folder, skips the finished blocks and computes the rest, so a
 killed run loses at most the block in flight. Each block is evaluated by the public
 ``loss_surface`` on its rows, and the result is always assembled from the block files,
@@ -31,16 +31,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsurface import stream
-from fastsurface.devices import resolve_device, resolve_dtype
-from fastsurface.engine import loss_surface
+from fastsurface._support.devices import resolve_device, resolve_dtype
+from fastsurface._support.files import atomic_write_text
+from fastsurface._support.identity import architecture, describe, tensor_digest
+from fastsurface.engine import _stream as stream
+from fastsurface.engine.axes import as_axis, axis
+from fastsurface.engine.evaluate import loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.files import atomic_write_text
-from fastsurface.grid import as_axis, axis
-from fastsurface.identity import architecture, describe, tensor_digest
-from fastsurface.plane import check_plane, default_plane
-from fastsurface.storage import load, save
-from fastsurface.surface import Surface
+from fastsurface.planes.plane import check_plane, default_plane
+from fastsurface.results import Surface
+from fastsurface.runs.storage import load, save
 
 # Grid points per block when `block_rows` is not given: a few seconds of work on a CPU
 # for the seed model, small enough that an interruption loses little.

@@ -17,24 +17,24 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from fastsurface.bench import PATHS, format_table, run_bench
-from fastsurface.critical import CriticalPoint, critical_points
-from fastsurface.data import piecewise_dataset, train_test_split
-from fastsurface.devices import resolve_device
-from fastsurface.distributed import SHARDS, current_world, sharded_loss_surface
-from fastsurface.engine import METHODS, loss_surface
+from fastsurface._support.devices import resolve_device
+from fastsurface._support.files import all_or_nothing, atomic_write_text, check_writable
+from fastsurface._support.memory import check_figure_fits
+from fastsurface.analysis.critical import CriticalPoint, critical_points
+from fastsurface.analysis.training import Trajectory, train_sgd
+from fastsurface.engine.axes import MAX_AXIS_VALUES, axis
+from fastsurface.engine.evaluate import METHODS, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.export import check_export, write_figure
-from fastsurface.files import all_or_nothing, atomic_write_text, check_writable
-from fastsurface.grid import MAX_AXIS_VALUES, axis
-from fastsurface.memory import check_figure_fits
-from fastsurface.model import ANN
-from fastsurface.plane import default_plane
-from fastsurface.plot import plot_surface
-from fastsurface.storage import load, save
-from fastsurface.surface import Surface
-from fastsurface.train import Trajectory, train_sgd
-from fastsurface.views import plot_animation, plot_contour
+from fastsurface.planes.plane import default_plane
+from fastsurface.results import Surface
+from fastsurface.runs.distributed import SHARDS, current_world, sharded_loss_surface
+from fastsurface.runs.storage import load, save
+from fastsurface.seed.bench import PATHS, format_table, run_bench
+from fastsurface.seed.data import piecewise_dataset, train_test_split
+from fastsurface.seed.model import ANN
+from fastsurface.views.export import check_export, write_figure
+from fastsurface.views.planar import plot_animation, plot_contour
+from fastsurface.views.surface import plot_surface
 
 # Share of a range added on each side when --fit-trajectory widens the grid.
 _FIT_MARGIN = 0.05

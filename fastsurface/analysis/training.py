@@ -13,13 +13,13 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from fastsurface import stream
-from fastsurface.copying import private_copy
-from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
-from fastsurface.engine import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points
+from fastsurface._support.copying import private_copy
+from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface.engine import _stream as stream
+from fastsurface.engine._losses import PerSampleLoss, resolve_loss
+from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.losses import PerSampleLoss, resolve_loss
-from fastsurface.plane import Plane, check_plane, default_plane
+from fastsurface.planes.plane import Plane, check_plane, default_plane
 
 RECORDS = ("epoch", "step")
 # More SGD steps than this is taken for a typo (hours of work, and a step-recorded path

@@ -17,15 +17,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, jacrev, vmap
 
-from fastsurface import stream
-from fastsurface.copying import private_copy
-from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
-from fastsurface.engine import DEFAULT_BATCH_SIZE, check_prediction_shape
+from fastsurface._support.copying import private_copy
+from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface.engine import _stream as stream
+from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
+from fastsurface.engine.axes import as_axis
+from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, check_prediction_shape
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.grid import as_axis
-from fastsurface.losses import Loss, PerSampleLoss, resolve_loss
-from fastsurface.plane import Plane, default_plane
-from fastsurface.surface import Surface
+from fastsurface.planes.plane import Plane, default_plane
+from fastsurface.results import Surface
 
 KINDS = ("minimum", "maximum", "saddle", "degenerate")
 # An eigenvalue this small relative to the largest one counts as zero (kind "degenerate").

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fastsurface.errors import FastsurfaceError
-from fastsurface.plane import Plane
+from fastsurface.planes.plane import Plane
 
 # Intermediates per activation element in one unfused forward + loss (inputs,
 # activations, residuals, their squares); measured peaks stay below this.

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from fastsurface.critical import CriticalPoint
+from fastsurface.analysis.critical import CriticalPoint
+from fastsurface.analysis.training import Trajectory
 from fastsurface.errors import FastsurfaceError
-from fastsurface.surface import Surface
-from fastsurface.train import Trajectory
-from fastsurface.views import check_drawable, critical_traces, loss_colouring
+from fastsurface.results import Surface
+from fastsurface.views.planar import check_drawable, critical_traces, loss_colouring
 
 ARTICLE_STYLE: dict[str, Any] = {
     "title": "Loss Surface",

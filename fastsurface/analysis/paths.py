@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsurface.copying import private_copy
-from fastsurface.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
-from fastsurface.engine import DEFAULT_BATCH_SIZE, evaluate_points
+from fastsurface._support.copying import private_copy
+from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface.analysis.training import Trajectory, training_batches
+from fastsurface.engine._losses import PerSampleLoss, resolve_loss
+from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.losses import PerSampleLoss, resolve_loss
-from fastsurface.plane import Plane, TensorDict, check_plane
-from fastsurface.train import Trajectory, training_batches
+from fastsurface.planes.plane import Plane, TensorDict, check_plane
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastsurface.data import piecewise_dataset, train_test_split
-from fastsurface.devices import synchronize
-from fastsurface.engine import loss_surface
-from fastsurface.grid import axis
-from fastsurface.model import ANN
-from fastsurface.naive import naive_loss_surface
+from fastsurface._support.devices import synchronize
+from fastsurface.engine.axes import axis
+from fastsurface.engine.evaluate import loss_surface
+from fastsurface.seed.data import piecewise_dataset, train_test_split
+from fastsurface.seed.model import ANN
+from fastsurface.seed.naive import naive_loss_surface
 
 PATHS = ("closed_form", "compiled", "vmap")
 _TANH_ELEMENTS = 50_000_000

@@ -1,0 +1,1 @@
+"""Analysis built on the engine: training paths, critical points, refinement, metrics."""

@@ -1,0 +1,1 @@
+"""Runs that outlive a call: surface files, resumable checkpoints, sharded runs."""

@@ -1,0 +1,1 @@
+"""Figures of surfaces and paths, and writing them to files."""
