@@ -22,7 +22,6 @@ COMMAND = ["surface", "--step", "0.25", "--samples", "2000", "--block-rows", "1"
 SLOW_CLI = """
 import sys, time
 import fastsurface.runs.checkpoint as checkpoint
-from fastsurface.cli import main
 evaluate = checkpoint.loss_surface
 def slow(*args, **kwargs):
     time.sleep(0.25)

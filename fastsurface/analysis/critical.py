@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,9 +24,8 @@ from fastsurface.engine.axes import as_axis
 from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, check_prediction_shape
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.planes.plane import Plane, default_plane
-from fastsurface.results import Surface
+from fastsurface.results import CriticalPoint, Surface
 
-KINDS = ("minimum", "maximum", "saddle", "degenerate")
 # An eigenvalue this small relative to the largest one counts as zero (kind "degenerate").
 _ZERO_EIGENVALUE = 1e-6
 # A Newton iterate has converged when its step is below this, relative to 1 + |point|.
@@ -43,29 +41,6 @@ _RING = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 
 # points (K, 2) float64 -> (value (K,), gradient (K, 2), Hessian (K, 2, 2)), float64
 Derivatives = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class CriticalPoint:
-    """A point of the plane where the loss's gradient vanishes.
-
-    Attributes:
-        w1, w2: plane coordinates (the surface's first and second axis).
-        loss: the exact loss there, float64.
-        kind: ``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"`` (an
-            eigenvalue within a relative 1e-6 of zero).
-        eigenvalues: the Hessian's eigenvalues in ascending order.
-        gradient_norm: the gradient's Euclidean norm there (close to 0).
-        iterations: Newton steps taken from the grid candidate.
-    """
-
-    w1: float
-    w2: float
-    loss: float
-    kind: str
-    eigenvalues: tuple[float, float]
-    gradient_norm: float
-    iterations: int
 
 
 def critical_points(

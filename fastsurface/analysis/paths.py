@@ -18,11 +18,12 @@ from torch import nn
 
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
-from fastsurface.analysis.training import Trajectory, training_batches
+from fastsurface.analysis.training import training_batches
 from fastsurface.engine._losses import PerSampleLoss, resolve_loss
 from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.planes.plane import Plane, TensorDict, check_plane
+from fastsurface.planes.plane import Plane, TensorDict, check_plane, unflatten
+from fastsurface.results import Trajectory
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -62,9 +63,7 @@ class ParameterPath:
 
     def unflatten(self, vector: np.ndarray | torch.Tensor) -> TensorDict:
         """One row of ``vectors`` as float64 tensors by parameter name."""
-        flat = torch.as_tensor(np.asarray(vector), dtype=torch.float64)
-        parts = torch.split(flat, [int(np.prod(shape)) for shape in self.shapes])
-        return {n: p.reshape(s).clone() for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
+        return unflatten(torch.as_tensor(np.asarray(vector), dtype=torch.float64), self.names, self.shapes)
 
 
 def record_path(

@@ -18,14 +18,13 @@ import torch
 from torch import nn
 
 from fastsurface._support.devices import DeviceLike, DTypeLike
-from fastsurface.analysis.critical import CriticalPoint, check_same_data, surface_settings
-from fastsurface.analysis.training import Trajectory
+from fastsurface.analysis.critical import check_same_data, surface_settings
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, evaluate_points
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.planes.plane import Plane
-from fastsurface.results import Surface
+from fastsurface.results import CriticalPoint, Surface, Trajectory
 
 Window = tuple[tuple[float, float], tuple[float, float]]
 # A fine axis value this close to a coarse one, relative to the fine step, is the coarse one.

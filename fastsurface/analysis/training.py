@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,36 +17,14 @@ from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, 
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss, resolve_loss
 from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points
-from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
+from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int, check_seed
 from fastsurface.planes.plane import Plane, check_plane, default_plane
+from fastsurface.results import Trajectory
 
 RECORDS = ("epoch", "step")
 # More SGD steps than this is taken for a typo (hours of work, and a step-recorded path
 # that no longer fits in memory) and refused up front.
 MAX_STEPS = 10**7
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """An optimiser's path in plane coordinates, with the test loss at each point.
-
-    Attributes:
-        w1, w2: coordinates, float64, shape ``(P,)``.
-        loss: test loss at each point, computed by the surface engine with the same
-            reduction, float64, shape ``(P,)``.
-        step: optimiser steps taken before each point, int64, shape ``(P,)``.
-        labels: names of the two coordinates.
-        reduction: reduction of ``loss``.
-        record: ``"epoch"`` (``epochs + 1`` points) or ``"step"`` (one per step, plus the start).
-    """
-
-    w1: np.ndarray
-    w2: np.ndarray
-    loss: np.ndarray
-    step: np.ndarray
-    labels: tuple[str, str]
-    reduction: str
-    record: str
 
 
 def train_sgd(
@@ -163,8 +140,7 @@ def _check_training(lr: float, epochs: int, start: tuple[float, float], record: 
         or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in start)
     ):
         raise FastsurfaceError(f"`start` must be two finite numbers (a, b), got {start!r}")
-    if record not in RECORDS:
-        raise FastsurfaceError(f"`record` must be one of {', '.join(map(repr, RECORDS))}, got {record!r}")
+    check_choice("record", record, RECORDS)
 
 
 def _check_steps(train: object, epochs: int, batch_size: int) -> None:

@@ -20,13 +20,13 @@ import torch
 from fastsurface._support.devices import resolve_device
 from fastsurface._support.files import all_or_nothing, atomic_write_text, check_writable
 from fastsurface._support.memory import check_figure_fits
-from fastsurface.analysis.critical import CriticalPoint, critical_points
-from fastsurface.analysis.training import Trajectory, train_sgd
+from fastsurface.analysis.critical import critical_points
+from fastsurface.analysis.training import train_sgd
 from fastsurface.engine.axes import MAX_AXIS_VALUES, axis
 from fastsurface.engine.evaluate import METHODS, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.planes.plane import default_plane
-from fastsurface.results import Surface
+from fastsurface.results import CriticalPoint, Surface, Trajectory
 from fastsurface.runs.distributed import SHARDS, current_world, sharded_loss_surface
 from fastsurface.runs.storage import load, save
 from fastsurface.seed.bench import PATHS, format_table, run_bench

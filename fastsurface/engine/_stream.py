@@ -16,12 +16,13 @@ from typing import TypeGuard, cast
 import numpy as np
 import torch
 
-from fastsurface.errors import FastsurfaceError
+from fastsurface.errors import FastsurfaceError, check_choice
 
 REDUCTIONS = ("mean", "batch_mean")
 # An ``(x, y)`` pair of arrays/tensors, as ``is_pair`` recognises it (a two-item list counts).
 Pair = tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]
-_PROBE = 4  # samples handed to `chunk_samples` as examples
+# Samples of the data the engine probes first: shapes, the model's working memory, the checks.
+PROBE_SAMPLES = 4
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,7 @@ class Chunk:
 
 
 def check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise FastsurfaceError(f"`reduction` must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
+    check_choice("reduction", reduction, REDUCTIONS)
 
 
 def is_pair(data: object) -> TypeGuard[Pair]:
@@ -114,7 +114,7 @@ def _pair_chunks(
 ) -> Iterator[Chunk]:
     n = len(x)
     weight = _pair_weights(n, reduction, batch_size)
-    most = chunk_samples(to_device(x[:_PROBE], device, dtype))
+    most = chunk_samples(to_device(x[:PROBE_SAMPLES], device, dtype))
     yield from _sliced(
         x, y, weight, most, device, dtype, lambda start, stop: _batches_ending(start, stop, n, batch_size)
     )
@@ -167,7 +167,7 @@ def _batch_chunks(
     for number, batch in enumerate(batches):
         x, y = batch_tensors(number, batch)
         n = len(x)
-        most = most or chunk_samples(to_device(x[:_PROBE], device, dtype))
+        most = most or chunk_samples(to_device(x[:PROBE_SAMPLES], device, dtype))
         weight = torch.full((n,), 1.0 if reduction == "mean" else 1.0 / n, dtype=torch.float64)
         yield from _sliced(x, y, weight, most, device, dtype, _ends_at(n))
 

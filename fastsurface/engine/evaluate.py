@@ -21,21 +21,28 @@ from tqdm.auto import tqdm
 
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype, synchronize
-from fastsurface._support.memory import check_fits
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
 from fastsurface.engine._kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
 from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
-from fastsurface.engine._tiles import PROBE_SAMPLES, GridPoints, ListedPoints, Points, TileSizer, model_errors
+from fastsurface.engine._stream import PROBE_SAMPLES
+from fastsurface.engine._tiles import (
+    DEFAULT_BUDGET,
+    GridPoints,
+    ListedPoints,
+    Points,
+    TileSizer,
+    check_fits,
+    model_errors,
+)
 from fastsurface.engine.axes import as_axis, axis
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int
 from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Surface
 
 METHODS = ("auto", "closed_form", "vmap", "compiled")
 DEFAULT_BATCH_SIZE = 64
 # Bytes of working memory one tile may use when the caller sets no budget.
-DEFAULT_BUDGET = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20}
 # Brute-force work (points x samples) from which "auto" compiles a fused kernel: below
 # it, torch.compile's seconds of start-up cost more than the vmap kernel's run.
 COMPILE_THRESHOLD = 10**9
@@ -235,8 +242,7 @@ def _settings(
         check_positive_int("memory_budget", memory_budget)
     if tile_points is not None:
         check_positive_int("tile_points", tile_points)
-    if method not in METHODS:
-        raise FastsurfaceError(f"`method` must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    check_choice("method", method, METHODS)
     if not isinstance(train_mode, bool):
         raise FastsurfaceError(f"`train_mode` must be True or False, got {train_mode!r}")
     if train_mode and method not in ("auto", "vmap"):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -58,6 +61,18 @@ class Plane:
             return {name: t.detach().to(device=device, dtype=dtype) for name, t in tensors.items()}
 
         return Plane(move(self.origin), move(self.first), move(self.second), self.labels)
+
+
+def unflatten(vector: torch.Tensor, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> TensorDict:
+    """A flat parameter vector, shape ``(D,)`` with ``D`` the shapes' total size, as a copy
+    of each parameter by name, in ``names`` order."""
+    parts = torch.split(vector, [math.prod(shape) for shape in shapes])
+    return {name: part.reshape(shape).clone() for name, part, shape in zip(names, parts, shapes, strict=True)}
+
+
+def unflattener(reference: TensorDict) -> Callable[[torch.Tensor], TensorDict]:
+    """``unflatten`` into ``reference``'s names and shapes."""
+    return partial(unflatten, names=tuple(reference), shapes=tuple(tuple(t.shape) for t in reference.values()))
 
 
 def entry_plane(model: nn.Module, first: str, second: str, labels: tuple[str, str] | None = None) -> Plane:

@@ -42,7 +42,7 @@ from fastsurface._support.devices import resolve_device
 from fastsurface.engine import _stream as stream
 from fastsurface.engine.axes import as_axis, axis
 from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, loss_surface
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int
 from fastsurface.results import Surface
 from fastsurface.runs.checkpoint import Block, Checkpoint, check_options, default_block_rows, plan_blocks
 
@@ -121,8 +121,7 @@ def sharded_loss_surface(
     >>> run.shard, run.ranks, run.blocks, run.surface.loss.shape
     ('grid', 1, 2, (4, 80))
     """
-    if shard not in SHARDS:
-        raise FastsurfaceError(f"`shard` must be one of {', '.join(map(repr, SHARDS))}, got {shard!r}")
+    check_choice("shard", shard, SHARDS)
     check_options(options)
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from fastsurface._support.files import atomic_write, check_writable
-from fastsurface.analysis.training import Trajectory
+from fastsurface._version import __version__
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
-from fastsurface.results import Surface
+from fastsurface.results import Surface, Trajectory
 
 FORMAT = "fastsurface"
 FORMAT_VERSION = 1
@@ -155,12 +155,10 @@ def load(path: str | os.PathLike[str]) -> Saved:
 
 
 def _provenance(extra: dict[str, Any] | None) -> dict[str, Any]:
-    import fastsurface  # at call time: the package has finished importing by then
-
     if extra is not None and not isinstance(extra, dict):
         raise FastsurfaceError(f"`provenance` must be a dict, got {type(extra).__name__}")
     facts = {
-        "fastsurface_version": fastsurface.__version__,
+        "fastsurface_version": __version__,
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),

@@ -22,9 +22,8 @@ from torch.func import functional_call, vmap
 
 from fastsurface.compat.loss_landscapes.metrics import Loss, Metric, MetricPipeline
 from fastsurface.compat.loss_landscapes.model_wrapper import ModelWrapper, private_wrapper, rand_u_like
-from fastsurface.engine._tiles import bytes_per_sample, forward_bytes
-from fastsurface.engine.evaluate import DEFAULT_BUDGET
-from fastsurface.errors import FastsurfaceError
+from fastsurface.engine._tiles import whole_batch_tile_points
+from fastsurface.errors import FastsurfaceError, check_choice
 from fastsurface.planes.plane import Plane
 
 NORMALIZATIONS = ("filter", "layer", "model", None)
@@ -198,15 +197,7 @@ class _Landscape:
             return metric.loss_fn(prediction, metric.target)
 
         kernel = vmap(loss_at)
-        inputs = metric.inputs
-        # Tensor inputs are measured on a few samples, as the engine measures them; other
-        # inputs cannot be sliced, so they take one forward pass over all of them.
-        point_bytes = (
-            bytes_per_sample(self.module, inputs[:4]) * len(inputs)
-            if isinstance(inputs, torch.Tensor)
-            else forward_bytes(self.module, inputs)
-        )
-        tile = max(1, DEFAULT_BUDGET[self.device.type] // point_bytes)
+        tile = whole_batch_tile_points(self.module, metric.inputs, self.device)
         with torch.no_grad():
             losses = torch.cat(
                 [kernel(*coordinates[start : start + tile].T) for start in range(0, len(coordinates), tile)]
@@ -263,10 +254,7 @@ def _check_landscape(steps: object, distance: object, normalization: str | None)
     value = float(distance) if is_number and not isinstance(distance, bool) else math.nan  # type: ignore[arg-type]
     if math.isnan(value) or value == 0:
         raise FastsurfaceError(f"`distance` must be a non-zero number, got {distance!r}")
-    if normalization not in NORMALIZATIONS:
-        raise FastsurfaceError(
-            f"`normalization` must be one of {', '.join(map(repr, NORMALIZATIONS))}, got {normalization!r}"
-        )
+    check_choice("normalization", normalization, NORMALIZATIONS)
     return _steps(steps, minimum=1), value
 
 
