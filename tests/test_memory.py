@@ -4,7 +4,7 @@ import torch
 import fastsurface as fs
 from fastsurface._support import memory
 from fastsurface.engine import _tiles
-from fastsurface.engine._tiles import DEFAULT_BUDGET
+from fastsurface.engine.options import DEFAULT_BUDGET
 
 GIB = 2**30
 CPU = torch.device("cpu")

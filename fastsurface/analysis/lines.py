@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from torch import nn
 
-from fastsurface.engine.evaluate import evaluate_points
+from fastsurface.engine.evaluate import point_losses
+from fastsurface.engine.options import EvalOptions
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
 
@@ -26,8 +27,8 @@ def loss_line(model: nn.Module, data: object, t: Sequence[float] | np.ndarray, *
     Args:
         line: a plane; only its first direction is used (``b = 0``).
         t: coordinates along the line, 1-D, finite.
-        **kwargs: ``loss``, ``reduction``, ``batch_size``, ``device``, ``dtype``, ... as in
-            ``evaluate_points``.
+        **kwargs: evaluation options (``loss``, ``reduction``, ``batch_size``, ``device``,
+            ``dtype``, ...) as in ``evaluate_points``.
 
     >>> from fastsurface import ANN, piecewise_dataset, random_line
     >>> model = ANN(1, 2, 1)
@@ -35,6 +36,7 @@ def loss_line(model: nn.Module, data: object, t: Sequence[float] | np.ndarray, *
     >>> line.loss.shape
     (3,)
     """
+    options = EvalOptions.from_keywords(kwargs)
     try:
         coordinates = np.asarray(t, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -42,5 +44,5 @@ def loss_line(model: nn.Module, data: object, t: Sequence[float] | np.ndarray, *
     if coordinates.ndim != 1 or len(coordinates) == 0:
         raise FastsurfaceError(f"`t` must be a non-empty 1-D sequence of coordinates, got shape {coordinates.shape}")
     points = np.stack([coordinates, np.zeros_like(coordinates)], axis=1)
-    evaluation = evaluate_points(model, line, data, points, **kwargs)
+    evaluation = point_losses(model, line, data, points, options)
     return Line(coordinates, evaluation.loss.cpu().numpy())

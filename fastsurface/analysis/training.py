@@ -13,10 +13,11 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from fastsurface._support.copying import private_copy
-from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.engine import _stream as stream
-from fastsurface.engine._losses import PerSampleLoss, resolve_loss
-from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points
+from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine.evaluate import check_prediction_shape, point_losses
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Reduction
 from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int, check_seed
 from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Trajectory
@@ -40,7 +41,7 @@ def train_sgd(
     record: str = "epoch",
     plane: Plane | None = None,
     loss: str | PerSampleLoss = "mse",
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     device: DeviceLike = "auto",
     dtype: DTypeLike = torch.float32,
     progress: bool = False,
@@ -75,11 +76,10 @@ def train_sgd(
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
     _check_steps(train, epochs, batch_size)
-    stream.check_reduction(reduction)
-    objective = resolve_loss(loss)
+    options = EvalOptions(loss, reduction, batch_size, device, dtype)
+    objective, resolved, compute = options.objective, options.compute_device, options.compute_dtype
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
-    resolved, compute = resolve_device(device), resolve_dtype(dtype)
     module = private_copy(model).to(device=resolved, dtype=compute).eval()
     local_plane = plane.to(resolved, compute)
     coordinates = torch.tensor(start, dtype=compute, device=resolved, requires_grad=True)
@@ -108,17 +108,7 @@ def train_sgd(
         raise FastsurfaceError(
             f"`lr` of {lr:g} makes SGD diverge: the weights are no longer finite after step {steps[diverged]}; lower it"
         )
-    losses = evaluate_points(
-        model,
-        plane,
-        test,
-        points,
-        loss=loss,
-        reduction=reduction,
-        batch_size=batch_size,
-        device=resolved,
-        dtype=compute,
-    ).loss
+    losses = point_losses(model, plane, test, points, options).loss
     return Trajectory(
         w1=points[:, 0].cpu().numpy(),
         w2=points[:, 1].cpu().numpy(),

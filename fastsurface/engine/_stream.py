@@ -16,9 +16,9 @@ from typing import TypeGuard, cast
 import numpy as np
 import torch
 
+from fastsurface.engine.options import REDUCTIONS
 from fastsurface.errors import FastsurfaceError, check_choice
 
-REDUCTIONS = ("mean", "batch_mean")
 # An ``(x, y)`` pair of arrays/tensors, as ``is_pair`` recognises it (a two-item list counts).
 Pair = tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]
 # Samples of the data the engine probes first: shapes, the model's working memory, the checks.

@@ -12,6 +12,7 @@ from torch import nn
 
 from fastsurface._support.memory import format_bytes, usable_bytes
 from fastsurface.engine._stream import PROBE_SAMPLES
+from fastsurface.engine.options import DEFAULT_BUDGET
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
 
@@ -23,8 +24,6 @@ _WORKSPACE_FACTOR = 4
 MIN_TILE_POINTS = 256
 # Bytes per grid point beyond the tiles: the float64 sums and the float64 result of the reduction.
 _BYTES_PER_POINT = 16
-# Bytes one kernel call may use unless `memory_budget` says otherwise.
-DEFAULT_BUDGET = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20}
 
 
 class GridPoints:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -31,28 +30,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsurface._support.devices import resolve_device, resolve_dtype
 from fastsurface._support.files import atomic_write_text
 from fastsurface._support.identity import architecture, describe, tensor_digest
 from fastsurface.engine import _stream as stream
 from fastsurface.engine.axes import as_axis, axis
-from fastsurface.engine.evaluate import loss_surface
+from fastsurface.engine.evaluate import grid_surface
+from fastsurface.engine.options import OPTION_NAMES, EvalOptions, surface_keywords
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.planes.plane import check_plane, default_plane
+from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Surface
 from fastsurface.runs.storage import load, save
 
 # Grid points per block when `block_rows` is not given: a few seconds of work on a CPU
 # for the seed model, small enough that an interruption loses little.
 _BLOCK_POINTS = 2**16
-_KEY_VERSION = "fastsurface-checkpoint-3"
-# Keyword arguments of `loss_surface` a checkpointed run forwards, with their defaults;
-# `progress` does not change the numbers and is left out of the key, `plane` is keyed apart.
-_OPTIONS = {
-    name: p.default
-    for name, p in inspect.signature(loss_surface).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
-}
+# Version 4: modules moved into sub-packages, so class paths in model descriptions changed.
+_KEY_VERSION = "fastsurface-checkpoint-4"
+# Evaluation options that do not change the numbers, left out of the key.
+_UNKEYED = frozenset({"progress"})
 
 
 def default_block_rows(columns: int) -> int:
@@ -94,7 +89,8 @@ class Checkpoint:
         w1: np.ndarray,
         w2: np.ndarray,
         blocks: tuple[Block, ...],
-        options: dict[str, Any],
+        plane: Plane | None,
+        options: EvalOptions,
     ) -> None:
         self.folder = folder
         self.model = model
@@ -102,6 +98,7 @@ class Checkpoint:
         self.w1 = w1
         self.w2 = w2
         self.blocks = blocks
+        self.plane = plane
         self.options = options
 
     @classmethod
@@ -128,19 +125,35 @@ class Checkpoint:
                 hashed beside it, so changing any of them starts a new run.
             options: keyword arguments of ``loss_surface`` (``plane``, ``loss``, ...).
         """
-        check_options(options)
+        plane, evaluation = surface_keywords(options)
+        return cls.with_options(checkpoint_dir, model, data, w1, w2, block_rows, key, plane, evaluation)
+
+    @classmethod
+    def with_options(
+        cls,
+        checkpoint_dir: str | os.PathLike[str],
+        model: nn.Module,
+        data: object,
+        w1: Sequence[float] | np.ndarray | torch.Tensor | None,
+        w2: Sequence[float] | np.ndarray | torch.Tensor | None,
+        block_rows: int | None,
+        key: str | None,
+        plane: Plane | None,
+        options: EvalOptions,
+    ) -> Checkpoint:
+        """``open`` with the plane and evaluation options already checked."""
         first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
         second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
         rows = block_rows if block_rows is not None else default_block_rows(len(second))
         blocks = plan_blocks(len(first), rows)
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise FastsurfaceError(f"`key` must be a non-empty string, got {key!r}")
-        identity = run_key(model, data, first, second, rows, options, key=key)
+        identity = run_key(model, data, first, second, rows, plane, options, key=key)
         folder = _checkpoint_folder(checkpoint_dir) / hashlib.sha256(identity.encode()).hexdigest()[:20]
         _make_folder(folder)
         description = {"key": identity, "grid": [len(first), len(second)], "block_rows": rows, "blocks": len(blocks)}
         atomic_write_text(folder / "run.json", json.dumps(description, indent=1))
-        return cls(folder, model, data, first, second, blocks, options)
+        return cls(folder, model, data, first, second, blocks, plane, options)
 
     def block_path(self, block: Block) -> Path:
         """The file of ``block``'s surface."""
@@ -182,7 +195,7 @@ class Checkpoint:
             if self.load_block(block) is not None:
                 continue
             rows = self.w1[block.start : block.stop]
-            surface = loss_surface(self.model, self.data, rows, self.w2, **self.options)
+            surface = grid_surface(self.model, self.data, rows, self.w2, self.plane, self.options)
             save(
                 self.block_path(block),
                 surface=surface,
@@ -257,20 +270,14 @@ def resumable_loss_surface(
     return surface
 
 
-def check_options(options: dict[str, Any]) -> None:
-    """Refuse keyword arguments that ``loss_surface`` does not take, before any work."""
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise FastsurfaceError(f"`options` must be keyword arguments of loss_surface, got unknown {unknown}")
-
-
 def run_key(
     model: nn.Module,
     data: object,
     w1: np.ndarray,
     w2: np.ndarray,
     block_rows: int,
-    options: dict[str, Any],
+    plane: Plane | None,
+    options: EvalOptions,
     key: str | None = None,
 ) -> str:
     """A hex digest of everything that decides a checkpointed run's numbers: the model's
@@ -285,7 +292,6 @@ def run_key(
             f"hashed to recognise the run, got {type(data).__name__}"
         )
     pair = stream.pair_tensors(data) if key is None and stream.is_pair(data) else None  # validated, as the engine will
-    plane = options.get("plane")
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
     digest = hashlib.sha256(_KEY_VERSION.encode())
@@ -305,21 +311,20 @@ def run_key(
     _update(digest, "w1", w1)
     _update(digest, "w2", w2)
     _update(digest, "block_rows", block_rows)
-    for name, default in _OPTIONS.items():
-        if name not in ("plane", "progress"):
-            _update_option(digest, name, options.get(name, default))
+    for name in OPTION_NAMES:
+        if name not in _UNKEYED:
+            _update(digest, name, _option_text(options, name))
     return digest.hexdigest()
 
 
-def _update_option(digest: Any, name: str, value: Any) -> None:
+def _option_text(options: EvalOptions, name: str) -> str:
+    """An option as the key sees it: the device and dtype resolved, a callable described."""
     if name == "device":
-        _update(digest, name, str(resolve_device(value)))
-    elif name == "dtype":
-        _update(digest, name, str(resolve_dtype(value)))
-    elif callable(value):
-        _update(digest, name, describe(value))
-    else:
-        _update(digest, name, repr(value))
+        return str(options.compute_device)
+    if name == "dtype":
+        return str(options.compute_dtype)
+    value = getattr(options, name)
+    return describe(value) if callable(value) else repr(value)
 
 
 def _update(digest: Any, name: str, value: object) -> None:
