@@ -104,7 +104,7 @@ def critical_points_of(
     """Critical points of an analytic function of two coordinates, on the grid ``w1 × w2``.
 
     Args:
-        function: ``(a, b) -> loss`` on 0-d float64 tensors, written with torch
+        function: ``(w1, w2) -> loss`` on 0-d float64 tensors, written with torch
             operations (it is differentiated twice and vmapped).
         w1, w2: grid axes, 1-D, strictly increasing, at least 3 values each.
         max_iterations: Newton steps per candidate.

@@ -194,7 +194,7 @@ def project_path(
 ) -> ProjectedPath:
     """Project ``path`` onto ``plane`` through ``model`` and evaluate the loss there.
 
-    The coordinates minimise ``‖θ_i - θ(a, b)‖`` over all parameters, where ``θ(a, b)``
+    The coordinates minimise ``‖θ_i - θ(w1, w2)‖`` over all parameters, where ``θ(w1, w2)``
     is ``model``'s parameters with the plane's moving ones replaced (least squares,
     float64).
 

@@ -61,7 +61,7 @@ def train_sgd(
         test: evaluation data, as ``data`` of ``loss_surface``.
         lr: learning rate, > 0.
         epochs: passes over ``train``, >= 1.
-        start: initial coordinates ``(a, b)``; the article's ``(-1, -1)``.
+        start: initial coordinates ``(w1, w2)``; the article's ``(-1, -1)``.
         batch_size: training batch size, and the test batches of ``"batch_mean"``.
         seed: seed of the shuffling (a private generator; no global state).
         record: ``"epoch"``: once before training and after every epoch; ``"step"``:
@@ -129,7 +129,7 @@ def _check_training(lr: float, epochs: int, start: tuple[float, float], record: 
         or len(start) != 2
         or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in start)
     ):
-        raise FastsurfaceError(f"`start` must be two finite numbers (a, b), got {start!r}")
+        raise FastsurfaceError(f"`start` must be two finite numbers (w1, w2), got {start!r}")
     check_choice("record", record, RECORDS)
 
 

@@ -37,7 +37,7 @@ class GridPoints:
         self.device = device
 
     def tile(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Coordinates ``(a, b)`` of points ``start .. stop - 1``, each of shape ``(stop - start,)``."""
+        """Coordinates ``(w1, w2)`` of points ``start .. stop - 1``, each of shape ``(stop - start,)``."""
         index = torch.arange(start, stop, device=self.first.device)
         columns = len(self.second)
         return self.first[index // columns], self.second[index % columns]

@@ -196,7 +196,7 @@ def evaluate_points(
     """Losses at arbitrary plane points, by the same engine as ``loss_surface``.
 
     Args:
-        points: coordinates ``(a, b)``, shape ``(P, 2)``.
+        points: coordinates ``(w1, w2)``, shape ``(P, 2)``.
         Other arguments as in ``loss_surface``.
 
     Returns:

@@ -1,6 +1,6 @@
 """Planes and lines through any model's parameters from the parameters alone: interpolation and random.
 
-Every constructor returns a ``Plane`` (``θ(a, b) = θ₀ + a·d₁ + b·d₂``) whose origin is the
+Every constructor returns a ``Plane`` (``θ(w1, w2) = θ₀ + w1·d₁ + w2·d₂``) whose origin is the
 model's parameters (buffers are never touched); evaluate it with ``loss_surface(model,
 data, a_values, b_values, plane=plane)``. A line is a plane whose second direction is
 zero; ``loss_line`` evaluates one.
@@ -66,7 +66,7 @@ def interpolation_line(start: nn.Module, end: nn.Module) -> Plane:
 
 
 def line_plane(origin: TensorDict, direction: TensorDict, label: str = "t") -> Plane:
-    """A 1-D line as a plane whose second direction is zero (coordinate ``b`` has no effect)."""
+    """A 1-D line as a plane whose second direction is zero (coordinate ``w2`` has no effect)."""
     _same_layout("direction", direction, origin)
     zero = {name: torch.zeros_like(t) for name, t in direction.items()}
     return Plane(dict(origin), dict(direction), zero, (label, "unused"))

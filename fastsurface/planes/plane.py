@@ -1,4 +1,4 @@
-"""Planes through parameter space: ``θ(a, b) = θ₀ + a·d₁ + b·d₂``."""
+"""Planes through parameter space: ``θ(w1, w2) = θ₀ + w1·d₁ + w2·d₂``."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ class Plane:
 
     Attributes:
         origin: ``θ₀`` of the moving parameters.
-        first: ``d₁``, the direction of the first coordinate ``a``.
-        second: ``d₂``, the direction of the second coordinate ``b``.
+        first: ``d₁``, the direction of the first coordinate ``w1``.
+        second: ``d₂``, the direction of the second coordinate ``w2``.
         labels: names of the two coordinates, used on axes and in messages.
     """
 
@@ -40,9 +40,9 @@ class Plane:
     second: TensorDict
     labels: tuple[str, str] = ("a", "b")
 
-    def params(self, a: torch.Tensor, b: torch.Tensor) -> TensorDict:
-        """The moving parameters at coordinates ``(a, b)`` (0-d tensors; vmap-safe)."""
-        return {name: self.origin[name] + a * self.first[name] + b * self.second[name] for name in self.origin}
+    def params(self, w1: torch.Tensor, w2: torch.Tensor) -> TensorDict:
+        """The moving parameters at coordinates ``(w1, w2)`` (0-d tensors; vmap-safe)."""
+        return {name: self.origin[name] + w1 * self.first[name] + w2 * self.second[name] for name in self.origin}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -79,7 +79,7 @@ def entry_plane(model: nn.Module, first: str, second: str, labels: tuple[str, st
     """The axis-aligned plane spanned by two scalar entries of ``model``'s parameters.
 
     Coordinates are the entries' absolute values, as in the seed article: the point
-    ``(a, b)`` sets entry ``first`` to ``a`` and entry ``second`` to ``b`` and keeps
+    ``(w1, w2)`` sets entry ``first`` to ``w1`` and entry ``second`` to ``w2`` and keeps
     every other parameter entry at the model's value.
 
     Args:
