@@ -2,29 +2,35 @@
 
 A run is keyed by a hash of everything that decides its numbers (the model's structure,
 the plane, the model's other parameters and buffers, data, axes, loss, reduction, batch
-size, device, dtype, tiling, block size), and its finished blocks live in ``checkpoint_dir/<key>/`` as verified surface
-files (``fastsurface.runs.storage``), each written atomically. Started again with the same
-arguments, a run finds its folder, skips the finished blocks and computes the rest, so a
-killed run loses at most the block in flight. Each block is evaluated by the public
-``loss_surface`` on its rows, and the result is always assembled from the block files,
-so an interrupted and resumed run equals an uninterrupted one bit for bit where the
-engine is deterministic (CPU).
+size, device, dtype, tiling, block size), and its finished blocks live in
+``checkpoint_dir/<key>/`` as verified surface files (``fastsurface.runs.storage``), each
+written atomically. Started again with the same arguments, a run finds its folder, skips
+the finished blocks and computes the rest, so a killed run loses at most the block in
+flight. Each block is evaluated by the engine (as ``loss_surface``) on its rows, and the
+result is always assembled from the block files, so an interrupted and resumed run equals
+an uninterrupted one bit for bit where the engine is deterministic (CPU).
 
 Blocks are independent: several processes may each ``compute`` their own share of
-``Checkpoint.blocks`` into one folder, and ``pending()`` says which are left.
+``Checkpoint.blocks`` into one folder, and ``pending()`` says which are left. The same run
+started twice at once is safe too: each process skips blocks the other has finished, and
+each holds a shared lock on the folder's ``run.lock`` (POSIX ``flock``) while it runs, so
+the folder is deleted only by the last one to finish, never under the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -46,6 +52,8 @@ from fastsurface.runs.storage import load, save
 _BLOCK_POINTS = 2**16
 # Version 4: modules moved into sub-packages, so class paths in model descriptions changed.
 _KEY_VERSION = "fastsurface-checkpoint-4"
+# The file each process of a run holds a shared lock on (POSIX `flock`).
+_LOCK = "run.lock"
 # Evaluation options that do not change the numbers, left out of the key.
 _UNKEYED = frozenset({"progress"})
 
@@ -91,6 +99,7 @@ class Checkpoint:
         blocks: tuple[Block, ...],
         plane: Plane | None,
         options: EvalOptions,
+        lock: BinaryIO,
     ) -> None:
         self.folder = folder
         self.model = model
@@ -100,6 +109,9 @@ class Checkpoint:
         self.blocks = blocks
         self.plane = plane
         self.options = options
+        self._lock = lock
+        # A run left without `remove` (kept, or failed) lets go of the folder when it is collected.
+        weakref.finalize(self, lock.close)
 
     @classmethod
     def open(
@@ -150,10 +162,10 @@ class Checkpoint:
             raise FastsurfaceError(f"`key` must be a non-empty string, got {key!r}")
         identity = run_key(model, data, first, second, rows, plane, options, key=key)
         folder = _checkpoint_folder(checkpoint_dir) / hashlib.sha256(identity.encode()).hexdigest()[:20]
-        _make_folder(folder)
+        lock = _joined(folder)
         description = {"key": identity, "grid": [len(first), len(second)], "block_rows": rows, "blocks": len(blocks)}
         atomic_write_text(folder / "run.json", json.dumps(description, indent=1))
-        return cls(folder, model, data, first, second, blocks, plane, options)
+        return cls(folder, model, data, first, second, blocks, plane, options, lock)
 
     def block_path(self, block: Block) -> Path:
         """The file of ``block``'s surface."""
@@ -200,6 +212,7 @@ class Checkpoint:
                 self.block_path(block),
                 surface=surface,
                 provenance={"block": block.index, "rows": [block.start, block.stop]},
+                timing=True,  # the assembled surface's seconds add up the blocks'
             )
             computed += 1
         return computed
@@ -226,8 +239,17 @@ class Checkpoint:
         )
 
     def remove(self) -> None:
-        """Delete the run's folder and its block files."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Delete the run's folder and its block files, unless another process is still in
+        the same run (the same command started twice, or workers sharing the folder): the
+        last one to finish deletes it."""
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another process holds the run; it removes the folder when it finishes
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        finally:
+            self._lock.close()
 
 
 def resumable_loss_surface(
@@ -342,6 +364,22 @@ def _checkpoint_folder(checkpoint_dir: str | os.PathLike[str]) -> Path:
         raise FastsurfaceError(f"`checkpoint_dir` is not writable: {str(checkpoint_dir)!r}")
     _make_folder(folder)
     return folder
+
+
+def _joined(folder: Path) -> BinaryIO:
+    """A shared lock on the run folder's lock file, the folder made if needed. Every process
+    in a run holds one while it runs, so that no process deletes the folder under another."""
+    while True:
+        _make_folder(folder)
+        try:
+            lock = open(folder / _LOCK, "a+b")  # noqa: SIM115 -- held open for the run's lifetime
+        except OSError as error:
+            raise FastsurfaceError(f"`checkpoint_dir`: cannot open {str(folder / _LOCK)!r}: {error}") from error
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(lock.fileno()).st_ino == os.stat(folder / _LOCK).st_ino:
+                return lock
+        lock.close()  # a finishing run removed the folder meanwhile: make it again
 
 
 def _make_folder(folder: Path) -> None:
