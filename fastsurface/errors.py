@@ -26,6 +26,12 @@ def check_seed(name: str, value: object) -> None:
         raise FastsurfaceError(f"`{name}` must be an integer in [0, 2**32), got {value!r}")
 
 
+def check_bool(name: str, value: object) -> None:
+    """Raise unless ``value`` is ``True`` or ``False`` (a string such as ``"no"`` is not)."""
+    if not isinstance(value, bool):
+        raise FastsurfaceError(f"`{name}` must be True or False, got {value!r}")
+
+
 def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
     """Raise unless ``value`` is one of ``choices``, of the choice's type (so an array or a
     number is never taken for a string choice)."""

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine._stream import check_reusable
 from fastsurface.engine.evaluate import grid_surface
 from fastsurface.engine.options import EvalOptions
 from fastsurface.errors import FastsurfaceError
@@ -65,6 +66,7 @@ def metric_surfaces(
         )
     if "loss" in options:
         raise FastsurfaceError("`metrics` names every per-sample function; pass none as `loss`")
+    check_reusable("data", data, len(metrics), "once per metric")
     plane = options.pop("plane", None)
     per_metric = [EvalOptions.from_keywords({**options, "loss": metric}) for metric in metrics.values()]
     return {

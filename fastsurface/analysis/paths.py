@@ -19,6 +19,7 @@ from torch import nn
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface.analysis.training import training_batches
+from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss, resolve_loss
 from fastsurface.engine.evaluate import point_losses
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
@@ -106,6 +107,7 @@ def record_path(
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
+    stream.check_reusable("train", train, epochs, "once per epoch")
     keep = _recorder(record)
     objective = resolve_loss(loss)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)

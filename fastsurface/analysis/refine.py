@@ -20,6 +20,7 @@ from torch import nn
 from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.analysis.critical import check_same_data, surface_options
 from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import point_losses
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, Reduction
@@ -126,6 +127,7 @@ def refine(
     (w1_range, w2_range), (step1, step2) = _window(window), _pair("step", step)
     first, old_rows = _merged_axis(surface.w1, axis(*w1_range, step1), step1)
     second, old_columns = _merged_axis(surface.w2, axis(*w2_range, step2), step2)
+    check_fits((len(first), len(second)), options.compute_device, options.budget, options.tile_points)
     known = np.zeros((len(first), len(second)), dtype=bool)
     known[np.ix_(old_rows, old_columns)] = True
     rows, columns = np.nonzero(~known)

@@ -76,6 +76,8 @@ def train_sgd(
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
     _check_steps(train, epochs, batch_size)
+    stream.check_reusable("train", train, epochs, "once per epoch")
+    stream.check_data("test", test)
     options = EvalOptions(loss, reduction, batch_size, device, dtype)
     objective, resolved, compute = options.objective, options.compute_device, options.compute_dtype
     plane = default_plane(model) if plane is None else plane

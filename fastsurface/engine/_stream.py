@@ -16,6 +16,7 @@ from typing import TypeGuard, cast
 import numpy as np
 import torch
 
+from fastsurface._support.devices import check_representable
 from fastsurface.engine.options import REDUCTIONS
 from fastsurface.errors import FastsurfaceError, check_choice
 
@@ -177,6 +178,32 @@ def _ends_at(n: int) -> Callable[[int, int], int]:
     return lambda _start, stop: int(stop == n)
 
 
+def check_data(name: str, data: object) -> None:
+    """Refuse, before any work, ``data`` that is neither an ``(x, y)`` pair of real arrays
+    (checked whole: shapes, dtypes, finite values) nor an iterable of batches."""
+    if is_pair(data):
+        try:
+            pair_tensors(data)
+        except FastsurfaceError as error:
+            raise FastsurfaceError(str(error).replace("`data`", f"`{name}`", 1)) from error
+    elif not isinstance(data, Iterable) or isinstance(data, (str, bytes, np.ndarray, torch.Tensor, dict)):
+        raise FastsurfaceError(
+            f"`{name}` must be an (x, y) pair of arrays/tensors or an iterable of (x, y) batches, "
+            f"got {type(data).__name__}"
+        )
+
+
+def check_reusable(name: str, data: object, passes: int, why: str) -> None:
+    """Refuse, before any work, a one-shot iterator (a generator, say) where ``passes`` > 1
+    passes over ``data`` are needed (``why`` says which): the second pass would find it
+    empty, after the first pass's work. Pairs, lists and ``DataLoader``s can be re-read."""
+    if passes > 1 and isinstance(data, Iterator):
+        raise FastsurfaceError(
+            f"`{name}` is a one-shot iterator ({type(data).__name__}) but is read {passes} times ({why}); "
+            "pass an (x, y) pair, a list of batches or a DataLoader"
+        )
+
+
 def iterate(data: object) -> Iterator[object]:
     """``iter(data)`` for data that is not a pair: callers document it as an iterable of
     batches, and anything else raises ``TypeError`` here, exactly as ``iter`` does."""
@@ -215,6 +242,8 @@ def _as_tensor(values: object) -> torch.Tensor:
 
 
 def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Real values in the compute ``dtype``; integers (class labels) as int64."""
+    """Real values in the compute ``dtype`` (refused beyond its range); integers (class
+    labels) as int64."""
+    check_representable("data", tensor, dtype)
     target = dtype if tensor.dtype.is_floating_point else torch.int64
     return tensor.to(device=device, dtype=target, non_blocking=True)

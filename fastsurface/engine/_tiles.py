@@ -150,7 +150,15 @@ def working_bytes(memory_budget: int, tile_points: int | None) -> int:
     return memory_budget * max(1, math.ceil((tile_points or 0) / MIN_TILE_POINTS))
 
 
-def check_fits(shape: tuple[int, int], device: torch.device, memory_budget: int, tile_points: int | None) -> None:
+def check_fits(
+    shape: tuple[int, int],
+    device: torch.device,
+    memory_budget: int,
+    tile_points: int | None,
+    *,
+    name: str = "`w1` x `w2`",
+    bytes_per_point: int = _BYTES_PER_POINT,
+) -> None:
     """Raise ``FastsurfaceError`` when a surface of ``shape`` points cannot fit on ``device``.
 
     Args:
@@ -158,6 +166,8 @@ def check_fits(shape: tuple[int, int], device: torch.device, memory_budget: int,
         device: the compute device.
         memory_budget: the run's tile budget in bytes.
         tile_points: the caller's explicit tile size, if any.
+        name: the arguments that decide the grid's size, for the message.
+        bytes_per_point: what the caller keeps per grid point besides the tiles.
 
     >>> check_fits((80, 80), torch.device("cpu"), 256 * 2**20, None)
     >>> check_fits((10**6, 10**6), torch.device("cpu"), 256 * 2**20, None)
@@ -169,7 +179,7 @@ def check_fits(shape: tuple[int, int], device: torch.device, memory_budget: int,
     if limits is None:
         return
     usable, available = limits
-    output = _BYTES_PER_POINT * shape[0] * shape[1]
+    output = bytes_per_point * shape[0] * shape[1]
     working = working_bytes(memory_budget, tile_points)
     if memory_budget > usable:
         raise FastsurfaceError(
@@ -184,7 +194,7 @@ def check_fits(shape: tuple[int, int], device: torch.device, memory_budget: int,
         )
     if output + working > usable:
         raise FastsurfaceError(
-            f"`w1` x `w2`: a {shape[0]} x {shape[1]} grid needs about {format_bytes(output)} for its losses plus "
+            f"{name}: a {shape[0]} x {shape[1]} grid needs about {format_bytes(output)} for its losses plus "
             f"{format_bytes(working)} of tile working memory, more than the {format_bytes(usable)} this run may use on "
             f"{device} ({format_bytes(available)} available); use fewer grid points"
         )

@@ -9,6 +9,7 @@ weighted per-point sums are accumulated in float64 on the compute device.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from torch.func import functional_call, replace_all_batch_norm_modules_
 from tqdm.auto import tqdm
 
 from fastsurface._support.copying import private_copy
-from fastsurface._support.devices import DeviceLike, DTypeLike, synchronize
+from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable, synchronize
+from fastsurface._support.values import real_values
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
 from fastsurface.engine._kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
@@ -156,6 +158,8 @@ def grid_surface(
     check_fits((len(first), len(second)), options.compute_device, options.budget, options.tile_points)
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
+    check_representable("w1", first, options.compute_dtype)
+    check_representable("w2", second, options.compute_dtype)
     grid = GridPoints(first, second, options.compute_device, options.compute_dtype)
     result = _evaluate(model, plane, data, grid, options)
     return Surface(
@@ -213,16 +217,12 @@ def point_losses(
 ) -> Evaluation:
     """``evaluate_points`` with its options in ``options``."""
     check_plane(model, plane)
-    try:
-        if not isinstance(points, torch.Tensor):
-            points = np.ascontiguousarray(points, dtype=np.float64)  # torch refuses negative strides
-        coordinates = torch.as_tensor(points, dtype=torch.float64)
-    except (TypeError, ValueError) as error:
-        raise FastsurfaceError(f"`points` must be numbers of shape (P, 2), got {points!r}") from error
+    coordinates = torch.from_numpy(real_values("points", points, "coordinates of shape (P, 2)"))
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
         raise FastsurfaceError(
             f"`points` must be finite coordinates of shape (P, 2), got shape {tuple(coordinates.shape)}"
         )
+    check_representable("points", coordinates, options.compute_dtype)
     return _evaluate(
         model, plane, data, ListedPoints(coordinates, options.compute_device, options.compute_dtype), options
     )
@@ -231,8 +231,12 @@ def point_losses(
 def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, options: EvalOptions) -> Evaluation:
     started = time.perf_counter()
     module = _evaluation_copy(model, options.compute_device, options.compute_dtype, options.train_mode)
+    for part in (plane.origin, plane.first, plane.second):
+        for tensor in part.values():
+            check_representable("plane", tensor, options.compute_dtype)
     local_plane = plane.to(options.compute_device, options.compute_dtype)
     sizer = TileSizer(module, local_plane, options.budget)
+    unbatched = functools.partial(_check_unbatched, module, local_plane, options.objective)
     strategy: _BruteForce | _ClosedForm | None = None
     samples = batches = 0
     bar = tqdm(desc="surface", unit="tile", disable=not options.progress, leave=False)
@@ -240,7 +244,7 @@ def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, opti
         for chunk in _checked_chunks(data, options, module, local_plane, _chunk_rule(data, sizer, options)):
             if strategy is None:
                 strategy = _strategy(module, local_plane, data, points, chunk, sizer, options)
-            _add(strategy, chunk, bar.update)
+            _add(strategy, chunk, bar.update, unbatched)
             samples += chunk.samples
             batches += chunk.batches
     assert strategy is not None  # _checked_chunks refuses empty data
@@ -304,7 +308,12 @@ def _private_randomness(options: EvalOptions) -> Iterator[None]:
         yield
 
 
-def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callable[[], object]) -> None:
+def _add(
+    strategy: _BruteForce | _ClosedForm,
+    chunk: stream.Chunk,
+    done: Callable[[], object],
+    unbatched: Callable[[stream.Chunk], None],
+) -> None:
     """``strategy.add``, turning vmap's refusals into an error that says what to do.
 
     The model already ran unbatched on the chunk's first samples (``check_prediction_shape``),
@@ -319,6 +328,7 @@ def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callabl
         out_of_memory = isinstance(error, torch.OutOfMemoryError) or "allocate" in message
         if out_of_memory or not batched:
             raise
+        unbatched(chunk)  # the model or loss may fail on these samples without vmap too: say so
         reason = message.rstrip(". ")
         raise FastsurfaceError(
             f"`model` cannot be evaluated under torch.func.vmap (it ran unbatched on the first samples of this "
@@ -327,6 +337,20 @@ def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callabl
             "train_mode=True; evaluation is in eval "
             "mode unless train_mode=True, which also swaps BatchNorm's running statistics for batch statistics."
         ) from error
+
+
+def _check_unbatched(module: nn.Module, plane: Plane, loss: Loss, chunk: stream.Chunk) -> None:
+    """Run the chunk through the model and loss at one point without vmap, to blame the
+    right cause when the batched run failed: a model that raises on some sample, or a loss
+    that fails there, is reported as such (a ``FastsurfaceError`` naming `model` or `loss`)."""
+    zero = torch.zeros((), dtype=plane.dtype, device=chunk.x.device)
+    with torch.no_grad(), model_errors(chunk.x):
+        prediction = functional_call(module, plane.params(zero, zero), (chunk.x,))
+    loss.check_shapes(prediction, chunk.y)
+    try:
+        loss.per_sample(prediction, chunk.y)
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        raise FastsurfaceError(f"`loss` fails on this chunk of `data` at the plane's origin: {error}") from error
 
 
 def _worth_compiling(points: Points, data: object, chunk: stream.Chunk, device: torch.device) -> bool:

@@ -17,7 +17,7 @@ import torch
 
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
-from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_positive_int
 from fastsurface.planes.plane import Plane
 
 Reduction = Literal["mean", "batch_mean"]
@@ -62,8 +62,8 @@ class EvalOptions:
         if self.tile_points is not None:
             check_positive_int("tile_points", self.tile_points)
         check_choice("method", self.method, METHODS)
-        if not isinstance(self.train_mode, bool):
-            raise FastsurfaceError(f"`train_mode` must be True or False, got {self.train_mode!r}")
+        check_bool("train_mode", self.train_mode)
+        check_bool("progress", self.progress)
         if self.train_mode and self.method not in ("auto", "vmap"):
             raise FastsurfaceError(f"`method` must be 'auto' or 'vmap' with `train_mode`, got {self.method!r}")
         object.__setattr__(self, "objective", resolve_loss(self.loss))

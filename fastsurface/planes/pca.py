@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from fastsurface._support.values import real_values
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
 
@@ -37,7 +38,9 @@ def pca_plane(path: Any, origin: int = -1) -> PrincipalPlane:
         path: a ``fastsurface.analysis.paths.ParameterPath`` with at least 3 points.
         origin: index of the path point the plane passes through.
     """
-    vectors = torch.as_tensor(path.vectors, dtype=torch.float64)
+    if not hasattr(path, "vectors") or not callable(getattr(path, "unflatten", None)):
+        raise FastsurfaceError(f"`path` must be a ParameterPath (see record_path), got {type(path).__name__}")
+    vectors = torch.from_numpy(real_values("path", path.vectors, "a ParameterPath's parameter vectors"))
     if vectors.ndim != 2 or len(vectors) < 3:
         raise FastsurfaceError(f"`path` must hold at least 3 parameter vectors, got shape {tuple(vectors.shape)}")
     if (
@@ -49,6 +52,12 @@ def pca_plane(path: Any, origin: int = -1) -> PrincipalPlane:
     centred = vectors - vectors.mean(dim=0)
     _, singular, right = torch.linalg.svd(centred, full_matrices=False)
     variance = singular.square()
+    if not bool(torch.isfinite(centred).all()) or float(variance[1]) <= 0:
+        raise FastsurfaceError(
+            "`path` must move in at least two directions with finite parameters, got "
+            f"{'non-finite values' if not bool(torch.isfinite(centred).all()) else 'a path of rank < 2'}: "
+            "its principal plane is undefined"
+        )
     ratio = (variance[:2] / variance.sum()).numpy()
     return PrincipalPlane(
         Plane(path.unflatten(vectors[origin]), path.unflatten(right[0]), path.unflatten(right[1]), ("pc1", "pc2")),

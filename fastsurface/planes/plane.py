@@ -129,6 +129,11 @@ def check_plane(model: nn.Module, plane: object) -> None:
             raise FastsurfaceError(
                 f"`plane` moves {name!r}, which is no parameter of `model` (parameters: {', '.join(shapes)})"
             )
+        if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point:
+            raise FastsurfaceError(
+                f"`plane`: its origin must hold real floating-point tensors, got {name!r} of "
+                f"{getattr(tensor, 'dtype', type(tensor).__name__)}"
+            )
         if tuple(tensor.shape) != shapes[name]:
             raise FastsurfaceError(
                 f"`plane` moves {name!r} with shape {list(tensor.shape)}, "
@@ -141,6 +146,11 @@ def check_plane(model: nn.Module, plane: object) -> None:
                 f"({', '.join(plane.origin)}), got {', '.join(direction) or 'none'}"
             )
         for name, tensor in direction.items():
+            if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point:
+                raise FastsurfaceError(
+                    f"`plane`: its {label} direction must hold real floating-point tensors, got {name!r} of "
+                    f"{getattr(tensor, 'dtype', type(tensor).__name__)}"
+                )
             if tensor.shape != plane.origin[name].shape:
                 raise FastsurfaceError(
                     f"`plane`: its {label} direction has {name!r} with shape {list(tensor.shape)}, "

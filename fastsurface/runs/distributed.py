@@ -40,6 +40,7 @@ from torch import nn
 
 from fastsurface._support.devices import resolve_device
 from fastsurface.engine import _stream as stream
+from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import as_axis, axis
 from fastsurface.engine.evaluate import grid_surface
 from fastsurface.engine.options import EvalOptions, surface_keywords
@@ -127,12 +128,15 @@ def sharded_loss_surface(
     plane, evaluation = surface_keywords(options)
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
+    check_fits((len(first), len(second)), evaluation.compute_device, evaluation.budget, evaluation.tile_points)
     rows = default_block_rows(len(second)) if block_rows is None else block_rows
     check_positive_int("block_rows", rows)
     blocks = plan_blocks(len(first), rows)
     world = current_world()
     evaluation = evaluation.replace(device=_rank_device(evaluation.device, world))
     chosen = _choose_shard(shard, blocks, data, evaluation.batch_size, world)
+    if chosen == "grid":
+        stream.check_reusable("data", data, len(blocks), "once per block")
     if chosen == "data" and checkpoint_dir is not None:
         raise FastsurfaceError("`checkpoint_dir` keeps finished grid blocks; data sharding has none, use shard='grid'")
     started = time.perf_counter()
