@@ -131,6 +131,12 @@ def critical_points_of(
     return find_critical_points(values, first, second, derivatives, max_iterations=max_iterations)
 
 
+def check_surface(surface: object) -> None:
+    """Refuse anything but a ``Surface``."""
+    if not isinstance(surface, Surface):
+        raise FastsurfaceError(f"`surface` must be a fastsurface.Surface, got {type(surface).__name__}")
+
+
 def surface_options(
     surface: Surface,
     model: nn.Module,
@@ -142,8 +148,7 @@ def surface_options(
     """The plane and evaluation options that reproduce ``surface``, checked against it;
     ``None`` stands for the surface's own plane, loss and reduction (a callable loss cannot
     be recovered from its name). ``options`` are the other evaluation options."""
-    if not isinstance(surface, Surface):
-        raise FastsurfaceError(f"`surface` must be a fastsurface.Surface, got {type(surface).__name__}")
+    check_surface(surface)
     plane = default_plane(model) if plane is None else plane
     if tuple(plane.labels) != tuple(surface.labels):
         raise FastsurfaceError(

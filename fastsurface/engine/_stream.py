@@ -225,6 +225,8 @@ def batch_tensors(number: int, batch: object) -> tuple[torch.Tensor, torch.Tenso
 
 def _as_tensor(values: object) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
+        if values.device.type == "meta":
+            raise FastsurfaceError("`data` tensors are on the meta device (shapes without values)")
         tensor = values.detach()
     else:
         try:

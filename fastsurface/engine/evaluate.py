@@ -322,13 +322,14 @@ def _add(
     with batched values fails as a shape mismatch)."""
     try:
         strategy.add(chunk, done)
-    except RuntimeError as error:
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
         message = str(error)
-        batched = strategy.method != "compiled" or "vmap" in message or "batching rule" in message.lower()
-        out_of_memory = isinstance(error, torch.OutOfMemoryError) or "allocate" in message
-        if out_of_memory or not batched:
+        if isinstance(error, torch.OutOfMemoryError) or "allocate" in message:
             raise
         unbatched(chunk)  # the model or loss may fail on these samples without vmap too: say so
+        batched = strategy.method != "compiled" or "vmap" in message or "batching rule" in message.lower()
+        if not batched:
+            raise
         reason = message.rstrip(". ")
         raise FastsurfaceError(
             f"`model` cannot be evaluated under torch.func.vmap (it ran unbatched on the first samples of this "
