@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_
 from tqdm.auto import tqdm
 
+from fastsurface._support.choices import METHODS
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype, synchronize
 from fastsurface._support.memory import check_fits
@@ -32,7 +33,6 @@ from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Surface
 
-METHODS = ("auto", "closed_form", "vmap", "compiled")
 DEFAULT_BATCH_SIZE = 64
 # Bytes of working memory one tile may use when the caller sets no budget.
 DEFAULT_BUDGET = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20}

@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fastsurface._support.choices import SHARDS
 from fastsurface._support.devices import resolve_device
 from fastsurface.engine import _stream as stream
 from fastsurface.engine.axes import as_axis, axis
@@ -45,8 +46,6 @@ from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.results import Surface
 from fastsurface.runs.checkpoint import Block, Checkpoint, check_options, default_block_rows, plan_blocks
-
-SHARDS = ("auto", "grid", "data")
 
 
 @dataclass(frozen=True)

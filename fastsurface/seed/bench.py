@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastsurface._support.choices import BENCH_METHODS
 from fastsurface._support.devices import synchronize
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import loss_surface
@@ -32,7 +33,6 @@ from fastsurface.seed.data import piecewise_dataset, train_test_split
 from fastsurface.seed.model import ANN
 from fastsurface.seed.naive import naive_loss_surface
 
-PATHS = ("closed_form", "compiled", "vmap")
 _TANH_ELEMENTS = 50_000_000
 
 
@@ -55,7 +55,7 @@ class BenchRow:
 def run_bench(
     devices: list[torch.device],
     steps: list[float],
-    methods: tuple[str, ...] = PATHS,
+    methods: tuple[str, ...] = BENCH_METHODS,
     repeats: int = 3,
     max_seconds: float = 60.0,
     naive_rows: int = 2,
