@@ -23,6 +23,7 @@ from fastsurface._support.files import all_or_nothing, atomic_write_text, check_
 from fastsurface._support.memory import check_figure_fits
 from fastsurface.analysis.critical import CriticalPoint, critical_points
 from fastsurface.analysis.training import Trajectory, train_sgd
+from fastsurface.cli.exit_codes import ExitCode
 from fastsurface.engine.axes import MAX_AXIS_VALUES, axis
 from fastsurface.engine.evaluate import loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
@@ -51,7 +52,7 @@ _SUFFIXES = {"html": (".html", ".htm"), "png": (".png",), "svg": (".svg",)}
 _LIBRARY_NAMES = {"n": "samples"}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> ExitCode:
     """Entry point of the ``fastsurface`` command; returns the exit status."""
     arguments = _parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
@@ -59,14 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return arguments.handler(arguments)
     except FastsurfaceError as error:
         print(f"fastsurface: error: {_as_flags(str(error), arguments)}", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
     except KeyboardInterrupt:
         kept = " (finished checkpoint blocks are kept: run the same command to resume)"
         print(
             f"fastsurface: interrupted; no output was written{kept if _uses_checkpoints(arguments) else ''}",
             file=sys.stderr,
         )
-        return 130
+        return ExitCode.INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -98,7 +99,7 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"fastsurface: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(ExitCode.ERROR, f"fastsurface: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -225,7 +226,7 @@ def _add_bench(commands: argparse._SubParsersAction[_Parser]) -> None:
     bench.set_defaults(handler=_bench)
 
 
-def _bench(arguments: argparse.Namespace) -> int:
+def _bench(arguments: argparse.Namespace) -> ExitCode:
     output = check_writable("--json", arguments.json, (".json",)) if arguments.json else None
     names = arguments.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     devices = list(dict.fromkeys(resolve_device(name) for name in names))
@@ -250,10 +251,10 @@ def _bench(arguments: argparse.Namespace) -> int:
     if output is not None:
         atomic_write_text(output, json.dumps(result, indent=2))
         print(f"wrote {output}")
-    return 0
+    return ExitCode.OK
 
 
-def _run(arguments: argparse.Namespace) -> int:
+def _run(arguments: argparse.Namespace) -> ExitCode:
     outputs = _outputs(arguments)
     saved = _save_path(arguments)
     first, second = _grid(arguments)
@@ -292,10 +293,10 @@ def _run(arguments: argparse.Namespace) -> int:
         if not published:
             raise
         print(f"fastsurface: interrupted after writing {', '.join(map(str, published))}", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     written = [str(output) for output in outputs.values()] + ([str(saved)] if saved else [])
     print(_summary(surface, path, arguments, points, written))
-    return 0
+    return ExitCode.OK
 
 
 def _fraction_or_count(text: str) -> float | int:
@@ -330,7 +331,7 @@ def _outputs(arguments: argparse.Namespace) -> dict[str, Path]:
     return {view: check_export("--output", path, arguments.plotlyjs) for view, path in paths.items()}
 
 
-def _surface(arguments: argparse.Namespace) -> int:
+def _surface(arguments: argparse.Namespace) -> ExitCode:
     saved = _save_path(arguments)
     if arguments.keep_checkpoint and arguments.checkpoint_dir is None:
         raise FastsurfaceError("`--keep-checkpoint` keeps checkpointed blocks; it needs `--checkpoint-dir`")
@@ -349,17 +350,17 @@ def _surface(arguments: argparse.Namespace) -> int:
         **_surface_options(arguments),
     )
     if current_world().rank != 0:  # rank 0 writes and reports for the whole job
-        return 0
+        return ExitCode.OK
     reused = f", {run.blocks - run.computed} reused from {arguments.checkpoint_dir}" if arguments.checkpoint_dir else ""
     lines = [f"shards    {run.shard} sharding over {run.ranks} rank(s), {run.blocks} block(s){reused}"]
     if saved is not None:
         save(saved, surface=run.surface, plane=default_plane(model), provenance=_provenance(arguments))
         lines.append(f"wrote     {saved}")
     print("\n".join(_surface_lines(run.surface) + lines))
-    return 0
+    return ExitCode.OK
 
 
-def _show(arguments: argparse.Namespace) -> int:
+def _show(arguments: argparse.Namespace) -> ExitCode:
     stored = load(arguments.path)
     metadata = stored.metadata
     lines = [f"file      {arguments.path}: fastsurface format {metadata['format_version']}, content verified"]
@@ -376,7 +377,7 @@ def _show(arguments: argparse.Namespace) -> int:
     facts = [f"{key} = {value}" for key, value in sorted(metadata["provenance"].items())]
     lines += ["provenance", *(f"{'':<10}{fact}" for fact in facts)] if facts else []
     print("\n".join(lines))
-    return 0
+    return ExitCode.OK
 
 
 def _grid(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
