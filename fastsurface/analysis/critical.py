@@ -16,13 +16,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, jacrev, vmap
 
+from fastsurface._support.choices import Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine.axes import as_axis
 from fastsurface.engine.evaluate import check_prediction_shape
-from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Reduction
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.planes.plane import Plane, default_plane
 from fastsurface.results import CriticalPoint, Surface

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastsurface._support.choices import Reduction
 from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.analysis.critical import check_same_data, check_surface, surface_options
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import point_losses
-from fastsurface.engine.options import DEFAULT_BATCH_SIZE, Reduction
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
 from fastsurface.results import CriticalPoint, Surface, Trajectory

@@ -12,12 +12,13 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from fastsurface._support.choices import Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine.evaluate import check_prediction_shape, point_losses
-from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Reduction
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_positive_int, check_seed
 from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Trajectory

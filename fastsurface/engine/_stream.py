@@ -16,8 +16,8 @@ from typing import TypeGuard, cast
 import numpy as np
 import torch
 
+from fastsurface._support.choices import REDUCTIONS
 from fastsurface._support.devices import check_representable
-from fastsurface.engine.options import REDUCTIONS
 from fastsurface.errors import FastsurfaceError, check_choice
 
 # An ``(x, y)`` pair of arrays/tensors, as ``is_pair`` recognises it (a two-item list counts).
