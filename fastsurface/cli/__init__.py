@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> ExitCode:
     arguments = _parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     try:
-        return arguments.handler(arguments)
+        return arguments.handler(arguments)  # heavy imports happen here, so Ctrl-C meets the handler
     except FastsurfaceError as error:
         print(f"fastsurface: error: {as_flags(str(error), arguments)}", file=sys.stderr)
         return ExitCode.ERROR
