@@ -1,7 +1,30 @@
-"""``python -m fastsurface`` runs the command line."""
+"""``python -m fastsurface`` and the ``fastsurface`` command.
 
+Ctrl-C is one line and exit status 130 from the first instant: a handler set before the
+command line is imported answers an interrupt during start-up, and the command line's own
+handling takes over once it runs.
+"""
+
+import signal
 import sys
+from typing import NoReturn
 
-from fastsurface.cli import main
+_INTERRUPTED = 130
 
-sys.exit(main())
+
+def run() -> NoReturn:
+    """Start the command line with ``sys.argv``; exits with its status."""
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    from fastsurface.cli import main
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.exit(main())
+
+
+def _interrupted_while_starting(_signum: int, _frame: object) -> NoReturn:
+    print("fastsurface: interrupted; no output was written", file=sys.stderr)
+    sys.exit(_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    run()

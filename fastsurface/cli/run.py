@@ -72,6 +72,11 @@ def handle(arguments: argparse.Namespace) -> ExitCode:
     outputs = _outputs(arguments)
     saved = _shared.save_path(arguments)
     problem = _shared.seed_problem(arguments)
+    if arguments.critical_points and min(len(problem.w1), len(problem.w2)) < 3:
+        raise FastsurfaceError(
+            f"`--critical-points` needs at least 3 grid values per axis to find candidates, got "
+            f"{len(problem.w1)} x {len(problem.w2)}; use a smaller `--step` or a wider window"
+        )
     path = fs.train_sgd(problem.model, problem.train, problem.test, **_training_options(arguments))
     first, second = problem.w1, problem.w2
     if arguments.fit_trajectory:
@@ -142,7 +147,7 @@ def _outputs(arguments: argparse.Namespace) -> dict[str, Path]:
     """The file of each view, checked before any work."""
     from fastsurface.views.export import check_export
 
-    output = Path(arguments.output or f"loss_surface.{arguments.format}")
+    output = Path(f"loss_surface.{arguments.format}" if arguments.output is None else arguments.output)
     check_writable("--output", output, _SUFFIXES[arguments.format])
     if len(arguments.view) == 1:
         paths = {arguments.view[0]: output}

@@ -358,6 +358,8 @@ def _update(digest: Any, name: str, value: object) -> None:
 
 
 def _checkpoint_folder(checkpoint_dir: str | os.PathLike[str]) -> Path:
+    if not isinstance(checkpoint_dir, (str, os.PathLike)) or str(checkpoint_dir) == "":
+        raise FastsurfaceError(f"`checkpoint_dir` must name a folder, got {checkpoint_dir!r}")
     folder = Path(checkpoint_dir)
     if folder.exists() and not folder.is_dir():
         raise FastsurfaceError(f"`checkpoint_dir` must be a folder, got the file {str(checkpoint_dir)!r}")

@@ -65,7 +65,7 @@ def run_bench(
     naive_per_point = naive_seconds_per_point(x, y, naive_rows)
     rows, ceilings = [], {}
     for device in devices:
-        ceilings[str(device)] = tanh_rate(device, repeats)
+        ceilings[str(device)] = tanh_rate(device, repeats, max_seconds)
         for method in methods:
             rate = None
             for step in steps:
@@ -205,10 +205,11 @@ def naive_seconds_per_point(x: np.ndarray, y: np.ndarray, rows: int) -> float:
     return (time.perf_counter() - started) / (rows * len(grid))
 
 
-def tanh_rate(device: torch.device, repeats: int) -> float:
-    """Elements per second of ``torch.tanh`` over 50 M float32 on ``device`` (median)."""
+def tanh_rate(device: torch.device, repeats: int, max_seconds: float = float("inf")) -> float:
+    """Elements per second of ``torch.tanh`` over 50 M float32 on ``device`` (median of
+    ``repeats`` runs, at least 3, fewer once ``max_seconds`` is spent)."""
     values = torch.linspace(-3, 3, _TANH_ELEMENTS, device=device)
     out = torch.empty_like(values)
     torch.tanh(values, out=out)
-    seconds = _median_seconds(lambda: torch.tanh(values, out=out), device, max(repeats, 3), float("inf"))
+    seconds = _median_seconds(lambda: torch.tanh(values, out=out), device, max(repeats, 3), max_seconds)
     return _TANH_ELEMENTS / seconds
