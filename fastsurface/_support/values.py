@@ -12,6 +12,8 @@ def real_values(name: str, values: object, rule: str) -> np.ndarray:
     """``values`` (a sequence, array or tensor on any device) as a new float64 array;
     complex, boolean and non-numeric values are refused naming ``name`` and ``rule``
     rather than cast (a cast would drop an imaginary part without a word)."""
+    if isinstance(values, torch.Tensor) and values.device.type == "meta":
+        raise FastsurfaceError(f"`{name}` must be {rule}, got a tensor on the meta device (shapes without values)")
     raw = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
     try:
         kind = np.asarray(raw).dtype.kind

@@ -25,7 +25,7 @@ from fastsurface.engine.axes import as_axis
 from fastsurface.engine.evaluate import check_prediction_shape
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.planes.plane import Plane, default_plane
+from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import CriticalPoint, Surface
 
 # An eigenvalue this small relative to the largest one counts as zero (kind "degenerate").
@@ -151,6 +151,7 @@ def surface_options(
     be recovered from its name). ``options`` are the other evaluation options."""
     check_surface(surface)
     plane = default_plane(model) if plane is None else plane
+    check_plane(model, plane)
     if tuple(plane.labels) != tuple(surface.labels):
         raise FastsurfaceError(
             f"`plane` must be the surface's plane: its labels are {plane.labels}, the surface's {surface.labels}"

@@ -79,7 +79,7 @@ def hessian_plane(
     size = sum(t.numel() for t in theta.values())
     if size < 2:
         raise FastsurfaceError(f"`model` must have at least 2 parameter entries for a Hessian plane, got {size}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(seed))
     steps = min(iterations, size)
     starts = torch.randn(2, size, generator=generator, dtype=torch.float64)
     value1, vector1, taken1 = _lanczos_top(product, starts[0], steps, [])

@@ -8,10 +8,11 @@ from typing import Any, NamedTuple
 import numpy as np
 from torch import nn
 
+from fastsurface._support.values import real_values
 from fastsurface.engine.evaluate import point_losses
 from fastsurface.engine.options import EvalOptions
 from fastsurface.errors import FastsurfaceError
-from fastsurface.planes.plane import Plane
+from fastsurface.planes.plane import Plane, check_plane
 
 
 class Line(NamedTuple):
@@ -37,10 +38,8 @@ def loss_line(model: nn.Module, data: object, t: Sequence[float] | np.ndarray, *
     (3,)
     """
     options = EvalOptions.from_keywords(kwargs)
-    try:
-        coordinates = np.asarray(t, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise FastsurfaceError(f"`t` must be numbers, got {t!r}") from error
+    check_plane(model, line)
+    coordinates = real_values("t", t, "coordinates along the line")
     if coordinates.ndim != 1 or len(coordinates) == 0:
         raise FastsurfaceError(f"`t` must be a non-empty 1-D sequence of coordinates, got shape {coordinates.shape}")
     points = np.stack([coordinates, np.zeros_like(coordinates)], axis=1)

@@ -21,6 +21,7 @@ from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, 
 from fastsurface.analysis.training import training_batches
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss, resolve_loss
+from fastsurface.engine._tiles import model_errors
 from fastsurface.engine.evaluate import point_losses
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
@@ -115,16 +116,17 @@ def record_path(
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
     module = private_copy(model).to(device=resolved, dtype=compute).train()
     parameters = dict(module.named_parameters())
-    optimiser = (optimizer or (lambda p: torch.optim.SGD(p, lr=1e-2)))(module.parameters())
-    generator = torch.Generator().manual_seed(seed)
+    optimiser = _optimizer(optimizer, module)
+    generator = torch.Generator().manual_seed(int(seed))
     rows, steps, taken = [_flat(parameters.values())], [0], 0
     # Random layers (dropout) draw from torch's generators, seeded here and restored after.
     with torch.random.fork_rng(devices=[resolved] if resolved.type == "cuda" else []):
-        torch.manual_seed(seed)
+        torch.manual_seed(int(seed))
         for _ in range(epochs):
             for x, y in training_batches(train, batch_size, generator, resolved, compute):
                 optimiser.zero_grad()
-                prediction = module(x)
+                with model_errors(x):
+                    prediction = module(x)
                 if taken == 0:
                     objective.check_shapes(prediction.detach(), y)
                 objective.per_sample(prediction, y).mean().backward()
@@ -239,13 +241,34 @@ def project_path(
     )
 
 
+def _optimizer(factory: OptimizerFactory | None, module: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser ``factory`` builds for ``module``'s parameters (plain SGD, lr 1e-2, by default)."""
+    if factory is None:
+        return torch.optim.SGD(module.parameters(), lr=1e-2)
+    if isinstance(factory, torch.optim.Optimizer) or not callable(factory):
+        raise FastsurfaceError(
+            f"`optimizer` must be a factory that builds an optimiser from parameters, e.g. "
+            f"lambda p: torch.optim.Adam(p, lr=1e-3) (it trains a private copy), got {type(factory).__name__}"
+        )
+    try:
+        optimiser = factory(module.parameters())
+    except (TypeError, ValueError) as error:
+        raise FastsurfaceError(f"`optimizer` fails to build an optimiser from the parameters: {error}") from error
+    if not isinstance(optimiser, torch.optim.Optimizer):
+        raise FastsurfaceError(f"`optimizer` must return a torch.optim.Optimizer, got {type(optimiser).__name__}")
+    return optimiser
+
+
 def _recorder(record: str | Sequence[int]) -> Callable[..., bool]:
-    if record == "epoch":
+    if isinstance(record, str) and record == "epoch":
         return lambda step, epoch_end: epoch_end or step == 0
-    if record == "step":
+    if isinstance(record, str) and record == "step":
         return lambda step, epoch_end: True
+    if isinstance(record, np.ndarray) and record.ndim == 1:
+        record = record.tolist()
     if (
         isinstance(record, str)
+        or not isinstance(record, (list, tuple, range))
         or not record
         or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in record)
     ):

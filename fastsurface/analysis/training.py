@@ -89,7 +89,7 @@ def train_sgd(
     local_plane = plane.to(resolved, compute)
     coordinates = torch.tensor(start, dtype=compute, device=resolved, requires_grad=True)
     optimizer = torch.optim.SGD([coordinates], lr=lr)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(seed))
     path, steps = [coordinates.detach().clone()], [0]
     taken = 0
     for _ in tqdm(range(epochs), desc="training", unit="epoch", disable=not progress, leave=False):

@@ -49,11 +49,11 @@ def cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 def resolve_loss(loss: str | PerSampleLoss) -> Loss:
     """``"mse"``, ``"cross_entropy"`` or a callable ``(prediction, target) -> (S,)``."""
-    if loss == "mse":
+    if isinstance(loss, str) and loss == "mse":
         return Loss("mse", squared_error, _same_shape)
-    if loss == "cross_entropy":
+    if isinstance(loss, str) and loss == "cross_entropy":
         return Loss("cross_entropy", cross_entropy, _class_indices, _class_range)
-    if callable(loss):
+    if callable(loss) and not isinstance(loss, type):
         return Loss(getattr(loss, "__name__", type(loss).__name__), loss, _per_sample_output(loss))
     raise FastsurfaceError(
         f"`loss` must be 'mse', 'cross_entropy' or a callable (prediction, target) -> (S,), got {loss!r}"

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastsurface.errors import FastsurfaceError, check_choice, check_seed
+from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_seed
 from fastsurface.planes.plane import Plane, TensorDict, check_model
 
 NORMALIZATIONS = (None, "filter", "layer", "model")
@@ -139,11 +139,12 @@ def random_plane(
     >>> plane.first["net.Layer_1.weight"].shape
     torch.Size([3, 1])
     """
+    check_bool("orthogonal", orthogonal)
     check_seed("seed", seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(seed))
     first = random_direction(model, generator, normalization, one_dim)
     second = random_direction(model, generator, normalization, one_dim)
-    if orthogonal:
+    if orthogonal:  # checked a bool above
         second = _orthogonalised(second, first)
     moving = [name for name in first if first[name].any() or second[name].any()]
     if not moving:
@@ -155,7 +156,7 @@ def random_plane(
 def random_line(model: nn.Module, seed: int = 0, normalization: str | None = "filter", one_dim: str = "zero") -> Plane:
     """One seeded random direction through ``model`` (the first of ``random_plane``'s), as a line."""
     check_seed("seed", seed)
-    direction = random_direction(model, torch.Generator().manual_seed(seed), normalization, one_dim)
+    direction = random_direction(model, torch.Generator().manual_seed(int(seed)), normalization, one_dim)
     if not any(d.any() for d in direction.values()):
         raise FastsurfaceError(_ZERO_DIRECTIONS.format(normalization=normalization, one_dim=one_dim))
     return line_plane(parameters_of(model), direction)

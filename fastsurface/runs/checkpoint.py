@@ -43,7 +43,7 @@ from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import as_axis, axis
 from fastsurface.engine.evaluate import grid_surface
 from fastsurface.engine.options import OPTION_NAMES, EvalOptions, surface_keywords
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_bool, check_positive_int
 from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Surface
 from fastsurface.runs.storage import load, save
@@ -287,6 +287,7 @@ def resumable_loss_surface(
     >>> s.loss.shape
     (4, 2)
     """
+    check_bool("keep", keep)
     checkpoint = Checkpoint.open(checkpoint_dir, model, data, w1, w2, block_rows=block_rows, key=key, **options)
     checkpoint.compute()
     surface = checkpoint.assemble()

@@ -45,7 +45,7 @@ from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import as_axis, axis
 from fastsurface.engine.evaluate import grid_surface
 from fastsurface.engine.options import EvalOptions, surface_keywords
-from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_positive_int
 from fastsurface.planes.plane import Plane
 from fastsurface.results import Surface
 from fastsurface.runs.checkpoint import Block, Checkpoint, default_block_rows, plan_blocks
@@ -124,6 +124,7 @@ def sharded_loss_surface(
     ('grid', 1, 2, (4, 80))
     """
     check_choice("shard", shard, SHARDS)
+    check_bool("keep", keep)
     plane, evaluation = surface_keywords(options)
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
