@@ -15,6 +15,7 @@ from fastsurface.analysis.training import Trajectory, train_sgd
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
+from fastsurface.explorer import Explorer, explore
 from fastsurface.planes.directions import (
     HessianPlane,
     Line,
@@ -48,6 +49,7 @@ __all__ = [
     "Checkpoint",
     "CriticalPoint",
     "Evaluation",
+    "Explorer",
     "FastsurfaceError",
     "HessianPlane",
     "Line",
@@ -66,6 +68,7 @@ __all__ = [
     "default_plane",
     "entry_plane",
     "evaluate_points",
+    "explore",
     "hessian_plane",
     "interpolation_line",
     "interpolation_plane",

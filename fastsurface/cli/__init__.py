@@ -22,6 +22,7 @@ from fastsurface._support.files import all_or_nothing, atomic_write_text, check_
 from fastsurface._support.memory import check_figure_fits
 from fastsurface.analysis.critical import CriticalPoint, critical_points
 from fastsurface.analysis.training import Trajectory, train_sgd
+from fastsurface.cli import explore
 from fastsurface.engine.axes import MAX_AXIS_VALUES, axis
 from fastsurface.engine.evaluate import METHODS, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
@@ -167,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("path", help="the .npz file")
     show.set_defaults(handler=_show)
     _add_bench(commands)
+    explore.add_parser(commands)
     return parser
 
 
