@@ -21,7 +21,6 @@
     made: 0, // paths made so far (names their ids and colours)
     active: null, // the path the training controls act on
     animation: null, // {path, index}: the moving marker
-    markerTrace: null, // index of the moving marker's trace
     listening: false,
   };
 
@@ -291,8 +290,9 @@
     return tracked(render);
   }
 
-  // Moves the marker along its path, one recorded point per frame (2-D views; the 3-D view shows
-  // it at the path's end).
+  // Moves the marker along its path, one recorded point per frame. On a 2-D view the marker is a
+  // layout shape, which plotly redraws alone (Plotly.animate would clear a contour's fill); the
+  // 3-D view shows it at the path's end.
   async function animate(animation) {
     const { w1, w2 } = animation.path.answer;
     if (currentView() === 'surface') {
@@ -302,10 +302,9 @@
     }
     while (state.animation === animation && animation.index < w1.length - 1) {
       await new Promise((resolve) => setTimeout(resolve, FRAME_MS));
-      if (state.animation !== animation || state.markerTrace === null) return;
+      if (state.animation !== animation || currentView() === 'surface') return;
       animation.index += 1;
-      const frame = { data: [{ x: [w1[animation.index]], y: [w2[animation.index]] }], traces: [state.markerTrace] };
-      await Plotly.animate(plot, frame, { frame: { duration: 0, redraw: false }, transition: { duration: 0 } });
+      await Plotly.relayout(plot, { 'shapes[0].xanchor': w1[animation.index], 'shapes[0].yanchor': w2[animation.index] });
     }
   }
 
@@ -372,22 +371,29 @@
     });
   }
 
-  function markerTrace(three) {
+  // The moving marker: a trace in 3-D, a shape of 14 pixels centred on the point in 2-D.
+  function marker(three) {
     const animation = state.animation;
     if (!animation || !state.paths.includes(animation.path) || !animation.path.answer) return null;
     const { w1, w2, loss } = animation.path.answer;
     const k = animation.index;
-    const trace = {
-      type: three ? 'scatter3d' : 'scatter',
+    const line = { width: 2, color: 'white' };
+    if (!three) {
+      const [x0, x1, y0, y1] = [-7, 7, -7, 7];
+      const anchor = { xanchor: w1[k], yanchor: w2[k], xsizemode: 'pixel', ysizemode: 'pixel' };
+      return { type: 'circle', xref: 'x', yref: 'y', ...anchor, x0, x1, y0, y1, fillcolor: animation.path.colour, line };
+    }
+    return {
+      type: 'scatter3d',
       x: [w1[k]],
       y: [w2[k]],
+      z: [loss[k]],
       mode: 'markers',
       name: 'training',
       showlegend: false,
       hoverinfo: 'skip',
-      marker: { color: animation.path.colour, size: three ? 6 : 14, line: { width: 2, color: 'white' } },
+      marker: { color: animation.path.colour, size: 6, line },
     };
-    return three ? { ...trace, z: [loss[k]] } : trace;
   }
 
   function layout(three) {
@@ -404,12 +410,14 @@
       const scene = { xaxis: title(first), yaxis: title(second), zaxis: title('loss'), aspectmode: 'manual' };
       return { ...common, scene: { ...scene, aspectratio: { x: 1, y: 1, z: 0.5 }, uirevision: 'camera' } };
     }
+    const moving = marker(false);
     return {
       ...common,
       xaxis: { title: { text: first }, range: [w1[0], w1[w1.length - 1]] },
       yaxis: { title: { text: second }, range: [w2[0], w2[w2.length - 1]] },
       dragmode: 'zoom',
       hovermode: 'closest',
+      shapes: moving ? [moving] : [],
     };
   }
 
@@ -417,9 +425,8 @@
     if (!state.surface) return;
     const three = currentView() === 'surface';
     const traces = [surfaceTrace(currentView()), ...criticalTraces(three), ...pathTraces(three)];
-    const marker = markerTrace(three);
-    state.markerTrace = marker ? traces.length : null;
-    if (marker) traces.push(marker);
+    const moving = three ? marker(true) : null;
+    if (moving) traces.push(moving);
     await Plotly.react(plot, traces, layout(three), { responsive: true, displaylogo: false });
     if (!state.listening) {
       plot.on('plotly_relayout', zoomed);
