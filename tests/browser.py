@@ -116,15 +116,17 @@ class Browser:
             self.events.append(event)
             seen = [event] if event.get("method") == method and event.get("sessionId") == session else []
 
-    def open(self, page: Path, width: int = 1000, height: int = 900) -> str:
-        """Load ``page`` in a new tab of ``width`` x ``height`` pixels; return its session id."""
+    def open(self, page: Path | str, width: int = 1000, height: int = 900) -> str:
+        """Load ``page`` (a file, or a URL) in a new tab of ``width`` x ``height`` pixels;
+        return its session id."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Page"):
             self.send(f"{domain}.enable", session=session)
         metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
         self.send("Emulation.setDeviceMetricsOverride", metrics, session=session)
-        self.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
+        url = page if isinstance(page, str) else page.resolve().as_uri()
+        self.send("Page.navigate", {"url": url}, session=session)
         self.wait_for("Page.loadEventFired", session)
         return session
 
