@@ -7,7 +7,6 @@ Skipped where no ``chromium`` is installed; ``.ci/run`` installs it.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 
@@ -23,20 +22,13 @@ pytest.importorskip("starlette")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
 
-from tests.browser import PLOT_AREA, Browser, drawn_share, plot_area_picture  # noqa: E402
+from tests.browser import Browser, ExplorerPage, drawn_share, plot_area_picture  # noqa: E402
 
 # Small data, so that paths train in a fraction of a second.
 SMALL = {"epochs": 2, "samples": 1000}  # typing fires on the last: samples, which trains nothing
 MIN_SHARE = 0.05
 # A filled contour or heatmap: no single colour covers this share of the plot area.
 FILLED = 0.5
-# The figure's traces as plain lists (typed-array rows included).
-FIGURE = """(() => {
-  const plot = document.getElementById('plot');
-  const row = (v) => (v.length === undefined ? v : Array.from(v));
-  const list = (values) => (values === undefined ? null : Array.from(values, row));
-  return plot.data.map((t) => ({type: t.type, name: t.name, x: list(t.x), y: list(t.y), z: list(t.z)}));
-})()"""
 
 
 @pytest.fixture(scope="module")
@@ -54,60 +46,9 @@ def browser(tmp_path_factory):
     chromium.close()
 
 
-class Page:
-    """One tab on the explorer, with a person's actions and the figure's data."""
-
-    def __init__(self, browser: Browser, url: str) -> None:
-        self.browser = browser
-        self.session = browser.open(url, width=1300, height=900)
-        self.evaluate("explorer.ready")
-        self.idle()
-
-    def evaluate(self, expression: str):
-        return self.browser.evaluate(expression, self.session)
-
-    def idle(self) -> None:
-        self.evaluate("explorer.idle()")
-
-    def type(self, values: dict[str, object], event: str | None = "change") -> None:
-        """Enter ``values`` into the named inputs, then fire ``event`` (if any) on the last one."""
-        fire = f"form.elements[names.at(-1)].dispatchEvent(new Event('{event}', {{bubbles: true}}));" if event else ""
-        self.evaluate(
-            f"""(() => {{
-              const form = document.getElementById('settings');
-              const values = {json.dumps({k: str(v) for k, v in values.items()})};
-              const names = Object.keys(values);
-              for (const name of names) form.elements[name].value = values[name];
-              {fire}
-            }})()"""
-        )
-
-    def click(self, selector: str) -> None:
-        self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
-
-    def figure(self) -> list[dict]:
-        return self.evaluate(FIGURE)
-
-    def state(self, expression: str):
-        return self.evaluate(f"(() => {{ const state = explorer.state; return {expression}; }})()")
-
-    def mouse(self, kind: str, x: float, y: float, pressed: bool = False) -> None:
-        button = "left" if kind != "mouseMoved" or pressed else "none"
-        event = {"type": kind, "x": x, "y": y, "button": button, "buttons": int(pressed), "clickCount": 1}
-        self.browser.send("Input.dispatchMouseEvent", event, session=self.session)
-
-    def plot_point(self, fraction_x: float, fraction_y: float) -> tuple[float, float]:
-        """Page pixels at a fraction of the plot area (from its top left)."""
-        left, top, width, height = self.evaluate(PLOT_AREA)
-        return left + fraction_x * width, top + fraction_y * height
-
-    def errors(self) -> list[str]:
-        return self.browser.console_errors(self.session)
-
-
 @pytest.fixture
 def page(browser, served):
-    return Page(browser, served[0].url)
+    return ExplorerPage(browser, served[0].url)
 
 
 def seed_split(samples: int = 10_000):
