@@ -413,3 +413,20 @@ def _post(url: str, body: dict) -> dict:
     )
     with urllib.request.urlopen(request, timeout=120) as reply:
         return json.loads(reply.read())
+
+
+def test_the_web_packages_load_only_when_a_server_starts():
+    script = "import sys, fastsurface, fastsurface.cli; print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))"
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_only_the_top_layer_imports_the_explorer():
+    package = Path(fs.__file__).parent
+    importers = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if "fastsurface.explorer" in path.read_text() and "explorer" not in path.relative_to(package).parts
+    }
+    assert importers == {"__init__.py", "cli/explore.py"}
