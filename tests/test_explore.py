@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,7 +29,7 @@ import torch
 import fastsurface as fs
 from fastsurface._support import memory
 from fastsurface.explorer import settings
-from fastsurface.explorer.latest import LatestWins, SupersededError
+from fastsurface.explorer.latest import LatestWins, StoppingError, SupersededError
 from fastsurface.explorer.problem import SeedProblem, model_at
 from fastsurface.views.export import check_image_export
 from fastsurface.views.planar import loss_colouring
@@ -270,6 +272,23 @@ def test_a_queued_request_is_dropped_when_a_newer_one_of_its_kind_arrives():
     assert keys == 0  # nothing is kept per client once its requests are answered
 
 
+def test_stopping_finishes_the_running_job_and_answers_the_queued_ones():
+    async def stop_while_busy():
+        worker, gate = LatestWins(), threading.Event()
+        running = asyncio.ensure_future(worker.run(None, 0, lambda: gate.wait() and "finished"))
+        queued = asyncio.ensure_future(worker.run(("page", "surface"), 1, lambda: "ran"))
+        await asyncio.sleep(0.05)
+        worker.close()
+        gate.set()
+        results = await asyncio.gather(running, queued, return_exceptions=True)
+        with pytest.raises(StoppingError):
+            await worker.run(None, 0, lambda: "too late")
+        return results
+
+    finished, queued = asyncio.run(stop_while_busy())
+    assert finished == "finished" and isinstance(queued, StoppingError)
+
+
 def test_a_request_older_than_one_in_progress_is_answered_409(problem, monkeypatch):
     gate, started = threading.Event(), threading.Event()
     original = problem.surface
@@ -383,6 +402,7 @@ def test_a_port_in_use_is_refused():
 
 
 def test_the_command_serves_until_ctrl_c_and_exits_130_with_one_line():
+    """Also while engine work runs: the worker's job is not torn down under torch."""
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-m", "fastsurface", "explore", "--no-browser", "--host", "127.0.0.1"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
@@ -392,8 +412,12 @@ def test_the_command_serves_until_ctrl_c_and_exits_130_with_one_line():
         url = line.split()[3]
         with urllib.request.urlopen(url + "api/config", timeout=60) as reply:
             assert json.loads(reply.read())["seed_data"] is True
+        training = threading.Thread(target=_post_quietly, args=(url + "api/path", {"path": "p", "epochs": 3}))
+        training.start()
+        time.sleep(0.5)  # the path is queued behind the warm-up or training
         server.send_signal(signal.SIGINT)
-        _, errors = server.communicate(timeout=60)
+        _, errors = server.communicate(timeout=120)
+        training.join()
     finally:
         server.kill()
     assert server.returncode == 130
@@ -405,6 +429,12 @@ def test_the_command_names_its_flags_in_errors(capsys):
 
     assert main(["explore", "--no-browser", "--port", "70000"]) == 2
     assert "fastsurface: error: `--port` must be an integer in [0, 65535]" in capsys.readouterr().err
+
+
+def _post_quietly(url: str, body: dict) -> None:
+    """POST ``body``, ignoring a server that stops meanwhile."""
+    with contextlib.suppress(OSError):
+        _post(url, body)
 
 
 def _post(url: str, body: dict) -> dict:

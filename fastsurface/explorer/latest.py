@@ -7,18 +7,21 @@ that is one open page, and a kind of work: the surface, one path) and a sequence
 number. When a queued job reaches the worker after a newer request of the same key
 has arrived, it is dropped unrun (``SupersededError``), so a burst of slider moves computes
 its last value and no stale one in between. A job already running is not interrupted.
+
+Stopping (``close``) lets the running job finish and answers every queued one at once
+with ``StoppingError``. The thread is a ``ThreadPoolExecutor``'s, which the interpreter
+joins before it exits, so torch is never torn down under a running computation (that
+aborts the process).
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 Key = tuple[str, ...]
 T = TypeVar("T")
@@ -28,25 +31,20 @@ class SupersededError(Exception):
     """A request dropped because a newer one of the same client and kind arrived."""
 
 
-@dataclass(frozen=True)
-class _Job(Generic[T]):
-    key: Key | None
-    seq: int
-    work: Callable[[], T]
-    future: Future[T]
+class StoppingError(Exception):
+    """A request that arrived or waited while the explorer was stopping."""
 
 
 class LatestWins:
-    """A single daemon worker thread with a queue that drops superseded jobs."""
+    """A single worker thread with a queue that drops superseded jobs."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastsurface-explore-engine")
         self._lock = threading.Lock()
         # Highest sequence number seen per key, kept while a job of that key waits or runs.
         self._latest: dict[Key, int] = {}
         self._open: Counter[Key] = Counter()
-        self._thread = threading.Thread(target=self._serve, name="fastsurface-explore-engine", daemon=True)
-        self._thread.start()
+        self._closed = False
 
     async def run(self, key: Key | None, seq: int, work: Callable[[], T]) -> T:
         """``work()``'s result, computed on the worker thread.
@@ -59,17 +57,18 @@ class LatestWins:
         Raises:
             SupersededError: when a request of ``key`` with a higher ``seq`` arrived before
                 this one started (or before this one arrived).
+            StoppingError: when the worker was closed before this job started.
         """
         with self._lock:
+            if self._closed:
+                raise StoppingError("the explorer is stopping")
             if key is not None:
                 if seq <= self._latest.get(key, -1):
                     raise SupersededError(f"request {seq} arrived after request {self._latest[key]} of the same kind")
                 self._latest[key] = seq
                 self._open[key] += 1
-        future: Future[T] = Future()
-        self._queue.put(_Job(key, seq, work, future))
         try:
-            return await asyncio.wrap_future(future)
+            return await asyncio.wrap_future(self._executor.submit(self._unless_superseded, key, seq, work))
         finally:
             self._release(key)
 
@@ -80,8 +79,20 @@ class LatestWins:
             return len(self._latest)
 
     def close(self) -> None:
-        """Stop the worker once the jobs queued before this call are done."""
-        self._queue.put(None)
+        """Let the running job finish; queued and later jobs raise ``StoppingError``."""
+        with self._lock:
+            self._closed = True
+        self._executor.shutdown(wait=False)
+
+    def _unless_superseded(self, key: Key | None, seq: int, work: Callable[[], T]) -> T:
+        """On the worker: ``work()``, unless a newer request of ``key`` arrived meanwhile."""
+        with self._lock:
+            closed, newer = self._closed, None if key is None else self._latest.get(key, seq)  # gone: request left
+        if closed:
+            raise StoppingError("the explorer is stopping")
+        if newer is not None and newer > seq:
+            raise SupersededError(f"request {seq} was superseded by request {newer}")
+        return work()
 
     def _release(self, key: Key | None) -> None:
         """Forget a key once none of its jobs waits or runs (the table stays small)."""
@@ -91,17 +102,3 @@ class LatestWins:
             self._open[key] -= 1
             if self._open[key] == 0:
                 del self._open[key], self._latest[key]
-
-    def _serve(self) -> None:
-        while (job := self._queue.get()) is not None:
-            if not job.future.set_running_or_notify_cancel():  # its request went away
-                continue
-            with self._lock:
-                newer = None if job.key is None else self._latest[job.key]
-            if newer is not None and newer > job.seq:
-                job.future.set_exception(SupersededError(f"request {job.seq} was superseded by request {newer}"))
-                continue
-            try:
-                job.future.set_result(job.work())
-            except Exception as error:  # handed to the request, which reports it
-                job.future.set_exception(error)

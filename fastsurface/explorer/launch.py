@@ -25,11 +25,9 @@ from fastsurface.explorer import settings
 from fastsurface.explorer.problem import MODEL_DEFAULTS, Problem, SeedProblem
 
 if TYPE_CHECKING:
-    import uvicorn
+    from fastsurface.explorer.server import ExplorerServer
 
 _INSTALL = "the explorer needs starlette and uvicorn: pip install 'fastsurface[explore]'"
-# Seconds open requests get to finish when the server stops.
-_GRACE_SECONDS = 2
 # Seconds a background server may take to start.
 _START_SECONDS = 30.0
 
@@ -114,21 +112,16 @@ class Explorer:
 
     def __init__(self, problem: Problem, *, host: str = "127.0.0.1", port: int = 0) -> None:
         try:
-            import uvicorn
-
-            from fastsurface.explorer.server import build_app
+            from fastsurface.explorer.server import ExplorerServer, build_app
         except ImportError as error:
             raise FastsurfaceError(f"{_INSTALL} ({error})") from error
         self.loopback = is_loopback(host)
         self._socket = _bind(host, port)
         self.host, self.port = host, int(self._socket.getsockname()[1])
-        config = uvicorn.Config(
-            build_app(problem, loopback=self.loopback),
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=_GRACE_SECONDS,
-        )
-        self._server: uvicorn.Server = uvicorn.Server(config)
+        # No timeout on stopping: the request being computed is answered (work per request
+        # is bounded), queued ones get 503 at once; a second Ctrl-C stops at once.
+        app = build_app(problem, loopback=self.loopback)
+        self._server: ExplorerServer = ExplorerServer(app, log_level="warning", access_log=False)
         self._thread: threading.Thread | None = None
 
     @property

@@ -15,7 +15,8 @@ Routes:
 Bodies are JSON objects of plain values, checked by ``settings``; engine work runs on
 the single worker of ``latest`` (the latest request of a page wins). A
 ``FastsurfaceError`` (a bad value, a grid that does not fit in memory) is answered
-with HTTP 400 and ``{"error": message}``; a superseded request with 409.
+with HTTP 400 and ``{"error": message}``; a superseded request with 409, one that waited
+while the server stops with 503.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import base64
 import dataclasses
 import functools
 import json
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +39,7 @@ import numpy as np
 import plotly.colors
 import plotly.io
 import plotly.offline
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -49,7 +52,7 @@ from starlette.staticfiles import StaticFiles
 import fastsurface as fs
 from fastsurface.errors import FastsurfaceError
 from fastsurface.explorer import settings
-from fastsurface.explorer.latest import LatestWins, SupersededError
+from fastsurface.explorer.latest import LatestWins, StoppingError, SupersededError
 from fastsurface.explorer.problem import Problem
 from fastsurface.views.export import check_image_export
 from fastsurface.views.planar import KIND_MARKERS, loss_colouring
@@ -122,7 +125,7 @@ def build_app(problem: Problem, *, loopback: bool = True, warm_up: bool = True) 
         worker.close()
 
     allowed = LOOPBACK_HOSTS if loopback else ["*"]
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", index),
             Route("/plotly.min.js", plotly_js),
@@ -136,11 +139,28 @@ def build_app(problem: Problem, *, loopback: bool = True, warm_up: bool = True) 
         exception_handlers={
             FastsurfaceError: _refused,
             SupersededError: _superseded,
+            StoppingError: _stopping,
             HTTPException: _http_error,
             Exception: _failed,
         },
         lifespan=lifespan,
     )
+    app.state.worker = worker
+    return app
+
+
+class ExplorerServer(uvicorn.Server):
+    """uvicorn's server for an app of ``build_app``: on stopping it first closes the app's
+    engine worker, so queued requests are answered at once (HTTP 503) and the running one
+    finishes and is answered; then the server stops (a second Ctrl-C stops it at once)."""
+
+    def __init__(self, app: Starlette, **options: Any) -> None:
+        super().__init__(uvicorn.Config(app, **options))
+        self._worker: LatestWins = app.state.worker
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._worker.close()
+        await super().shutdown(sockets=sockets)
 
 
 def surface_answer(problem: Problem, request: settings.SurfaceRequest) -> dict[str, Any]:
@@ -285,6 +305,10 @@ async def _refused(_: Request, error: Exception) -> Response:
 
 async def _superseded(_: Request, error: Exception) -> Response:
     return JSONResponse({"error": f"superseded: {error}", "superseded": True}, status_code=409)
+
+
+async def _stopping(_: Request, error: Exception) -> Response:
+    return JSONResponse({"error": str(error)}, status_code=503)
 
 
 async def _http_error(_: Request, error: Exception) -> Response:
