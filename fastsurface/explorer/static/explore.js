@@ -259,12 +259,15 @@
     return runPath(path, true);
   }
 
-  // A training control changed: the latest path reruns with it (a first path starts if none).
+  // The learning rate or the epochs changed: the latest path reruns with them (a first path
+  // starts if none). The optimiser and the start apply to the next path added, so that paths
+  // of several optimisers and starts can be compared.
   function trainingInput() {
     const path = state.paths.find((p) => p.id === state.active);
     if (!path) return addPath(trainingControls().start);
     performance.mark('path-input');
-    Object.assign(path, trainingControls());
+    const { lr, epochs } = trainingControls();
+    Object.assign(path, { lr, epochs });
     return runPath(path, true);
   }
 
@@ -484,7 +487,6 @@
       surfaceInput();
       for (const path of state.paths) runPath(path, false);
     });
-    on(['optimiser', 'start_w1', 'start_w2'], 'change', trainingInput);
     on(['lr', 'epochs'], 'change', () => {
       syncSliders();
       trainingInput();
