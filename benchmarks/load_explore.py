@@ -10,7 +10,7 @@ refused with HTTP 400. Afterwards the server is stopped with SIGINT (it must exi
 status 130) and the script prints the requests, every status, the errors (anything but
 the expected status, or no answer), latency percentiles per kind (queueing behind the
 single engine worker included), and the server's resident memory before and after the
-load (``VmRSS``) and at its peak (``VmHWM``), from ``/proc``.
+load (``VmRSS``), every 5 s during it, and at its peak (``VmHWM``), from ``/proc``.
 
 Usage: ``python benchmarks/load_explore.py [--clients 20] [--seconds 60] [--json FILE]``;
 exit status 1 when a request failed or the server did not stop cleanly.
@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("surface", "path", "refused")
 MAX_SECONDS, MAX_CLIENTS = 600, 100
+_SAMPLE_SECONDS = 5.0
 
 
 @dataclass
@@ -68,15 +69,14 @@ def main() -> int:
         started = time.monotonic()
         for client in clients:
             client.start()
-        for client in clients:
-            client.join()
+        series = _sample_memory(server.pid, clients)
         elapsed = time.monotonic() - started
         after = _memory(server.pid)
         server.send_signal(signal.SIGINT)
         _, stderr = server.communicate(timeout=60)
     finally:
         server.kill()
-    report = _report(arguments, tally, elapsed, before, after, server.returncode, stderr)
+    report = _report(arguments, tally, elapsed, before, after, series, server.returncode, stderr)
     print(_summary(report))
     if arguments.json is not None:
         Path(arguments.json).write_text(json.dumps(report, indent=2))
@@ -154,6 +154,16 @@ def _post(connection: http.client.HTTPConnection, endpoint: str, body: dict[str,
     return response.status, response.read()
 
 
+def _sample_memory(pid: int, clients: list[threading.Thread]) -> list[float]:
+    """The server's resident memory (MiB) every ``_SAMPLE_SECONDS`` until the clients are done."""
+    series = []
+    while any(client.is_alive() for client in clients):
+        series.append(_memory(pid)["VmRSS"] / 2**20)
+        for client in clients:
+            client.join(timeout=max(0.0, _SAMPLE_SECONDS / len(clients)))
+    return series
+
+
 def _memory(pid: int) -> dict[str, int]:
     """The process's resident and peak resident memory, bytes."""
     fields = {}
@@ -170,6 +180,7 @@ def _report(
     elapsed: float,
     before: dict[str, int],
     after: dict[str, int],
+    series: list[float],
     exit_status: int | None,
     stderr: str,
 ) -> dict[str, object]:
@@ -196,6 +207,7 @@ def _report(
             "rss_before_mib": before["VmRSS"] / 2**20,
             "rss_after_mib": after["VmRSS"] / 2**20,
             "peak_rss_mib": after["VmHWM"] / 2**20,
+            f"rss_every_{_SAMPLE_SECONDS:g}_s_mib": series,
         },
         "server": {"exit_status": exit_status, "stderr": stderr},
     }
@@ -213,6 +225,8 @@ def _summary(report: dict[str, object]) -> str:
         ),
         f"  server RSS {memory['rss_before_mib']:.0f} MiB before, {memory['rss_after_mib']:.0f} MiB after, "
         f"peak {memory['peak_rss_mib']:.0f} MiB; exit status {report['server']['exit_status']}",
+        f"  server RSS every {_SAMPLE_SECONDS:g} s (MiB): "
+        + " ".join(f"{value:.0f}" for value in memory[f"rss_every_{_SAMPLE_SECONDS:g}_s_mib"]),
     ]
     return "\n".join(lines)
 
