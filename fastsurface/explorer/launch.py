@@ -116,13 +116,11 @@ class Explorer:
         except ImportError as error:
             raise FastsurfaceError(f"{_INSTALL} ({error})") from error
         self.loopback = is_loopback(host)
-        self._socket = _bind(host, port)
-        self.host, self.port = host, int(self._socket.getsockname()[1])
-        # No timeout on stopping: the request being computed is answered (work per request
-        # is bounded), queued ones get 503 at once; a second Ctrl-C stops at once.
         app = build_app(problem, loopback=self.loopback)
         self._server: ExplorerServer = ExplorerServer(app, log_level="warning", access_log=False)
         self._thread: threading.Thread | None = None
+        self._socket = _bind(host, port)
+        self.host, self.port = host, int(self._socket.getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -149,7 +147,8 @@ class Explorer:
         return self
 
     def close(self) -> None:
-        """Stop the server (open requests get a moment to finish)."""
+        """Stop the server: the request being computed is finished and answered (work per
+        request is bounded), queued ones are answered 503 at once."""
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join()
