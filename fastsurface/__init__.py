@@ -20,6 +20,8 @@ from fastsurface._version import __version__ as __version__
 
 # Every public name and the module that defines it.
 _PUBLIC = {
+    "Explorer": "fastsurface.explorer",
+    "explore": "fastsurface.explorer",
     "ANN": "fastsurface.seed.model",
     "Checkpoint": "fastsurface.runs.checkpoint",
     "CriticalPoint": "fastsurface.results",

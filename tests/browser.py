@@ -48,6 +48,15 @@ PLOT_AREA = """(() => {
 })()"""
 
 
+# The explorer's figure: its traces as plain lists (typed-array rows included).
+EXPLORER_FIGURE = """(() => {
+  const plot = document.getElementById('plot');
+  const row = (v) => (v.length === undefined ? v : Array.from(v));
+  const list = (values) => (values === undefined ? null : Array.from(values, row));
+  return plot.data.map((t) => ({type: t.type, name: t.name, x: list(t.x), y: list(t.y), z: list(t.z)}));
+})()"""
+
+
 class Browser:
     """One headless Chromium; ``open`` loads a page in a new tab and returns its session."""
 
@@ -116,15 +125,17 @@ class Browser:
             self.events.append(event)
             seen = [event] if event.get("method") == method and event.get("sessionId") == session else []
 
-    def open(self, page: Path, width: int = 1000, height: int = 900) -> str:
-        """Load ``page`` in a new tab of ``width`` x ``height`` pixels; return its session id."""
+    def open(self, page: Path | str, width: int = 1000, height: int = 900) -> str:
+        """Load ``page`` (a file, or a URL) in a new tab of ``width`` x ``height`` pixels;
+        return its session id."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Page"):
             self.send(f"{domain}.enable", session=session)
         metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
         self.send("Emulation.setDeviceMetricsOverride", metrics, session=session)
-        self.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
+        url = page if isinstance(page, str) else page.resolve().as_uri()
+        self.send("Page.navigate", {"url": url}, session=session)
         self.wait_for("Page.loadEventFired", session)
         return session
 
@@ -166,6 +177,57 @@ class Browser:
             self.process.kill()
         self.process.wait(timeout=TIMEOUT)
         os.close(self._commands)
+
+
+class ExplorerPage:
+    """One tab on the explorer (``fastsurface explore``), with a person's actions and the figure's data."""
+
+    def __init__(self, browser: Browser, url: str) -> None:
+        self.browser = browser
+        self.session = browser.open(url, width=1300, height=900)
+        self.evaluate("explorer.ready")
+        self.idle()
+
+    def evaluate(self, expression: str):
+        return self.browser.evaluate(expression, self.session)
+
+    def idle(self) -> None:
+        self.evaluate("explorer.idle()")
+
+    def type(self, values: dict[str, object], event: str | None = "change") -> None:
+        """Enter ``values`` into the named inputs, then fire ``event`` (if any) on the last one."""
+        fire = f"form.elements[names.at(-1)].dispatchEvent(new Event('{event}', {{bubbles: true}}));" if event else ""
+        self.evaluate(
+            f"""(() => {{
+              const form = document.getElementById('settings');
+              const values = {json.dumps({k: str(v) for k, v in values.items()})};
+              const names = Object.keys(values);
+              for (const name of names) form.elements[name].value = values[name];
+              {fire}
+            }})()"""
+        )
+
+    def click(self, selector: str) -> None:
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+
+    def figure(self) -> list[dict]:
+        return self.evaluate(EXPLORER_FIGURE)
+
+    def state(self, expression: str):
+        return self.evaluate(f"(() => {{ const state = explorer.state; return {expression}; }})()")
+
+    def mouse(self, kind: str, x: float, y: float, pressed: bool = False) -> None:
+        button = "left" if kind != "mouseMoved" or pressed else "none"
+        event = {"type": kind, "x": x, "y": y, "button": button, "buttons": int(pressed), "clickCount": 1}
+        self.browser.send("Input.dispatchMouseEvent", event, session=self.session)
+
+    def plot_point(self, fraction_x: float, fraction_y: float) -> tuple[float, float]:
+        """Page pixels at a fraction of the plot area (from its top left)."""
+        left, top, width, height = self.evaluate(PLOT_AREA)
+        return left + fraction_x * width, top + fraction_y * height
+
+    def errors(self) -> list[str]:
+        return self.browser.console_errors(self.session)
 
 
 def _above(fd: int, lowest: int) -> int:

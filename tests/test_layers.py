@@ -36,8 +36,8 @@ ALLOWED: dict[str, set[str]] = {
     "compat": _BASE | {"planes", "engine"},
     "cli": _BASE
     | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data"}
-    | {"seed.naive", "seed.bench", "explore", "__init__"},
-    "explore": _BASE | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data", "__init__"},
+    | {"seed.naive", "seed.bench", "explorer", "__init__"},
+    "explorer": _BASE | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data", "__init__"},
 }
 
 
