@@ -37,7 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "cli": _BASE
     | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data"}
     | {"seed.naive", "seed.bench", "explorer", "__init__"},
-    "explorer": _BASE | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data", "__init__"},
+    "explorer": _BASE
+    | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data", "__init__"},
 }
 
 
