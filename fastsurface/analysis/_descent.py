@@ -137,7 +137,9 @@ def _global_hooks() -> bool:
 
 class TanhStackDescent:
     """The seed route: ``p = tanh(x W₁ᵀ + c₁) W₂ᵀ + c₂`` and its mean squared error,
-    differentiated by hand in NumPy, in the compute dtype, on the CPU.
+    differentiated by hand in NumPy, in the compute dtype, on the CPU. On a diverging
+    path NumPy warns of overflow unless the caller silences it (``train_sgd`` does, and
+    reports the divergence itself).
 
     The stack's parameters ``W₁, c₁, W₂, c₂`` live in one flat vector ``θ = θ₀ + a·d₁ + b·d₂``
     (``d`` is 0 outside the plane's moving parameters), and their gradients in another,
@@ -182,8 +184,7 @@ class TanhStackDescent:
         inputs, targets = x.numpy(), y.numpy()
         if targets.dtype != self.theta.dtype:  # integer targets, which torch would promote
             targets = targets.astype(self.theta.dtype)
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverging path is reported by train_sgd
-            self._backward(inputs, targets)
+        self._backward(inputs, targets)
         self.coordinates = self.coordinates + self.rate * (self.directions @ self.gradient)
 
     def _backward(self, x: np.ndarray, y: np.ndarray) -> None:

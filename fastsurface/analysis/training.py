@@ -111,18 +111,19 @@ def train_sgd(
     generator = torch.Generator().manual_seed(seed)
     path, steps = [descent.position()], [0]
     taken = 0
-    for _ in _epochs(epochs, progress):
-        for x, y in training_batches(train, batch_size, generator, resolved, compute):
-            if taken == 0:
-                check_prediction_shape(module, local_plane, objective, x, y)
-            descent.step(x, y)
-            taken += 1
-            if record == "step":
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging path is reported below
+        for _ in _epochs(epochs, progress):
+            for x, y in training_batches(train, batch_size, generator, resolved, compute):
+                if taken == 0:
+                    check_prediction_shape(module, local_plane, objective, x, y)
+                descent.step(x, y)
+                taken += 1
+                if record == "step":
+                    path.append(descent.position())
+                    steps.append(taken)
+            if record == "epoch":
                 path.append(descent.position())
                 steps.append(taken)
-        if record == "epoch":
-            path.append(descent.position())
-            steps.append(taken)
     points = torch.stack(path).to(torch.float64)
     if not bool(torch.isfinite(points).all()):
         diverged = int(torch.isfinite(points).all(dim=1).logical_not().nonzero()[0, 0])
