@@ -40,7 +40,7 @@ def test_the_path_uses_the_same_axes(drawn):
 def test_the_article_look_by_default_and_overrides(drawn):
     surface, _, figure = drawn
     layout = figure.layout
-    assert (layout.width, layout.height) == (800, 800)
+    assert (layout.width, layout.height) == (None, None)  # sized by its container: fills a browser window
     assert layout.template == pio.templates["plotly_dark"]
     assert (layout.scene.aspectratio.x, layout.scene.aspectratio.y, layout.scene.aspectratio.z) == (1, 1, 0.5)
     assert figure.data[1].line.color == "red" and figure.data[1].marker.color == "yellow"

@@ -34,13 +34,13 @@ from fastsurface.seed.data import piecewise_dataset, train_test_split
 from fastsurface.seed.model import ANN
 from fastsurface.views.export import check_export, write_figure
 from fastsurface.views.planar import plot_animation, plot_contour
-from fastsurface.views.surface import plot_surface
+from fastsurface.views.surface import surface_figure
 
 # Share of a range added on each side when --fit-trajectory widens the grid.
 _FIT_MARGIN = 0.05
 # --view names and the figure each draws from (surface, path, critical points, log colouring).
-VIEWS: dict[str, Callable[[Surface, Trajectory, list[CriticalPoint], bool], go.Figure]] = {
-    "surface": lambda s, path, points, log: plot_surface(s, path, critical_points=points, log_color=log),
+VIEWS: dict[str, Callable[[Surface, Trajectory, list[CriticalPoint], bool], go.Figure | dict[str, Any]]] = {
+    "surface": lambda s, path, points, log: surface_figure(s, path, critical_points=points, log_color=log),
     "contour": lambda s, path, points, log: plot_contour(s, path, points, log_color=log),
     "heatmap": lambda s, path, points, log: plot_contour(s, path, points, kind="heatmap", log_color=log),
     "animation": lambda s, path, points, log: plot_animation(s, path, points, log_color=log),

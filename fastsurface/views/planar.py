@@ -167,8 +167,8 @@ def check_drawable(surface: object, trajectory: object = None) -> None:
         )
 
 
-def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[go.Scatter | go.Scatter3d]:
-    """One marker trace per kind present in ``points``, named after the kind."""
+def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[dict[str, Any]]:
+    """One marker trace per kind present in ``points``, named after the kind, as plain data."""
     traces = []
     for kind in KINDS:
         chosen = [p for p in points if p.kind == kind]
@@ -186,10 +186,10 @@ def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[g
         }
         if three_d:
             marker = {"symbol": symbol, "color": colour, "size": 6}
-            traces.append(go.Scatter3d(z=[p.loss for p in chosen], marker=marker, **common))
+            traces.append({"type": "scatter3d", "z": [p.loss for p in chosen], "marker": marker, **common})
         else:
             marker = {"symbol": symbol, "color": colour, "size": 12, "line": {"width": 1, "color": "white"}}
-            traces.append(go.Scatter(marker=marker, **common))
+            traces.append({"type": "scatter", "marker": marker, **common})
     return traces
 
 
