@@ -21,8 +21,9 @@ from fastsurface._support.devices import resolve_device
 from fastsurface._support.files import all_or_nothing, atomic_write_text, check_writable
 from fastsurface._support.memory import check_figure_fits
 from fastsurface.analysis.critical import CriticalPoint, critical_points
+from fastsurface.analysis.refine import fit_window
 from fastsurface.analysis.training import Trajectory, train_sgd
-from fastsurface.engine.axes import MAX_AXIS_VALUES, axis
+from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import METHODS, loss_surface
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.planes.plane import default_plane
@@ -36,8 +37,6 @@ from fastsurface.views.export import check_export, write_figure
 from fastsurface.views.planar import plot_animation, plot_contour
 from fastsurface.views.surface import surface_figure
 
-# Share of a range added on each side when --fit-trajectory widens the grid.
-_FIT_MARGIN = 0.05
 # --view names and the figure each draws from (surface, path, critical points, log colouring).
 VIEWS: dict[str, Callable[[Surface, Trajectory, list[CriticalPoint], bool], go.Figure | dict[str, Any]]] = {
     "surface": lambda s, path, points, log: surface_figure(s, path, critical_points=points, log_color=log),
@@ -47,7 +46,7 @@ VIEWS: dict[str, Callable[[Surface, Trajectory, list[CriticalPoint], bool], go.F
 }
 _SUFFIXES = {"html": (".html", ".htm"), "png": (".png",), "svg": (".svg",)}
 # Library argument names that differ from the flag they come from.
-_LIBRARY_NAMES = {"n": "samples"}
+_LIBRARY_NAMES = {"n": "samples", "trajectory": "fit_trajectory"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,7 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         "w1 x w2 grid and write an interactive HTML figure of the surface with the SGD path.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument("--fit-trajectory", action="store_true", help="widen the grid to cover the whole SGD path")
+    run.add_argument(
+        "--fit-trajectory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="grow the grid by whole steps to cover the whole SGD path (a window that holds it stays as it is)",
+    )
     run.add_argument("--lr", type=float, default=1e-2, help="SGD learning rate")
     run.add_argument("--epochs", type=int, default=25, help="SGD epochs")
     run.add_argument("--train-seed", type=int, default=0, help="seed of the training batches' shuffling")
@@ -270,7 +274,7 @@ def _run(arguments: argparse.Namespace) -> int:
         **common,
     )
     if arguments.fit_trajectory:
-        first, second = _fit(first, path.w1, arguments.step), _fit(second, path.w2, arguments.step)
+        first, second = fit_window(first, second, path, arguments.step)
     check_figure_fits(len(first) * len(second), "--fit-trajectory" if arguments.fit_trajectory else "--step")
     surface = loss_surface(model, test, first, second, **_surface_options(arguments))
     points = []
@@ -426,19 +430,6 @@ def _provenance(arguments: argparse.Namespace) -> dict[str, object]:
     return {name: value for name, value in vars(arguments).items() if name not in ("handler", "progress")}
 
 
-def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
-    """Extend an axis by whole steps (keeping its points) to cover ``path`` plus a margin."""
-    margin = _FIT_MARGIN * (max(values[-1], path.max()) - min(values[0], path.min()))
-    below = max(0, math.ceil((values[0] - (path.min() - margin)) / step))
-    above = max(0, math.ceil((path.max() + margin - values[-1]) / step))
-    if below + len(values) + above > MAX_AXIS_VALUES:
-        raise FastsurfaceError(
-            f"`--fit-trajectory`: the SGD path spans [{path.min():.3g}, {path.max():.3g}], which at `--step` "
-            f"{step:g} needs more than the {MAX_AXIS_VALUES:,} values an axis may hold; lower `--lr` or raise `--step`"
-        )
-    return values[0] + step * np.arange(-below, len(values) + above, dtype=np.float64)
-
-
 def _summary(
     surface: Surface, path: Trajectory, arguments: argparse.Namespace, points: list[CriticalPoint], outputs: list[str]
 ) -> str:
@@ -450,8 +441,14 @@ def _summary(
     outside = _outside(surface, path)
     if outside:
         lines.append(
-            f"note      the SGD path leaves the grid ({outside}); --fit-trajectory widens the grid to cover it"
+            f"note      the SGD path leaves the grid ({outside}); without --no-fit-trajectory it grows to cover it"
         )
+    elif arguments.fit_trajectory:
+        window = " x ".join(f"[{start:g}, {stop:g})" for start, stop in (arguments.w1, arguments.w2))
+        axes = zip(surface.labels, _grid(arguments), (surface.w1, surface.w2), strict=True)
+        grown = " and ".join(label for label, given, fitted in axes if len(fitted) > len(given))
+        fit = f"grown along {grown} to cover the SGD path" if grown else "holds the whole SGD path"
+        lines.append(f"window    {window} {fit}")
     if arguments.critical_points:
         lines.append(f"critical  {len(points)} point(s) inside the grid" + (":" if points else ""))
         lines.extend(
