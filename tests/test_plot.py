@@ -18,7 +18,7 @@ def drawn():
 def test_each_axis_carries_the_weight_that_varies_along_it(drawn):
     surface, _, figure = drawn
     trace = figure.data[0]
-    assert isinstance(trace, go.Surface)
+    assert isinstance(trace, go.Surface) and trace.surfacecolor is None  # coloured by z, the loss
     assert np.array_equal(trace.x, surface.w1) and np.array_equal(trace.y, surface.w2)
     z = np.asarray(trace.z)
     assert z.shape == (len(surface.w2), len(surface.w1))

@@ -15,7 +15,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from fastsurface._support.files import atomic_write, atomic_write_text, check_writable
+from fastsurface._support.files import atomic_write, check_writable
 from fastsurface.errors import FastsurfaceError
 from fastsurface.views._html import figure_html
 
@@ -62,7 +62,8 @@ def write_figure(
         raise FastsurfaceError(f"`figure` must be a plotly Figure or plain figure data, got {type(figure).__name__}")
     target = check_export("path", path, plotlyjs)
     if FORMATS[target.suffix.lower()] == "html":
-        atomic_write_text(target, _html(figure, plotlyjs))
+        page = _html(figure, plotlyjs)
+        atomic_write(target, lambda file: file.write(page))
         return target
     try:
         image = (figure if isinstance(figure, go.Figure) else go.Figure(figure)).to_image(
@@ -74,10 +75,11 @@ def write_figure(
     return target
 
 
-def _html(figure: go.Figure | Mapping[str, Any], plotlyjs: str) -> str:
+def _html(figure: go.Figure | Mapping[str, Any], plotlyjs: str) -> bytes:
+    """The page of ``figure``, UTF-8."""
     if not isinstance(figure, Mapping):
         include = True if plotlyjs == "embed" else "cdn"
-        return str(figure.to_html(include_plotlyjs=include, full_html=True, auto_play=False))
+        return str(figure.to_html(include_plotlyjs=include, full_html=True, auto_play=False)).encode()
     try:
         return figure_html(figure, plotlyjs)
     except TypeError as error:

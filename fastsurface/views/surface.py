@@ -93,7 +93,6 @@ def surface_figure(
         "x": surface.w1,
         "y": surface.w2,
         "z": surface.loss.T,
-        "surfacecolor": colour.T,
         "colorbar": bar,
         "name": "loss",
         "hovertemplate": f"{first}=%{{x:.4g}}<br>{second}=%{{y:.4g}}<br>loss=%{{z:.6g}}<extra></extra>",
@@ -110,6 +109,8 @@ def surface_figure(
             "aspectratio": look["aspectratio"],
         },
     }
+    if log_color:  # else plotly colours by z, the loss, and the file need not hold it twice
+        loss["surfacecolor"] = colour.T
     if look["colorscale"] is not None:  # None: the template's
         loss["colorscale"] = look["colorscale"]
     layout.update({name: look[name] for name in ("template", "width", "height") if look[name] is not None})
