@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import plotly.colors
 import plotly.graph_objects as go
 
 from fastsurface._support.memory import check_figure_fits
@@ -31,9 +30,8 @@ KIND_MARKERS: dict[str, tuple[str, str]] = {
     "saddle": ("x", "#ffa15a"),
     "degenerate": ("square", "#ab63fa"),
 }
-# The article's path colours for a single path; a palette when several are overlaid.
+# The article's path colours for a single path; plotly's qualitative palette when several are overlaid.
 _SINGLE_PATH = ("red", "yellow")
-_PALETTE = plotly.colors.qualitative.Plotly
 # Tick multipliers of a log colour bar, per decade.
 _LOG_TICKS = (1, 2, 5)
 _FIGURE = {"template": "plotly_dark", "width": 800, "height": 700}
@@ -236,7 +234,9 @@ def _named_paths(surface: Surface, trajectories: TrajectoriesLike) -> list[tuple
             )
     if len(named) == 1:
         return [(name, t, _SINGLE_PATH) for name, t in named.items()]
-    colours = [_PALETTE[i % len(_PALETTE)] for i in range(len(named))]
+    from plotly.colors import qualitative  # only for overlays: its import costs ~10 ms
+
+    colours = [qualitative.Plotly[i % len(qualitative.Plotly)] for i in range(len(named))]
     return [(name, t, (c, c)) for (name, t), c in zip(named.items(), colours, strict=True)]
 
 
