@@ -44,6 +44,7 @@ _PUBLIC = {
     "default_plane": "fastsurface.planes.plane",
     "entry_plane": "fastsurface.planes.plane",
     "evaluate_points": "fastsurface.engine.evaluate",
+    "fit_window": "fastsurface.analysis.refine",
     "hessian_plane": "fastsurface.analysis.hessian",
     "interpolation_line": "fastsurface.planes.directions",
     "interpolation_plane": "fastsurface.planes.directions",

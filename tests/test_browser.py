@@ -4,6 +4,7 @@ Skipped where no ``chromium`` is installed; ``.ci/run`` installs it.
 """
 
 import shutil
+import time
 
 import plotly.graph_objects as go
 import pytest
@@ -52,6 +53,20 @@ def test_the_view_renders_without_console_errors(browser, pages, view):
     assert browser.console_errors(session) == []
     assert drawn_share(picture) >= MIN_SHARE, f"the plot area of {view} is blank"
     assert len(picture.getcolors(maxcolors=picture.width * picture.height)) >= MIN_COLOURS
+
+
+def test_the_main_figure_fills_the_window_and_follows_it(browser, pages):
+    """No fixed size: the figure takes the window's, and plotly's responsive config follows a resize."""
+    size = "[0, 1].map((i) => document.querySelector('.js-plotly-plot')._fullLayout[['width', 'height'][i]])"
+    session = browser.open(pages["surface"], width=1200, height=800)
+    assert browser.evaluate(size, session) == [1200, 800]
+    metrics = {"width": 700, "height": 500, "deviceScaleFactor": 1, "mobile": False}
+    browser.send("Emulation.setDeviceMetricsOverride", metrics, session=session)
+    deadline = time.monotonic() + 20
+    while browser.evaluate(size, session) != [700, 500] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert browser.evaluate(size, session) == [700, 500]
+    assert browser.console_errors(session) == []
 
 
 def test_the_animation_plays_to_its_last_frame(browser, pages):

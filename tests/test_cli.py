@@ -38,12 +38,17 @@ def test_the_readme_demo_command_writes_a_figure_with_surface_and_path(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [output.name]  # no temporary file left behind
 
 
-def test_the_summary_says_when_the_path_leaves_the_grid_and_fit_covers_it(tmp_path, capsys):
-    output = tmp_path / "f.html"
-    assert main(["run", "--output", str(output), "--w1", "-1", "1", "--w2", "-1", "1", *SMALL]) == 0
-    assert "leaves the grid" in capsys.readouterr().out
-    assert main(["run", "--output", str(output), "--w1", "-1", "1", "--w2", "-1", "1", "--fit-trajectory", *SMALL]) == 0
-    assert "leaves the grid" not in capsys.readouterr().out
+def test_the_grid_grows_over_the_path_by_default_and_the_summary_says_so(tmp_path, capsys):
+    output, small_window = tmp_path / "f.html", ["--w1", "-1", "1", "--w2", "-1", "1"]
+    assert main(["run", "--output", str(output), *small_window, "--no-fit-trajectory", *SMALL]) == 0
+    assert "leaves the grid (w1 spans [-1.306, -1], grid [-1, 0.75])" in capsys.readouterr().out
+    assert main(["run", "--output", str(output), *small_window, *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "w1 in [-1.5, 0.75], w2 in [-1, 0.75]" in out and "leaves the grid" not in out
+    assert "window    [-1, 1) x [-1, 1) grown along w1 to cover the SGD path" in out
+    assert main(["run", "--output", str(output), *SMALL]) == 0  # the article's window holds this short path
+    out = capsys.readouterr().out
+    assert "grid      16 x 16 = 256 points" in out and "window    [-2, 2) x [-2, 2) holds the whole SGD path" in out
 
 
 @pytest.mark.parametrize(
@@ -107,6 +112,7 @@ def test_bench_skips_cases_estimated_beyond_the_time_limit(capsys):
 
 def test_ranges_in_scientific_notation(tmp_path, capsys):
     arguments = ["run", "--output", str(tmp_path / "f.html"), "--w1", "-1e0", "1e0", "--w2", "-2.5e-1", "2.5e-1"]
+    arguments.append("--no-fit-trajectory")  # the window as given
     assert main([*arguments, *SMALL]) == 0
     assert "w1 in [-1, 0.75], w2 in [-0.25, 0]" in capsys.readouterr().out
 

@@ -1,13 +1,20 @@
+import base64
+import copy
+import datetime
+import json
 import shutil
 import struct
 import sys
 
+import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 
 import fastsurface as fs
 from fastsurface.cli import main
 from fastsurface.views import export
+from fastsurface.views.surface import surface_figure
 
 SMALL = ["--step", "0.25", "--samples", "2000", "--epochs", "3", "--no-progress"]
 has_browser = pytest.mark.skipif(
@@ -20,7 +27,99 @@ def figure():
     return go.Figure(go.Contour(z=[[1, 2, 3], [3, 4, 5]]), layout={"width": 320, "height": 240})
 
 
-def test_html_embeds_plotly_js_by_default_and_loads_it_from_the_cdn_on_request(tmp_path, figure):
+@pytest.fixture(scope="module")
+def drawn():
+    """A small seed surface with its path and critical points, as plain figure data."""
+    train, test = fs.train_test_split(*fs.piecewise_dataset(500))
+    model = fs.ANN(1, 1, 1)
+    surface = fs.loss_surface(model, test, fs.axis(-2, 2, 0.2), fs.axis(-2, 2, 0.25))
+    path = fs.train_sgd(model, train, test, epochs=2)
+    points = fs.critical_points(surface, model, test)
+    assert points  # so that their traces are compared too
+    return surface_figure(surface, path, critical_points=points, log_color=True)
+
+
+def plotted(html: str) -> list[object]:
+    """The data, layout and config a page hands to ``Plotly.newPlot``, with plotly's binary
+    arrays (``{"dtype": ..., "bdata": ...}``) decoded to lists."""
+    decoder, rest = json.JSONDecoder(), html[html.index("Plotly.newPlot(") :]
+    rest = rest[rest.index(",") + 1 :].lstrip()
+    arguments = []
+    for _ in range(3):
+        value, end = decoder.raw_decode(rest)
+        arguments.append(_decoded(value))
+        rest = rest[end:].lstrip(", ")
+    return arguments
+
+
+def _decoded(value: object) -> object:
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return (
+            array.reshape([int(n) for n in value["shape"].split(",")]).tolist() if "shape" in value else array.tolist()
+        )
+    if isinstance(value, dict):
+        return {key: _decoded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decoded(item) for item in value]
+    return value
+
+
+def test_plain_figure_data_is_written_as_plotly_writes_the_validated_figure(tmp_path, drawn):
+    ours = fs.write_figure(drawn, tmp_path / "plain.html").read_text()
+    plotlys = fs.write_figure(go.Figure(copy.deepcopy(drawn)), tmp_path / "validated.html").read_text()  # it edits
+    data, layout, config = plotted(ours)
+    assert (data, layout, config) == tuple(plotted(plotlys))
+    assert [trace["type"] for trace in data] == ["surface", "scatter3d", "scatter3d"]
+    assert config == {"responsive": True} and "width" not in layout and "height" not in layout
+    assert fs.write_figure(drawn, tmp_path / "again.html").read_text() == ours  # the same figure, the same file
+
+
+def test_a_plain_figure_fills_the_window_unless_it_has_a_size(tmp_path, drawn):
+    page = fs.write_figure(drawn, tmp_path / "fill.html").read_text()
+    assert "html, body {height: 100%; margin: 0; overflow: hidden;}" in page
+    assert '<div style="height:100%; width:100%;">' in page
+    sized = {**drawn, "layout": {**drawn["layout"], "width": 640, "height": 480}}
+    page = fs.write_figure(sized, tmp_path / "sized.html").read_text()
+    assert '<div style="height:480px; width:640px;">' in page and "overflow" not in page[: page.index("<body>")]
+
+
+def test_plain_data_becomes_safe_json(tmp_path):
+    label = "</script><script>alert(1)</script>"
+    figure = {"data": [{"type": "scatter", "x": np.arange(3), "y": np.array([1.0, np.nan, np.inf]), "name": label}]}
+    page = fs.write_figure(figure, tmp_path / "safe.html").read_text()
+    (trace,), layout, _ = plotted(page)
+    assert trace == {"type": "scatter", "x": [0, 1, 2], "y": [1.0, None, None], "name": label}  # plotly's nulls
+    assert "alert(1)</script>" not in page
+    assert layout["template"] == pio.templates[pio.templates.default].to_plotly_json()  # plotly's default
+
+
+@pytest.mark.parametrize("name", ["plotly_white", "seaborn", "registered", "plotly_dark+presentation"])
+def test_template_names_are_resolved_as_plotly_resolves_them(tmp_path, name):
+    pio.templates["registered"] = go.layout.Template(layout={"font": {"size": 21}})
+    try:
+        page = fs.write_figure({"data": [], "layout": {"template": name}}, tmp_path / "t.html").read_text()
+        assert plotted(page)[1]["template"] == pio.templates[name].to_plotly_json()
+    finally:
+        del pio.templates["registered"]
+
+
+@pytest.mark.parametrize(
+    ("figure", "match"),
+    [
+        ({"data": [], "frames": []}, "only 'data' and 'layout'"),
+        ({"data": [{"type": "scatter", "x": [datetime.date(2020, 1, 1)]}]}, "NumPy arrays.*date"),
+    ],
+)
+def test_plain_figures_that_need_plotly_are_refused_clearly(tmp_path, figure, match):
+    with pytest.raises(fs.FastsurfaceError, match=match):
+        fs.write_figure(figure, tmp_path / "figure.html")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["figure", "plain-data"])
+def test_html_embeds_plotly_js_by_default_and_loads_it_from_the_cdn_on_request(tmp_path, figure, plain):
+    figure = figure.to_plotly_json() if plain else figure
     offline = fs.write_figure(figure, tmp_path / "offline.html")
     small = fs.write_figure(figure, tmp_path / "small.htm", plotlyjs="cdn")
     offline_text, small_text = offline.read_text(), small.read_text()

@@ -18,7 +18,7 @@ def drawn():
 def test_each_axis_carries_the_weight_that_varies_along_it(drawn):
     surface, _, figure = drawn
     trace = figure.data[0]
-    assert isinstance(trace, go.Surface)
+    assert isinstance(trace, go.Surface) and trace.surfacecolor is None  # coloured by z, the loss
     assert np.array_equal(trace.x, surface.w1) and np.array_equal(trace.y, surface.w2)
     z = np.asarray(trace.z)
     assert z.shape == (len(surface.w2), len(surface.w1))
@@ -40,7 +40,7 @@ def test_the_path_uses_the_same_axes(drawn):
 def test_the_article_look_by_default_and_overrides(drawn):
     surface, _, figure = drawn
     layout = figure.layout
-    assert (layout.width, layout.height) == (800, 800)
+    assert (layout.width, layout.height) == (None, None)  # sized by its container: fills a browser window
     assert layout.template == pio.templates["plotly_dark"]
     assert (layout.scene.aspectratio.x, layout.scene.aspectratio.y, layout.scene.aspectratio.z) == (1, 1, 0.5)
     assert figure.data[1].line.color == "red" and figure.data[1].marker.color == "yellow"

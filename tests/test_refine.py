@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
+from fastsurface.analysis.refine import fit_window
 from tests.conftest import DEVICES, assert_close
 
 
@@ -117,3 +118,42 @@ def test_a_train_mode_surface_is_refined_in_train_mode(rng):
     direct = fs.loss_surface(model, data, fine.w1, fine.w2, **options)
     assert fine.train_mode and direct.train_mode
     assert_close(fine.loss, direct.loss, rtol=1e-6)
+
+
+def _path(w1, w2):
+    w1, w2 = np.asarray(w1, dtype=float), np.asarray(w2, dtype=float)
+    return fs.Trajectory(w1, w2, np.zeros(len(w1)), np.arange(len(w1)), ("w1", "w2"), "mean", "epoch")
+
+
+def test_a_window_that_holds_the_path_is_kept_as_it_is():
+    grid = fs.axis(-2, 2, 0.05)
+    w1, w2 = fit_window(grid, grid, _path([-1.9, 0.0, 1.9], [-1.0, 1.94]), 0.05)
+    assert np.array_equal(w1, grid) and np.array_equal(w2, grid)
+
+
+@pytest.mark.parametrize(("w1", "w2"), [([-1.0, -2.992], [-1.0, -0.45]), ([0.0, 3.3], [-2.7, 2.1]), ([5.0], [-5.0])])
+def test_a_path_that_leaves_grows_the_axes_by_whole_steps(w1, w2):
+    grid, step = fs.axis(-2, 2, 0.25), 0.25
+    path = _path(w1, w2)
+    fitted = fit_window(grid, grid, path, step)
+    for values, coordinates in zip(fitted, (path.w1, path.w2), strict=True):
+        inside = np.searchsorted(values, grid[0])
+        assert np.array_equal(values[inside : inside + len(grid)], grid)  # the given values, kept exactly
+        assert_close(np.diff(values), np.full(len(values) - 1, step), rtol=1e-12)
+        span = max(grid[-1], coordinates.max()) - min(grid[0], coordinates.min())  # the margin's base
+        for edge, beyond, outward in ((values[0], coordinates.min(), -1), (values[-1], coordinates.max(), 1)):
+            if outward * (beyond - edge) > 0:  # the path left on this side: now covered, with the margin
+                assert outward * (edge - beyond) >= 0.05 * span - 1e-12
+                assert outward * (edge - beyond) < 0.05 * span + step
+
+
+def test_fitting_refuses_what_it_cannot_fit():
+    grid = fs.axis(-2, 2, 0.5)
+    with pytest.raises(fs.FastsurfaceError, match=r"`trajectory` spans w1 in \[-1e\+09, -1\].*raise `step`"):
+        fit_window(grid, grid, _path([-1.0, -1e9], [0.0, 0.0]), 0.5)
+    with pytest.raises(fs.FastsurfaceError, match="`trajectory` must be finite"):
+        fit_window(grid, grid, _path([0.0, np.nan], [0.0, 0.0]), 0.5)
+    with pytest.raises(fs.FastsurfaceError, match="`step`"):
+        fit_window(grid, grid, _path([0.0], [0.0]), 0.0)
+    with pytest.raises(fs.FastsurfaceError, match="`trajectory` must be a fastsurface"):
+        fit_window(grid, grid, [(0.0, 0.0)], 0.5)

@@ -102,3 +102,11 @@ def test_bad_training_arguments_are_refused(small_split, kwargs, name):
     train, test = small_split
     with pytest.raises(fs.FastsurfaceError, match=f"`{name}`"):
         fs.train_sgd(fs.ANN(1, 1, 1), train, test, **kwargs)
+
+
+def test_progress_shows_a_bar_over_epochs_only_when_asked(small_split, capsys):
+    train, test = small_split
+    quiet = fs.train_sgd(fs.ANN(1, 1, 1), train, test, epochs=2)
+    assert capsys.readouterr().err == ""
+    shown = fs.train_sgd(fs.ANN(1, 1, 1), train, test, epochs=2, progress=True)
+    assert "training" in capsys.readouterr().err and np.array_equal(shown.w1, quiet.w1)

@@ -22,7 +22,7 @@ from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.analysis.critical import check_same_data, check_surface, surface_options
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine._tiles import check_fits
-from fastsurface.engine.axes import axis
+from fastsurface.engine.axes import MAX_AXIS_VALUES, as_axis, axis
 from fastsurface.engine.evaluate import point_losses
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE
 from fastsurface.errors import FastsurfaceError
@@ -62,6 +62,61 @@ def trajectory_window(trajectory: Trajectory, margin: float = 0.05) -> Window:
         pad = margin * (high - low) if high > low else margin
         boxes.append((low - pad, high + pad))
     return boxes[0], boxes[1]
+
+
+def fit_window(
+    w1: np.ndarray, w2: np.ndarray, trajectory: Trajectory, step: float, margin: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """The axes ``w1`` and ``w2`` grown by whole steps until they cover ``trajectory``.
+
+    An axis the path stays inside comes back as it is, so a window that holds the whole
+    path (the article's ``[-2, 2)`` for a short run) is kept. An axis the path leaves
+    keeps its values and gains ``first − k·step`` below or ``last + k·step`` above, to
+    cover the path plus ``margin`` times the covered span on that side.
+
+    Args:
+        w1, w2: strictly increasing axis values, e.g. from ``axis``.
+        trajectory: the path, in the same coordinates.
+        step: the spacing of the added values, > 0.
+        margin: share of the span added beyond the path, >= 0.
+
+    Returns:
+        The two axes, float64.
+
+    >>> w1, w2 = np.array([-1.0, -2.5]), np.array([0.0, 0.5])  # a path leaving [-2, 2) along w1
+    >>> path = Trajectory(w1, w2, np.zeros(2), np.arange(2), ("w1", "w2"), "mean", "epoch")
+    >>> w1, w2 = fit_window(axis(-2, 2, 0.5), axis(-2, 2, 0.5), path, 0.5)
+    >>> w1.tolist(), len(w2)
+    ([-3.0, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5], 8)
+    """
+    if not isinstance(trajectory, Trajectory):
+        raise FastsurfaceError(f"`trajectory` must be a fastsurface.Trajectory, got {type(trajectory).__name__}")
+    if not isinstance(step, numbers.Real) or not 0 < step < math.inf:
+        raise FastsurfaceError(f"`step` must be a finite number > 0, got {step!r}")
+    if not isinstance(margin, numbers.Real) or not 0 <= margin < math.inf:
+        raise FastsurfaceError(f"`margin` must be a finite number >= 0, got {margin!r}")
+    axes = []
+    given = (as_axis("w1", w1), as_axis("w2", w2))
+    for label, values, path in zip(trajectory.labels, given, (trajectory.w1, trajectory.w2), strict=True):
+        if not np.isfinite(path).all():
+            raise FastsurfaceError(f"`trajectory` must be finite to fit a window to it; its {label} is not")
+        axes.append(_grown(label, values, float(path.min()), float(path.max()), step, margin))
+    return axes[0], axes[1]
+
+
+def _grown(label: str, values: np.ndarray, low: float, high: float, step: float, margin: float) -> np.ndarray:
+    """``values`` extended by whole steps to cover ``[low, high]`` plus the margin."""
+    pad = margin * (max(values[-1], high) - min(values[0], low))
+    below = math.ceil((values[0] - (low - pad)) / step) if low < values[0] else 0
+    above = math.ceil((high + pad - values[-1]) / step) if high > values[-1] else 0
+    if below + len(values) + above > MAX_AXIS_VALUES:
+        raise FastsurfaceError(
+            f"`trajectory` spans {label} in [{low:.3g}, {high:.3g}], which at a `step` of {step:g} takes more than "
+            f"the {MAX_AXIS_VALUES:,} values an axis may hold; raise `step` or keep the window as it is"
+        )
+    lower = values[0] - step * np.arange(below, 0, -1, dtype=np.float64)
+    upper = values[-1] + step * np.arange(1, above + 1, dtype=np.float64)
+    return np.concatenate([lower, values, upper])
 
 
 def refine(

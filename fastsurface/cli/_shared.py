@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from fastsurface import ANN, Surface
 
 # Library argument names that differ from the flag they come from.
-_LIBRARY_NAMES = {"n": "samples"}
+_LIBRARY_NAMES = {"n": "samples", "trajectory": "fit_trajectory"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -146,12 +146,12 @@ class SeedProblem:
 
 def seed_problem(arguments: argparse.Namespace) -> SeedProblem:
     """The grid, the data split and the model of the seed problem flags, checked in that order."""
-    w1, w2 = _grid(arguments)
+    w1, w2 = grid_axes(arguments)
     train, test = _seed_split(arguments)
     return SeedProblem(w1, w2, train, test, fs.ANN(1, 1, 1))
 
 
-def _grid(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+def grid_axes(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """The two axes; each needs two values for a surface to draw or save."""
     for name in ("w1", "w2"):
         start, stop = getattr(arguments, name)  # argparse: nargs=2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,16 +15,14 @@ from fastsurface.cli.exit_codes import ExitCode
 from fastsurface.errors import FastsurfaceError
 
 if TYPE_CHECKING:
-    import numpy as np
     import plotly.graph_objects as go
 
     from fastsurface import CriticalPoint, Surface, Trajectory
 
-# Share of a range added on each side when --fit-trajectory widens the grid.
-_FIT_MARGIN = 0.05
-# --view names and the figure each draws from (surface, path, critical points, log colouring).
-VIEWS: dict[str, Callable[[Surface, Trajectory, list[CriticalPoint], bool], go.Figure]] = {
-    "surface": lambda s, path, points, log: fs.plot_surface(s, path, critical_points=points, log_color=log),
+# --view names and the figure each draws from (surface, path, critical points, log colouring); the 3-D
+# surface is built as plain figure data (views.surface.surface_figure), skipping plotly's validators.
+VIEWS: dict[str, Callable[[Surface, Trajectory, list[CriticalPoint], bool], go.Figure | dict[str, Any]]] = {
+    "surface": lambda s, path, points, log: _surface_figure(s, path, critical_points=points, log_color=log),
     "contour": lambda s, path, points, log: fs.plot_contour(s, path, points, log_color=log),
     "heatmap": lambda s, path, points, log: fs.plot_contour(s, path, points, kind="heatmap", log_color=log),
     "animation": lambda s, path, points, log: fs.plot_animation(s, path, points, log_color=log),
@@ -35,7 +32,12 @@ _SUFFIXES = {"html": (".html", ".htm"), "png": (".png",), "svg": (".svg",)}
 
 def declare(parser: argparse.ArgumentParser) -> None:
     """The flags of ``run`` beyond the seed problem's: training, figures and their files."""
-    parser.add_argument("--fit-trajectory", action="store_true", help="widen the grid to cover the whole SGD path")
+    parser.add_argument(
+        "--fit-trajectory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="grow the grid by whole steps to cover the whole SGD path (a window that holds it stays as it is)",
+    )
     parser.add_argument("--lr", type=float, default=1e-2, help="SGD learning rate")
     parser.add_argument("--epochs", type=int, default=25, help="SGD epochs")
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the training batches' shuffling")
@@ -80,7 +82,7 @@ def handle(arguments: argparse.Namespace) -> ExitCode:
     path = fs.train_sgd(problem.model, problem.train, problem.test, **_training_options(arguments))
     first, second = problem.w1, problem.w2
     if arguments.fit_trajectory:
-        first, second = _fit(first, path.w1, arguments.step), _fit(second, path.w2, arguments.step)
+        first, second = fs.fit_window(first, second, path, arguments.step)
     check_figure_fits(len(first) * len(second), "--fit-trajectory" if arguments.fit_trajectory else "--step")
     surface = fs.loss_surface(problem.model, problem.test, first, second, **_shared.surface_options(arguments))
     points = []
@@ -156,23 +158,6 @@ def _outputs(arguments: argparse.Namespace) -> dict[str, Path]:
     return {view: check_export("--output", path, arguments.plotlyjs) for view, path in paths.items()}
 
 
-def _fit(values: np.ndarray, path: np.ndarray, step: float) -> np.ndarray:
-    """Extend an axis by whole steps (keeping its points) to cover ``path`` plus a margin."""
-    import numpy as np
-
-    from fastsurface.engine.axes import MAX_AXIS_VALUES
-
-    margin = _FIT_MARGIN * (max(values[-1], path.max()) - min(values[0], path.min()))
-    below = max(0, math.ceil((values[0] - (path.min() - margin)) / step))
-    above = max(0, math.ceil((path.max() + margin - values[-1]) / step))
-    if below + len(values) + above > MAX_AXIS_VALUES:
-        raise FastsurfaceError(
-            f"`--fit-trajectory`: the SGD path spans [{path.min():.3g}, {path.max():.3g}], which at `--step` "
-            f"{step:g} needs more than the {MAX_AXIS_VALUES:,} values an axis may hold; lower `--lr` or raise `--step`"
-        )
-    return values[0] + step * np.arange(-below, len(values) + above, dtype=np.float64)
-
-
 def _summary(
     surface: Surface, path: Trajectory, arguments: argparse.Namespace, points: list[CriticalPoint], outputs: list[str]
 ) -> str:
@@ -184,8 +169,15 @@ def _summary(
     outside = _outside(surface, path)
     if outside:
         lines.append(
-            f"note      the SGD path leaves the grid ({outside}); --fit-trajectory widens the grid to cover it"
+            f"note      the SGD path leaves the grid ({outside}); without --no-fit-trajectory it grows to cover it"
         )
+    elif arguments.fit_trajectory:
+        window = " x ".join(f"[{start:g}, {stop:g})" for start, stop in (arguments.w1, arguments.w2))
+        given = _shared.grid_axes(arguments)
+        axes = zip(surface.labels, given, (surface.w1, surface.w2), strict=True)
+        grown = " and ".join(label for label, before, fitted in axes if len(fitted) > len(before))
+        fit = f"grown along {grown} to cover the SGD path" if grown else "holds the whole SGD path"
+        lines.append(f"window    {window} {fit}")
     if arguments.critical_points:
         lines.append(f"critical  {len(points)} point(s) inside the grid" + (":" if points else ""))
         lines.extend(
@@ -206,3 +198,9 @@ def _outside(surface: Surface, path: Trajectory) -> str:
         if coordinates.min() < values[0] or coordinates.max() > values[-1]:
             reports.append(f"{label} spans {_shared.span(coordinates)}, grid {_shared.span(values)}")
     return "; ".join(reports)
+
+
+def _surface_figure(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from fastsurface.views.surface import surface_figure  # plain figure data, without plotly's validators
+
+    return surface_figure(*args, **kwargs)

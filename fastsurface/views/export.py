@@ -9,12 +9,15 @@ machine. Every file is written atomically: a reader never sees half of one.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 
-from fastsurface._support.files import atomic_write, atomic_write_text, check_writable
+from fastsurface._support.files import atomic_write, check_writable
 from fastsurface.errors import FastsurfaceError, check_choice
+from fastsurface.views._html import figure_html
 
 FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".svg": "svg"}
 PLOTLYJS = ("embed", "cdn")
@@ -26,13 +29,21 @@ _INSTALL_CHROMIUM = (
 )
 
 
-def write_figure(figure: go.Figure, path: str | os.PathLike[str], *, plotlyjs: str = "embed") -> Path:
+def write_figure(
+    figure: go.Figure | Mapping[str, Any], path: str | os.PathLike[str], *, plotlyjs: str = "embed"
+) -> Path:
     """Write ``figure`` to ``path``, in the format its suffix names.
 
     Args:
-        figure: a plotly figure, e.g. from ``plot_surface`` or ``plot_contour``.
-        path: ``.html`` / ``.htm`` (interactive), ``.png`` or ``.svg`` (static, at the
-            figure's width and height in pixels), in an existing folder.
+        figure: a plotly figure, e.g. from ``plot_surface`` or ``plot_contour``, or plain
+            figure data ``{"data": [...], "layout": {...}}`` in dicts, lists, numbers,
+            strings and NumPy arrays (``surface_figure`` makes one): written to HTML as
+            given, without building plotly's objects, and so without plotly's validation
+            (``go.Figure(figure)`` validates it).
+        path: ``.html`` / ``.htm`` (interactive; a figure without a width and height
+            fills the browser window), ``.png`` or ``.svg`` (static, at the figure's
+            width and height in pixels, plotly's 700 x 500 where it sets none), in an
+            existing folder.
         plotlyjs: for HTML, ``"embed"`` plotly.js (works offline) or load it from the
             ``"cdn"``.
 
@@ -44,19 +55,38 @@ def write_figure(figure: go.Figure, path: str | os.PathLike[str], *, plotlyjs: s
             browser is missing (the message says how to install them), before any
             rendering.
     """
-    if not isinstance(figure, go.Figure):
-        raise FastsurfaceError(f"`figure` must be a plotly Figure, got {type(figure).__name__}")
+    plain = isinstance(figure, Mapping)  # checked first: touching go.Figure imports plotly's objects
+    if plain and not set(figure) <= {"data", "layout"}:
+        raise FastsurfaceError(f"`figure` as plain data holds only 'data' and 'layout', got keys {sorted(figure)}")
+    if not plain and not isinstance(figure, go.Figure):
+        raise FastsurfaceError(f"`figure` must be a plotly Figure or plain figure data, got {type(figure).__name__}")
     target = check_export("path", path, plotlyjs)
     if FORMATS[target.suffix.lower()] == "html":
-        include = True if plotlyjs == "embed" else "cdn"
-        atomic_write_text(target, figure.to_html(include_plotlyjs=include, full_html=True, auto_play=False))
+        page = _html(figure, plotlyjs)
+        atomic_write(target, lambda file: file.write(page))
         return target
     try:
-        image = figure.to_image(format=FORMATS[target.suffix.lower()])
+        image = (figure if isinstance(figure, go.Figure) else go.Figure(figure)).to_image(
+            format=FORMATS[target.suffix.lower()]
+        )
     except RuntimeError as error:  # plotly's way of saying kaleido found no browser
         raise FastsurfaceError(f"{_INSTALL_CHROMIUM} ({error})") from error
     atomic_write(target, lambda file: file.write(image))
     return target
+
+
+def _html(figure: go.Figure | Mapping[str, Any], plotlyjs: str) -> bytes:
+    """The page of ``figure``, UTF-8."""
+    if not isinstance(figure, Mapping):
+        include = True if plotlyjs == "embed" else "cdn"
+        return str(figure.to_html(include_plotlyjs=include, full_html=True, auto_play=False)).encode()
+    try:
+        return figure_html(figure, plotlyjs)
+    except TypeError as error:
+        raise FastsurfaceError(
+            f"`figure` as plain data holds dicts, lists, numbers, strings and NumPy arrays ({error}); "
+            "pass go.Figure(figure) for anything else"
+        ) from error
 
 
 def check_export(name: str, path: str | os.PathLike[str], plotlyjs: str = "embed") -> Path:

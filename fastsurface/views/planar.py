@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import plotly.colors
 import plotly.graph_objects as go
 
 from fastsurface._support.memory import check_figure_fits
@@ -29,9 +28,8 @@ KIND_MARKERS: dict[str, tuple[str, str]] = {
     "saddle": ("x", "#ffa15a"),
     "degenerate": ("square", "#ab63fa"),
 }
-# The article's path colours for a single path; a palette when several are overlaid.
+# The article's path colours for a single path; plotly's qualitative palette when several are overlaid.
 _SINGLE_PATH = ("red", "yellow")
-_PALETTE = plotly.colors.qualitative.Plotly
 # Tick multipliers of a log colour bar, per decade.
 _LOG_TICKS = (1, 2, 5)
 _FIGURE = {"template": "plotly_dark", "width": 800, "height": 700}
@@ -165,8 +163,8 @@ def check_drawable(surface: object, trajectory: object = None) -> None:
         )
 
 
-def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[go.Scatter | go.Scatter3d]:
-    """One marker trace per kind present in ``points``, named after the kind."""
+def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[dict[str, Any]]:
+    """One marker trace per kind present in ``points``, named after the kind, as plain data."""
     traces = []
     for kind in CRITICAL_KINDS:
         chosen = [p for p in points if p.kind == kind]
@@ -184,10 +182,10 @@ def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[g
         }
         if three_d:
             marker = {"symbol": symbol, "color": colour, "size": 6}
-            traces.append(go.Scatter3d(z=[p.loss for p in chosen], marker=marker, **common))
+            traces.append({"type": "scatter3d", "z": [p.loss for p in chosen], "marker": marker, **common})
         else:
             marker = {"symbol": symbol, "color": colour, "size": 12, "line": {"width": 1, "color": "white"}}
-            traces.append(go.Scatter(marker=marker, **common))
+            traces.append({"type": "scatter", "marker": marker, **common})
     return traces
 
 
@@ -233,7 +231,9 @@ def _named_paths(surface: Surface, trajectories: TrajectoriesLike) -> list[tuple
             )
     if len(named) == 1:
         return [(name, t, _SINGLE_PATH) for name, t in named.items()]
-    colours = [_PALETTE[i % len(_PALETTE)] for i in range(len(named))]
+    from plotly.colors import qualitative  # only for overlays: its import costs ~10 ms
+
+    colours = [qualitative.Plotly[i % len(qualitative.Plotly)] for i in range(len(named))]
     return [(name, t, (c, c)) for (name, t), c in zip(named.items(), colours, strict=True)]
 
 
