@@ -15,6 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastsurface"
 
 _LEAVES = {"errors", "results", "_version"}
 _BASE = _LEAVES | {"_support"}
+# The seed model and data come first in the data flow (data -> model -> plane -> engine).
+_SEED_INPUTS = {"seed.model", "seed.data"}
 # What each part of the package may import besides itself. A part is a sub-package, or a
 # top-level module; `seed` is split because its model and data come first and its naive
 # loop and benchmark come after the engine.
@@ -26,10 +28,10 @@ ALLOWED: dict[str, set[str]] = {
     "seed": set(),  # the sub-package's own __init__: a docstring
     "seed.model": {"errors"},
     "seed.data": {"errors", "_support"},
-    "planes": _BASE,
-    "engine": _BASE | {"planes"},
-    "analysis": _BASE | {"planes", "engine"},
-    "runs": _BASE | {"planes", "engine"},
+    "planes": _BASE | _SEED_INPUTS,
+    "engine": _BASE | _SEED_INPUTS | {"planes"},
+    "analysis": _BASE | _SEED_INPUTS | {"planes", "engine"},
+    "runs": _BASE | _SEED_INPUTS | {"planes", "engine"},
     "views": _BASE,
     "seed.naive": _BASE | {"planes", "engine"},
     "seed.bench": _BASE | {"planes", "engine", "seed.model", "seed.data", "seed.naive"},

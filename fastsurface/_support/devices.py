@@ -22,8 +22,10 @@ def resolve_device(device: DeviceLike = "auto") -> torch.device:
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        if not isinstance(device, (str, torch.device)):
+            raise TypeError(f"a {type(device).__name__}")
         resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
+    except (RuntimeError, TypeError, ValueError) as error:
         raise FastsurfaceError(
             f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}"
         ) from error

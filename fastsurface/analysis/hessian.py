@@ -18,7 +18,7 @@ from fastsurface._support.copying import private_copy
 from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.engine._stream import PROBE_SAMPLES, is_pair, pair_tensors
 from fastsurface.engine._tiles import model_errors
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.planes.directions import parameters_of
 from fastsurface.planes.plane import Plane, TensorDict, unflattener
 
@@ -70,6 +70,7 @@ def hessian_plane(
     """
     check_positive_int("iterations", iterations)
     check_positive_int("chunk_samples", chunk_samples)
+    check_seed("seed", seed)
     if iterations < 2:
         raise FastsurfaceError(f"`iterations` must be >= 2 to find two eigenvectors, got {iterations}")
     theta = parameters_of(model)

@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from fastsurface._support.memory import check_figure_fits
-from fastsurface.errors import FastsurfaceError, check_choice
+from fastsurface.errors import FastsurfaceError, check_bool, check_choice
 from fastsurface.results import CRITICAL_KINDS, CriticalPoint, Surface, Trajectory
 
 TrajectoriesLike = Trajectory | Mapping[str, Trajectory] | Sequence[Trajectory] | None
@@ -62,7 +62,7 @@ def plot_contour(
     >>> figure.layout.xaxis.title.text, figure.data[0].z.shape
     ('w1', (2, 4))
     """
-    check_drawable(surface)
+    check_drawable(surface, critical_points=critical_points, log_color=log_color, title=title)
     figure = go.Figure(_surface_trace(surface, kind, log_color))
     for name, trajectory, (line, marker) in _named_paths(surface, trajectories):
         figure.add_trace(_path_trace(trajectory, name, line, marker))
@@ -97,7 +97,7 @@ def plot_animation(
     >>> len(figure.frames), [button.label for button in figure.layout.updatemenus[0].buttons]
     (4, ['Play', 'Pause'])
     """
-    check_drawable(surface)
+    check_drawable(surface, critical_points=critical_points, log_color=log_color, title=title)
     if not isinstance(trajectory, Trajectory):
         raise FastsurfaceError(f"`trajectory` must be a fastsurface Trajectory, got {type(trajectory).__name__}")
     for name, value in (("max_frames", max_frames), ("frame_ms", frame_ms)):
@@ -146,9 +146,26 @@ def loss_colouring(loss: np.ndarray, log_color: bool) -> tuple[np.ndarray, dict[
     return colour, bar
 
 
-def check_drawable(surface: object, trajectory: object = None) -> None:
-    """Refuse, before building a figure, what is no surface (or trajectory), a grid with
-    fewer than two values on an axis, and one whose figure would not fit in memory."""
+def check_drawable(
+    surface: object,
+    trajectory: object = None,
+    *,
+    critical_points: object = None,
+    log_color: object = False,
+    title: object = "",
+) -> None:
+    """Refuse, before building a figure, what is no surface (or trajectory, or list of
+    critical points), a grid with fewer than two values on an axis, one whose figure would
+    not fit in memory, a ``log_color`` that is not a bool and a ``title`` that is not text."""
+    check_bool("log_color", log_color)
+    if not isinstance(title, str):
+        raise FastsurfaceError(f"`title` must be a string, got {type(title).__name__}")
+    if critical_points is not None and not (
+        isinstance(critical_points, (list, tuple)) and all(isinstance(p, CriticalPoint) for p in critical_points)
+    ):
+        raise FastsurfaceError(
+            f"`critical_points` must be a list of CriticalPoint (from critical_points), got {critical_points!r:.100}"
+        )
     if not isinstance(surface, Surface):
         raise FastsurfaceError(f"`surface` must be a fastsurface Surface, got {type(surface).__name__}")
     rows, columns = surface.loss_tensor.shape

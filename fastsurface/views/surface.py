@@ -58,7 +58,12 @@ def plot_surface(
     >>> plot_surface(s).layout.scene.xaxis.title.text
     'w1'
     """
-    return go.Figure(surface_figure(surface, trajectory, critical_points=critical_points, log_color=log_color, **style))
+    figure = surface_figure(surface, trajectory, critical_points=critical_points, log_color=log_color, **style)
+    try:
+        return go.Figure(figure)
+    except ValueError as error:  # plotly's validators refuse a style value (a negative width, say)
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), "invalid value")
+        raise FastsurfaceError(f"`style` holds a value plotly refuses: {reason}") from error
 
 
 def surface_figure(
@@ -79,7 +84,7 @@ def surface_figure(
     >>> [trace["type"] for trace in surface_figure(s)["data"]]
     ['surface']
     """
-    check_drawable(surface, trajectory)
+    check_drawable(surface, trajectory, critical_points=critical_points, log_color=log_color)
     unknown = set(style) - set(ARTICLE_STYLE)
     if unknown:
         raise FastsurfaceError(f"`style` accepts {', '.join(sorted(ARTICLE_STYLE))}; got unknown {sorted(unknown)}")
