@@ -15,7 +15,7 @@ pytest.importorskip("PIL")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
 
-from tests.browser import Browser, drawn_share, plot_area_picture  # noqa: E402
+from tests.system.browser import Browser, drawn_share, plot_area_picture  # noqa: E402
 
 CLI_VIEWS = ("surface", "contour", "heatmap", "animation")
 EPOCHS = 3

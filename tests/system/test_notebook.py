@@ -5,7 +5,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "fastsurface_tour.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "fastsurface_tour.ipynb"
 
 
 def test_the_tour_notebook_runs_from_top_to_bottom(tmp_path, monkeypatch):

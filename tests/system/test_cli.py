@@ -9,7 +9,7 @@ import pytest
 
 from fastsurface.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--step", "0.25", "--samples", "2000", "--epochs", "3", "--no-progress"]
 
 

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 
 import fastsurface as fs
-from fastsurface.runs.distributed import sharded_loss_surface
 from tests.conftest import assert_close
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
 SURFACE = ["-m", "fastsurface", "surface", "--step", "0.05", "--samples", "3000", "--no-progress"]
+
+
 QUIET = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -27,27 +30,6 @@ def _surface_file(tmp_path, name, *arguments, ranks=1):
     done = _run([*launcher, *SURFACE, *arguments, "--save", name], tmp_path, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     return fs.load(tmp_path / name).surface, done.stdout
-
-
-def test_one_process_equals_loss_surface_for_any_block_size(rng):
-    data = (rng.normal(size=300), rng.normal(size=300))
-    w1, w2 = fs.axis(-2, 2, 0.25), fs.axis(-1, 1, 0.5)
-    reference = fs.loss_surface(fs.ANN(1, 1, 1), data, w1, w2, dtype="float64", method="vmap")
-    for rows in (1, 5, 16):
-        for shard in ("grid", "data"):
-            run = sharded_loss_surface(
-                fs.ANN(1, 1, 1), data, w1, w2, block_rows=rows, shard=shard, dtype="float64", method="vmap"
-            )
-            assert run.ranks == 1 and run.shard == shard
-            assert_close(run.surface.loss, reference.loss, rtol=1e-12)
-
-
-def test_shard_and_checkpoint_arguments_are_checked(rng):
-    data = (rng.normal(size=30), rng.normal(size=30))
-    with pytest.raises(fs.FastsurfaceError, match="`shard`"):
-        sharded_loss_surface(fs.ANN(1, 1, 1), data, shard="rows")
-    with pytest.raises(fs.FastsurfaceError, match="`checkpoint_dir`"):
-        sharded_loss_surface(fs.ANN(1, 1, 1), data, shard="data", checkpoint_dir="somewhere")
 
 
 def test_two_ranks_give_the_single_process_file(tmp_path):
