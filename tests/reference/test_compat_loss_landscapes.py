@@ -9,7 +9,7 @@ from torch import nn
 
 import fastsurface as fs
 import fastsurface.compat.loss_landscapes as drop_in
-from tests.conftest import SMALL_MODELS as MODELS
+from tests.helpers import SMALL_MODELS as MODELS
 
 package = pytest.importorskip("loss_landscapes")
 pytest.importorskip("loss_landscapes.metrics")

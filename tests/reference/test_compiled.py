@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 
 import fastsurface as fs
 from fastsurface.engine._kernels import compile_available
-from tests.conftest import DEVICES, SMALL_MODELS, assert_close, numpy_seed_loss
+from tests.helpers import DEVICES, SMALL_MODELS, assert_close, numpy_seed_loss
 
 pytestmark = pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="needs a C++ compiler")
 TILE = 512

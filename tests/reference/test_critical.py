@@ -5,7 +5,7 @@ from torch import nn
 
 import fastsurface as fs
 from fastsurface.analysis.critical import grid_candidates
-from tests.conftest import DEVICES, assert_close
+from tests.helpers import DEVICES, assert_close
 
 # (a, b) -> (kind, eigenvalues) of every critical point, for analytic surfaces.
 SADDLE = {(0.0, 0.0): ("saddle", (-2.0, 2.0))}

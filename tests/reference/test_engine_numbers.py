@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from tests.conftest import DEVICES, assert_close, cuda, numpy_seed_loss
+from tests.helpers import DEVICES, assert_close, cuda, numpy_seed_loss
 
 SEED_GRID = fs.axis(-2, 2, 0.05)
 

@@ -8,7 +8,7 @@ import torch
 import fastsurface as fs
 from fastsurface.engine._inductor import accurate_tanh, backend
 from fastsurface.engine._kernels import compile_available
-from tests.conftest import assert_close
+from tests.helpers import assert_close
 
 # Relative error bound of accurate_tanh, float32 (Sleef's tanhf is within 6e-8).
 TANH_RTOL = 4e-7

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastsurface as fs
-from tests.conftest import assert_close, numpy_seed_loss
+from tests.helpers import assert_close, numpy_seed_loss
 
 REPEATABLE = settings(max_examples=40, derandomize=True, deadline=None, database=None)
 

@@ -3,19 +3,16 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from fastsurface.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--step", "0.25", "--samples", "2000", "--epochs", "3", "--no-progress"]
+from tests.helpers import REPOSITORY, SMALL_RUN
 
 
 def readme_demo_arguments() -> list[str]:
     """The arguments of the README's `fastsurface run` command."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPOSITORY / "README.md").read_text()
     command = re.search(r"fastsurface (run[^\n`&|]*)", readme).group(1)
     return shlex.split(command)
 
@@ -25,7 +22,7 @@ def test_the_readme_demo_command_writes_a_figure_with_surface_and_path(tmp_path)
     output = tmp_path / arguments[arguments.index("--output") + 1]
     arguments[arguments.index("--output") + 1] = str(output)
     done = subprocess.run(
-        [sys.executable, "-m", "fastsurface", *arguments, *SMALL],
+        [sys.executable, "-m", "fastsurface", *arguments, *SMALL_RUN],
         capture_output=True,
         text=True,
         check=True,
@@ -40,9 +37,12 @@ def test_the_readme_demo_command_writes_a_figure_with_surface_and_path(tmp_path)
 
 def test_the_summary_says_when_the_path_leaves_the_grid_and_fit_covers_it(tmp_path, capsys):
     output = tmp_path / "f.html"
-    assert main(["run", "--output", str(output), "--w1", "-1", "1", "--w2", "-1", "1", *SMALL]) == 0
+    assert main(["run", "--output", str(output), "--w1", "-1", "1", "--w2", "-1", "1", *SMALL_RUN]) == 0
     assert "leaves the grid" in capsys.readouterr().out
-    assert main(["run", "--output", str(output), "--w1", "-1", "1", "--w2", "-1", "1", "--fit-trajectory", *SMALL]) == 0
+    assert (
+        main(["run", "--output", str(output), "--w1", "-1", "1", "--w2", "-1", "1", "--fit-trajectory", *SMALL_RUN])
+        == 0
+    )
     assert "leaves the grid" not in capsys.readouterr().out
 
 
@@ -60,7 +60,7 @@ def test_the_summary_says_when_the_path_leaves_the_grid_and_fit_covers_it(tmp_pa
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path, capsys, arguments, name):
-    base = ["run", "--output", str(tmp_path / "f.html"), *SMALL]
+    base = ["run", "--output", str(tmp_path / "f.html"), *SMALL_RUN]
     assert main(base + arguments) == 2
     captured = capsys.readouterr()
     assert name in captured.err and "Traceback" not in captured.err
@@ -107,5 +107,5 @@ def test_bench_skips_cases_estimated_beyond_the_time_limit(capsys):
 
 def test_ranges_in_scientific_notation(tmp_path, capsys):
     arguments = ["run", "--output", str(tmp_path / "f.html"), "--w1", "-1e0", "1e0", "--w2", "-2.5e-1", "2.5e-1"]
-    assert main([*arguments, *SMALL]) == 0
+    assert main([*arguments, *SMALL_RUN]) == 0
     assert "w1 in [-1, 0.75], w2 in [-0.25, 0]" in capsys.readouterr().out

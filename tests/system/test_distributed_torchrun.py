@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import fastsurface as fs
-from tests.conftest import assert_close
+from tests.helpers import assert_close
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 

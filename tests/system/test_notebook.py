@@ -1,11 +1,11 @@
-from pathlib import Path
-
 import pytest
+
+from tests.helpers import REPOSITORY
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "fastsurface_tour.ipynb"
+NOTEBOOK = REPOSITORY / "examples" / "fastsurface_tour.ipynb"
 
 
 def test_the_tour_notebook_runs_from_top_to_bottom(tmp_path, monkeypatch):

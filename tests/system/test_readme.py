@@ -1,11 +1,10 @@
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import REPOSITORY
 
 
 def test_ci_runs_exactly_the_readme_set_up_commands():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPOSITORY / "README.md").read_text()
     commands = re.findall(r"```bash\n(.+?)\n```", readme)[:2]
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = (REPOSITORY / ".ci" / "run").read_text().splitlines()
     assert len(commands) == 2 and all(command in ci for command in commands)

@@ -8,7 +8,7 @@ import torch
 import fastsurface as fs
 from fastsurface.runs import checkpoint as checkpoint_module
 from fastsurface.runs.checkpoint import Checkpoint, plan_blocks
-from tests.conftest import assert_close
+from tests.helpers import assert_close
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from torch.func import functional_call, jacrev
 
 import fastsurface as fs
 from fastsurface.engine._losses import resolve_loss
-from tests.conftest import SMALL_MODELS as MODELS
-from tests.conftest import assert_close, small_cnn, small_mlp
+from tests.helpers import SMALL_MODELS as MODELS
+from tests.helpers import assert_close, small_cnn, small_mlp
 
 
 def _setup(name, rng, samples=48):

@@ -5,7 +5,7 @@ import pytest
 
 import fastsurface as fs
 from fastsurface.runs.distributed import sharded_loss_surface
-from tests.conftest import assert_close
+from tests.helpers import assert_close
 
 
 def test_one_process_equals_loss_surface_for_any_block_size(rng):

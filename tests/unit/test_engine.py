@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import fastsurface as fs
-from tests.conftest import assert_close, numpy_seed_loss
+from tests.helpers import assert_close, numpy_seed_loss
 
 
 @pytest.mark.parametrize("reduction", ["mean", "batch_mean"])

@@ -8,8 +8,8 @@ import pytest
 import fastsurface as fs
 from fastsurface.cli import main
 from fastsurface.views import export
+from tests.helpers import SMALL_RUN
 
-SMALL = ["--step", "0.25", "--samples", "2000", "--epochs", "3", "--no-progress"]
 has_browser = pytest.mark.skipif(
     shutil.which("chromium") is None and shutil.which("google-chrome") is None, reason="needs Chromium or Chrome"
 )
@@ -72,7 +72,7 @@ def test_bad_paths_and_options_are_refused(tmp_path, figure, name, plotlyjs, mat
 def test_the_command_writes_one_file_per_view_and_lists_critical_points(tmp_path, capsys):
     output = tmp_path / "figure.html"
     views = "surface,contour,heatmap,animation"
-    assert main(["run", "--output", str(output), "--view", views, "--critical-points", "--log-color", *SMALL]) == 0
+    assert main(["run", "--output", str(output), "--view", views, "--critical-points", "--log-color", *SMALL_RUN]) == 0
     out = capsys.readouterr().out
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == sorted(f"figure-{view}.html" for view in views.split(","))
@@ -90,7 +90,7 @@ def test_the_command_writes_an_image_with_the_default_name(tmp_path, capsys, mon
     monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **_: "/usr/bin/true"))
     monkeypatch.setattr(go.Figure, "to_image", lambda self, format: f"<svg>{format}</svg>".encode())
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "--format", "svg", "--view", "contour", *SMALL]) == 0
+    assert main(["run", "--format", "svg", "--view", "contour", *SMALL_RUN]) == 0
     assert (tmp_path / "loss_surface.svg").read_bytes() == b"<svg>svg</svg>"
 
 
@@ -103,13 +103,13 @@ def test_the_command_writes_an_image_with_the_default_name(tmp_path, capsys, mon
 )
 def test_the_output_must_match_the_format(tmp_path, capsys, monkeypatch, arguments, message):
     monkeypatch.chdir(tmp_path)
-    assert main(["run", *arguments, *SMALL]) == 2
+    assert main(["run", *arguments, *SMALL_RUN]) == 2
     assert message in capsys.readouterr().err and list(tmp_path.iterdir()) == []
 
 
 def test_an_unknown_view_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", "--view", "contour,globe", *SMALL])
+        main(["run", "--view", "contour,globe", *SMALL_RUN])
     assert exit_info.value.code == 2 and "--view" in capsys.readouterr().err
 
 
@@ -120,7 +120,7 @@ def test_without_a_browser_the_command_fails_before_any_work(tmp_path, capsys, m
     monkeypatch.delenv("BROWSER_PATH", raising=False)
     monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **_: None))
     monkeypatch.setattr(export, "atomic_write", lambda *_: pytest.fail("wrote a file"))
-    assert main(["run", "--format", "png", "--output", str(tmp_path / "f.png"), *SMALL]) == 2
+    assert main(["run", "--format", "png", "--output", str(tmp_path / "f.png"), *SMALL_RUN]) == 2
     err = capsys.readouterr().err
     assert "apt-get install chromium" in err and "Traceback" not in err
 
@@ -138,7 +138,7 @@ def test_an_interrupted_run_changes_no_output(tmp_path, capsys, monkeypatch):
         written.append(export.write_figure(figure, path, **options))
 
     monkeypatch.setattr("fastsurface.cli.write_figure", interrupted_after_one)
-    arguments = ["run", "--output", str(output), "--view", "contour,heatmap", "--save", str(saved), *SMALL]
+    arguments = ["run", "--output", str(output), "--view", "contour,heatmap", "--save", str(saved), *SMALL_RUN]
     assert main(arguments) == 130
     assert "no output was written" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["figure-contour.html"]

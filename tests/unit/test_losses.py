@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastsurface as fs
-from tests.conftest import assert_close
+from tests.helpers import assert_close
 
 
 def _classifier():

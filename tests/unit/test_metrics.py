@@ -5,7 +5,7 @@ from torch import nn
 
 import fastsurface as fs
 from fastsurface.analysis.metrics import accuracy, metric_surfaces
-from tests.conftest import assert_close
+from tests.helpers import assert_close
 
 
 def test_accuracy_beside_the_loss_matches_a_per_point_loop(rng):

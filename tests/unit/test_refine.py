@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from tests.conftest import DEVICES, assert_close
+from tests.helpers import DEVICES, assert_close
 
 
 @pytest.fixture(scope="module")

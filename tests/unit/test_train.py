@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from tests.conftest import assert_close
+from tests.helpers import assert_close
 
 
 @pytest.fixture(scope="module")
