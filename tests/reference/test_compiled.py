@@ -13,7 +13,11 @@ import fastsurface as fs
 from fastsurface.engine._kernels import compile_available
 from tests.helpers import DEVICES, SMALL_MODELS, assert_close, numpy_seed_loss
 
-pytestmark = pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="needs a C++ compiler")
+# Slow as a whole: whichever test runs first pays the compilation.
+pytestmark = [
+    pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="needs a C++ compiler"),
+    pytest.mark.slow,
+]
 TILE = 512
 
 

@@ -46,6 +46,7 @@ def test_tanh_is_relatively_accurate_on_all_of_float32(tanh):
     assert torch.equal(got == 0, x == 0) and float(got.abs().max()) <= 1.0
 
 
+@pytest.mark.slow
 @NEEDS_COMPILER
 def test_compiled_tanh_on_every_positive_float32_below_9_5():
     # Exhaustive (about 1.1e9 values, ~30 s): the bound holds everywhere, not just on a

@@ -5,6 +5,7 @@ examples are derandomised so every run (and CI) checks the same cases.
 """
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,7 @@ def reference(w1, w2, x, y, reduction, batch_size):
     return np.mean([numpy_seed_loss(w1, w2, x[s : s + batch_size], y[s : s + batch_size]) for s in starts], axis=0)
 
 
+@pytest.mark.slow
 @REPEATABLE
 @given(
     w1=axes,

@@ -13,7 +13,10 @@ from fastsurface.cli import main
 
 pytest.importorskip("PIL")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)"),
+    pytest.mark.slow,
+]
 
 from tests.system.browser import Browser, drawn_share, plot_area_picture  # noqa: E402
 

@@ -51,6 +51,8 @@ def uninterrupted(tmp_path_factory):
     return fs.load(folder / "s.npz").surface
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, signum):
     killed = _cli("--checkpoint-dir", "ck", "--save", "s.npz", slow=True, cwd=tmp_path)
@@ -96,6 +98,8 @@ def test_ctrl_c_in_the_cli_keeps_finished_blocks_and_writes_nothing(tmp_path, mo
     assert len(calls) == 4 + 13  # the three finished blocks were not computed again
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_key_is_the_same_in_another_process(tmp_path):
     """Hash seeds differ between processes: a set literal in a model's code must not move the key."""
     script = (

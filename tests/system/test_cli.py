@@ -17,6 +17,8 @@ def readme_demo_arguments() -> list[str]:
     return shlex.split(command)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_readme_demo_command_writes_a_figure_with_surface_and_path(tmp_path):
     arguments = readme_demo_arguments()
     output = tmp_path / arguments[arguments.index("--output") + 1]
@@ -67,6 +69,7 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path, capsys, ar
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_bench_prints_one_table_and_writes_json(tmp_path, capsys):
     output = tmp_path / "bench.json"
     arguments = ["bench", "--device", "cpu", "--steps", "0.5", "0.25", "--methods", "closed_form", "vmap"]
@@ -80,6 +83,7 @@ def test_bench_prints_one_table_and_writes_json(tmp_path, capsys):
     assert rows[("naive", 0.5)]["speedup"] == 1.0 and rows[("vmap", 0.5)]["speedup"] > 0
 
 
+@pytest.mark.slow
 def test_bench_skips_cases_estimated_beyond_the_time_limit(capsys):
     assert (
         main(

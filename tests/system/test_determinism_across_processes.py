@@ -4,6 +4,10 @@ import hashlib
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
 # Data, split, SGD path and surface of a small seed problem, as one digest of their bytes.
 SCRIPT = """
 import hashlib, fastsurface as fs

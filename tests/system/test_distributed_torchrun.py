@@ -12,6 +12,8 @@ import pytest
 import fastsurface as fs
 from tests.helpers import assert_close
 
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 

@@ -4,6 +4,7 @@ from tests.helpers import REPOSITORY
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]  # a Jupyter kernel runs the notebook
 
 NOTEBOOK = REPOSITORY / "examples" / "fastsurface_tour.ipynb"
 

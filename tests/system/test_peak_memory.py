@@ -25,6 +25,7 @@ assert surface.method == method
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 MIB = 2**20
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
 def _peak_growth_mib(method: str, step: float, samples: int, budget: int) -> float:

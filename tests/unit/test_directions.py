@@ -57,6 +57,7 @@ def _planes(models, data):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_every_plane_matches_a_load_state_dict_loop(rng, model_name):
     models, data = _setup(model_name, rng)

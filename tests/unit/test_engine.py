@@ -11,6 +11,7 @@ import fastsurface as fs
 from tests.helpers import assert_close, numpy_seed_loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
 def test_tile_and_chunk_sizes_do_not_change_the_result(seed_split, reduction):
     _, test = seed_split

@@ -29,6 +29,7 @@ def test_html_embeds_plotly_js_by_default_and_loads_it_from_the_cdn_on_request(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["offline.html", "small.htm"]  # no temporary left
 
 
+@pytest.mark.slow
 @has_browser
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
 def test_static_images_through_kaleido(tmp_path, figure, suffix):
