@@ -14,6 +14,8 @@ from tests.helpers import assert_close
 TANH_RTOL = 4e-7
 CPU = torch.device("cpu")
 NEEDS_COMPILER = pytest.mark.skipif(not compile_available(CPU), reason="needs a C++ compiler")
+# The first compilation in a process costs seconds, whichever test it falls on: all compiled cases are slow.
+COMPILED = [NEEDS_COMPILER, pytest.mark.slow]
 
 
 def _float32_sweep() -> torch.Tensor:
@@ -34,7 +36,7 @@ def _relative_error(got: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 EAGER_AND_COMPILED = pytest.mark.parametrize(
-    "tanh", [accurate_tanh, pytest.param(_compiled_tanh, marks=NEEDS_COMPILER)], ids=["eager", "compiled"]
+    "tanh", [accurate_tanh, pytest.param(_compiled_tanh, marks=COMPILED)], ids=["eager", "compiled"]
 )
 
 
@@ -61,6 +63,7 @@ def test_compiled_tanh_on_every_positive_float32_below_9_5():
     assert worst <= TANH_RTOL
 
 
+@pytest.mark.slow
 @NEEDS_COMPILER
 def test_compiled_float64_tanh_keeps_float64_accuracy():
     x = _float32_sweep().double()
@@ -76,6 +79,7 @@ def test_tanh_keeps_signed_zeros_infinities_and_nan(tanh):
     assert torch.isnan(got[4])
 
 
+@pytest.mark.slow
 @NEEDS_COMPILER
 def test_compiled_surface_with_small_activations_matches_float64(rng):
     # A teacher with tiny weights: activations ~1e-5. A tanh with an absolute error of
