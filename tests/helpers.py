@@ -1,5 +1,6 @@
 """What the tests share besides fixtures: the one tolerance helper, the device list, a float64
-numpy reference of the seed loss, small models of each kind, and the repository's paths.
+numpy reference of the seed loss, small models of each kind, the repository's root folder and
+the command-line options of a small run.
 
 Imported one way everywhere: ``from tests.helpers import ...``; fixtures live in ``conftest.py``.
 """
