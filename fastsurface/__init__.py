@@ -7,30 +7,28 @@
 (8, 8)
 """
 
-from fastsurface.analysis.critical import CriticalPoint, critical_points, critical_points_of
+from fastsurface._version import __version__ as __version__
+from fastsurface.analysis.critical import critical_points, critical_points_of
+from fastsurface.analysis.hessian import HessianPlane, hessian_plane
+from fastsurface.analysis.lines import Line, loss_line
 from fastsurface.analysis.metrics import accuracy, metric_surfaces
 from fastsurface.analysis.paths import ParameterPath, ProjectedPath, project_path, record_path
 from fastsurface.analysis.refine import refine, trajectory_window, window_around
-from fastsurface.analysis.training import Trajectory, train_sgd
+from fastsurface.analysis.training import train_sgd
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.directions import (
-    HessianPlane,
-    Line,
-    PrincipalPlane,
-    hessian_plane,
     interpolation_line,
     interpolation_plane,
     line_plane,
-    loss_line,
-    pca_plane,
     random_direction,
     random_line,
     random_plane,
 )
+from fastsurface.planes.pca import PrincipalPlane, pca_plane
 from fastsurface.planes.plane import Plane, default_plane, entry_plane
-from fastsurface.results import Surface
+from fastsurface.results import CriticalPoint, Surface, Trajectory
 from fastsurface.runs.checkpoint import Checkpoint, resumable_loss_surface
 from fastsurface.runs.distributed import ShardedSurface, sharded_loss_surface
 from fastsurface.runs.storage import Saved, load, save
@@ -40,8 +38,6 @@ from fastsurface.seed.naive import naive_loss_surface
 from fastsurface.views.export import write_figure
 from fastsurface.views.planar import plot_animation, plot_contour
 from fastsurface.views.surface import plot_surface
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ANN",

@@ -1,4 +1,8 @@
-"""The result of a surface evaluation: axes, losses and how they were computed."""
+"""What fastsurface computes: surfaces, optimiser paths in plane coordinates, critical points.
+
+A leaf module: it imports nothing of the package, so loading a file or drawing a figure
+never pulls in the engine.
+"""
 
 from __future__ import annotations
 
@@ -60,3 +64,54 @@ class Surface:
         loss = np.where(np.isfinite(self.loss), self.loss, np.inf)
         i, j = np.unravel_index(np.argmin(loss), loss.shape)
         return float(self.w1[i]), float(self.w2[j]), float(self.loss[i, j])
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """An optimiser's path in plane coordinates, with the test loss at each point.
+
+    Attributes:
+        w1, w2: coordinates, float64, shape ``(P,)``.
+        loss: test loss at each point, computed by the surface engine with the same
+            reduction, float64, shape ``(P,)``.
+        step: optimiser steps taken before each point, int64, shape ``(P,)``.
+        labels: names of the two coordinates.
+        reduction: reduction of ``loss``.
+        record: how the points were chosen: ``"epoch"`` (``epochs + 1`` points),
+            ``"step"`` (one per step, plus the start) or ``"path"`` (a recorded
+            parameter path projected onto the plane by ``project_path``).
+    """
+
+    w1: np.ndarray
+    w2: np.ndarray
+    loss: np.ndarray
+    step: np.ndarray
+    labels: tuple[str, str]
+    reduction: str
+    record: str
+
+
+CRITICAL_KINDS = ("minimum", "maximum", "saddle", "degenerate")
+
+
+@dataclass(frozen=True)
+class CriticalPoint:
+    """A point of the plane where the loss's gradient vanishes.
+
+    Attributes:
+        w1, w2: plane coordinates (the surface's first and second axis).
+        loss: the exact loss there, float64.
+        kind: ``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"`` (an
+            eigenvalue within a relative 1e-6 of zero).
+        eigenvalues: the Hessian's eigenvalues in ascending order.
+        gradient_norm: the gradient's Euclidean norm there (close to 0).
+        iterations: Newton steps taken from the grid candidate.
+    """
+
+    w1: float
+    w2: float
+    loss: float
+    kind: str
+    eigenvalues: tuple[float, float]
+    gradient_norm: float
+    iterations: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fastsurface.errors import FastsurfaceError
@@ -46,6 +47,21 @@ def resolve_dtype(dtype: DTypeLike = torch.float32) -> torch.dtype:
     if isinstance(dtype, str) and dtype in _DTYPES:
         return _DTYPES[dtype]
     raise FastsurfaceError(f"`dtype` must be one of 'float32', 'float64' (or the torch dtypes), got {dtype!r}")
+
+
+def check_representable(name: str, values: np.ndarray | torch.Tensor, dtype: torch.dtype) -> None:
+    """Refuse finite values that the compute ``dtype`` cannot hold (they would become inf,
+    then NaN losses): float64 data or coordinates beyond float32's range, say."""
+    tensor = torch.as_tensor(values)  # a NumPy array's memory is shared, not copied
+    limit = torch.finfo(dtype).max
+    if tensor.numel() == 0 or not tensor.dtype.is_floating_point or torch.finfo(tensor.dtype).max <= limit:
+        return
+    low, high = (float(v) for v in tensor.aminmax())
+    if max(-low, high) > limit:
+        raise FastsurfaceError(
+            f"`{name}` holds {max(-low, high):.4g}, beyond the range of the compute dtype "
+            f"{str(dtype).removeprefix('torch.')} (largest {limit:.4g}); rescale it or compute in float64 (`dtype`)"
+        )
 
 
 def synchronize(device: torch.device) -> None:

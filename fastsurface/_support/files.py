@@ -1,18 +1,33 @@
-"""Writing output files so that a reader never sees a half-written one."""
+"""Writing output files so that a reader never sees a half-written one.
+
+A file is written as a temporary beside it, ``.<name>.fastsurface-<pid>-<random>.tmp``, and
+renamed over it when complete. A process killed outright (SIGKILL, power loss) cannot
+remove its temporary; the next write into the same folder removes every such temporary
+whose process has ended and that is older than the writing process. An output path that is a
+symbolic link is written through: the link stays and its target is replaced.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import os
+import re
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from fastsurface.errors import FastsurfaceError
+
+_TEMPORARY = re.compile(r"^\..+\.fastsurface-(\d+)-[^.]+\.tmp$")
+# Longest random part mkstemp adds, plus our prefix and suffix around the file's name.
+_TEMPORARY_EXTRA = len(".") + len(".fastsurface-") + 10 + len("-") + 16 + len(".tmp")
+# Temporaries older than this process that belong to no running process are stale.
+_STARTED = time.time()
 
 
 def check_writable(name: str, path: str | os.PathLike[str], suffixes: tuple[str, ...]) -> Path:
@@ -24,6 +39,8 @@ def check_writable(name: str, path: str | os.PathLike[str], suffixes: tuple[str,
         suffixes: allowed file name endings, e.g. ``(".html",)``.
     """
     target = Path(path)
+    if str(path) == "":
+        raise FastsurfaceError(f"`{name}` must name a file, got an empty path")
     if target.suffix.lower() not in suffixes:
         raise FastsurfaceError(f"`{name}` must end in {' or '.join(suffixes)}, got {str(path)!r}")
     folder = target.parent
@@ -33,6 +50,13 @@ def check_writable(name: str, path: str | os.PathLike[str], suffixes: tuple[str,
         raise FastsurfaceError(f"`{name}` is not writable: {str(path)!r}")
     if target.is_dir():
         raise FastsurfaceError(f"`{name}` is a folder, not a file: {str(path)!r}")
+    written = _destination(target)
+    longest = _name_max(written.parent)
+    if len(written.name.encode()) + _TEMPORARY_EXTRA > longest:
+        raise FastsurfaceError(
+            f"`{name}` is too long a file name: {len(written.name.encode())} bytes, and its temporary while writing "
+            f"needs {_TEMPORARY_EXTRA} more within this folder's limit of {longest}; use a shorter name"
+        )
     return target
 
 
@@ -53,8 +77,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     removes the temporary file. Inside ``all_or_nothing`` the rename waits for the block's
     end. An operating-system error is a ``FastsurfaceError`` naming the file.
     """
+    path = _destination(path)
+    remove_stale_temporaries(path.parent)
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, name = tempfile.mkstemp(
+            prefix=f".{path.name}.fastsurface-{os.getpid()}-", suffix=".tmp", dir=path.parent
+        )
     except OSError as error:
         raise FastsurfaceError(f"cannot write {str(path)!r}: {error.strerror or error}") from error
     temporary = Path(name)
@@ -127,3 +155,48 @@ def _publish(temporary: Path, path: Path) -> None:
         os.replace(temporary, path)
     except OSError as error:
         raise FastsurfaceError(f"cannot write {str(path)!r}: {error.strerror or error}") from error
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete this package's temporaries in ``folder`` left by processes that have ended
+    (killed before they could clean up) and older than this process; returns them."""
+    removed: list[Path] = []
+    try:
+        candidates = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in candidates:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < _STARTED:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # another process removed it first, or it is not ours to remove
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or not a pid: leave the file alone
+    return True
+
+
+def _destination(path: Path) -> Path:
+    """Where writing ``path`` lands: a symbolic link's target (the link stays), else ``path``."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,16 +17,16 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, jacrev, vmap
 
 from fastsurface._support.copying import private_copy
-from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.engine import _stream as stream
-from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
+from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine.axes import as_axis
-from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, check_prediction_shape
+from fastsurface.engine.evaluate import check_prediction_shape
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Reduction
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.planes.plane import Plane, default_plane
-from fastsurface.results import Surface
+from fastsurface.results import CriticalPoint, Surface
 
-KINDS = ("minimum", "maximum", "saddle", "degenerate")
 # An eigenvalue this small relative to the largest one counts as zero (kind "degenerate").
 _ZERO_EIGENVALUE = 1e-6
 # A Newton iterate has converged when its step is below this, relative to 1 + |point|.
@@ -45,29 +44,6 @@ _RING = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 Derivatives = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-@dataclass(frozen=True)
-class CriticalPoint:
-    """A point of the plane where the loss's gradient vanishes.
-
-    Attributes:
-        w1, w2: plane coordinates (the surface's first and second axis).
-        loss: the exact loss there, float64.
-        kind: ``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"`` (an
-            eigenvalue within a relative 1e-6 of zero).
-        eigenvalues: the Hessian's eigenvalues in ascending order.
-        gradient_norm: the gradient's Euclidean norm there (close to 0).
-        iterations: Newton steps taken from the grid candidate.
-    """
-
-    w1: float
-    w2: float
-    loss: float
-    kind: str
-    eigenvalues: tuple[float, float]
-    gradient_norm: float
-    iterations: int
-
-
 def critical_points(
     surface: Surface,
     model: nn.Module,
@@ -75,7 +51,7 @@ def critical_points(
     *,
     plane: Plane | None = None,
     loss: str | PerSampleLoss | None = None,
-    reduction: str | None = None,
+    reduction: Reduction | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: DeviceLike = "auto",
     dtype: DTypeLike = torch.float64,
@@ -107,13 +83,14 @@ def critical_points(
     >>> [(p.kind, round(p.w1, 6), round(p.w2, 6)) for p in critical_points(surface, ANN(1, 1, 1), data)]
     [('saddle', 0.0, 0.0)]
     """
-    plane, loss, reduction = surface_settings(surface, model, plane, loss, reduction)
-    check_positive_int("batch_size", batch_size)
+    plane, options = surface_options(
+        surface, model, plane, loss, reduction, batch_size=batch_size, device=device, dtype=dtype
+    )
     check_positive_int("max_iterations", max_iterations)
     if surface.train_mode:
         raise FastsurfaceError("`surface` was evaluated with train_mode=True; critical points are found in eval mode")
     check_same_data(surface, data, batch_size)
-    derivatives = _model_derivatives(model, plane, data, resolve_loss(loss), reduction, batch_size, device, dtype)
+    derivatives = _model_derivatives(model, plane, data, options)
     return find_critical_points(surface.loss, surface.w1, surface.w2, derivatives, max_iterations=max_iterations)
 
 
@@ -127,7 +104,7 @@ def critical_points_of(
     """Critical points of an analytic function of two coordinates, on the grid ``w1 × w2``.
 
     Args:
-        function: ``(a, b) -> loss`` on 0-d float64 tensors, written with torch
+        function: ``(w1, w2) -> loss`` on 0-d float64 tensors, written with torch
             operations (it is differentiated twice and vmapped).
         w1, w2: grid axes, 1-D, strictly increasing, at least 3 values each.
         max_iterations: Newton steps per candidate.
@@ -154,15 +131,17 @@ def critical_points_of(
     return find_critical_points(values, first, second, derivatives, max_iterations=max_iterations)
 
 
-def surface_settings(
+def surface_options(
     surface: Surface,
     model: nn.Module,
     plane: Plane | None,
     loss: str | PerSampleLoss | None,
-    reduction: str | None,
-) -> tuple[Plane, str | PerSampleLoss, str]:
-    """The plane, loss and reduction that reproduce ``surface``, checked against it;
-    ``None`` stands for the surface's own (a callable loss cannot be recovered from its name)."""
+    reduction: Reduction | None,
+    **options: object,
+) -> tuple[Plane, EvalOptions]:
+    """The plane and evaluation options that reproduce ``surface``, checked against it;
+    ``None`` stands for the surface's own plane, loss and reduction (a callable loss cannot
+    be recovered from its name). ``options`` are the other evaluation options."""
     if not isinstance(surface, Surface):
         raise FastsurfaceError(f"`surface` must be a fastsurface.Surface, got {type(surface).__name__}")
     plane = default_plane(model) if plane is None else plane
@@ -174,11 +153,14 @@ def surface_settings(
         raise FastsurfaceError(
             f"`loss` must be given: the surface used the callable loss {surface.loss_name!r}, pass it again"
         )
-    reduction = surface.reduction if reduction is None else reduction
-    stream.check_reduction(reduction)
-    if loss is not None:
-        resolve_loss(loss)  # refuse a bad loss before any work
-    return plane, surface.loss_name if loss is None else loss, reduction
+    chosen = EvalOptions.from_keywords(
+        {
+            "loss": surface.loss_name if loss is None else loss,
+            "reduction": surface.reduction if reduction is None else reduction,
+            **options,
+        }
+    )
+    return plane, chosen
 
 
 def check_same_data(surface: Surface, data: object, batch_size: int, counts: tuple[int, int] | None = None) -> None:
@@ -365,21 +347,12 @@ def _value_gradient_hessian(
     return jacrev(gradient_with_aux, has_aux=True)
 
 
-def _model_derivatives(
-    model: nn.Module,
-    plane: Plane,
-    data: object,
-    objective: Loss,
-    reduction: str,
-    batch_size: int,
-    device: DeviceLike,
-    dtype: DTypeLike,
-) -> Derivatives:
+def _model_derivatives(model: nn.Module, plane: Plane, data: object, options: EvalOptions) -> Derivatives:
     """Exact derivatives of the reduced loss: chunk sums of weighted per-sample losses
     divided by the sample or batch count, as the engine reduces (see ``stream``)."""
     if not isinstance(model, nn.Module):
         raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-    resolved, compute = resolve_device(device), resolve_dtype(dtype)
+    resolved, compute, objective = options.compute_device, options.compute_dtype, options.objective
     # Parameters off the plane are constants here; left requiring grad, they would make
     # every derivative (and then the Newton iterates) carry an autograd graph.
     module = private_copy(model).to(device=resolved, dtype=compute).eval().requires_grad_(False)
@@ -387,8 +360,8 @@ def _model_derivatives(
     held = list(
         stream.chunks(
             data,
-            reduction=reduction,
-            batch_size=batch_size,
+            reduction=options.reduction,
+            batch_size=options.batch_size,
             chunk_samples=lambda _: _CHUNK_SAMPLES,
             device=resolved,
             dtype=compute,
@@ -399,7 +372,7 @@ def _model_derivatives(
     probe = check_prediction_shape(module, local_plane, objective, held[0].x, held[0].y)
     for chunk in held[1:]:
         objective.check_targets(probe, chunk.y)
-    count = sum(c.samples for c in held) if reduction == "mean" else sum(c.batches for c in held)
+    count = sum(c.samples for c in held) if options.reduction == "mean" else sum(c.batches for c in held)
 
     def chunk_sum(point: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         prediction = functional_call(module, local_plane.params(point[0], point[1]), (x,))

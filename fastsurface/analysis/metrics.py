@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from fastsurface.engine._losses import PerSampleLoss
-from fastsurface.engine.evaluate import loss_surface
+from fastsurface.engine._stream import check_reusable
+from fastsurface.engine.evaluate import grid_surface
+from fastsurface.engine.options import EvalOptions
 from fastsurface.errors import FastsurfaceError
 from fastsurface.results import Surface
 
@@ -46,7 +48,8 @@ def metric_surfaces(
         model, data, w1, w2: as in ``loss_surface``.
         metrics: names to per-sample functions: ``"mse"``, ``"cross_entropy"``, ``accuracy``
             or any callable ``(prediction, target) -> (S,)``.
-        options: other keyword arguments of ``loss_surface`` (not ``loss``).
+        options: ``plane`` and the evaluation options of ``loss_surface`` (not ``loss``),
+            all checked before any work.
 
     Returns:
         ``{name: Surface}`` in the order of ``metrics``.
@@ -63,4 +66,9 @@ def metric_surfaces(
         )
     if "loss" in options:
         raise FastsurfaceError("`metrics` names every per-sample function; pass none as `loss`")
-    return {name: loss_surface(model, data, w1, w2, loss=metric, **options) for name, metric in metrics.items()}
+    check_reusable("data", data, len(metrics), "once per metric")
+    plane = options.pop("plane", None)
+    per_metric = [EvalOptions.from_keywords({**options, "loss": metric}) for metric in metrics.values()]
+    return {
+        name: grid_surface(model, data, w1, w2, plane, chosen) for name, chosen in zip(metrics, per_metric, strict=True)
+    }

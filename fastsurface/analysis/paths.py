@@ -18,11 +18,14 @@ from torch import nn
 
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
-from fastsurface.analysis.training import Trajectory, training_batches
+from fastsurface.analysis.training import training_batches
+from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss, resolve_loss
-from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, evaluate_points
+from fastsurface.engine.evaluate import point_losses
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.planes.plane import Plane, TensorDict, check_plane
+from fastsurface.planes.plane import Plane, TensorDict, check_plane, unflatten
+from fastsurface.results import Trajectory
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -62,9 +65,7 @@ class ParameterPath:
 
     def unflatten(self, vector: np.ndarray | torch.Tensor) -> TensorDict:
         """One row of ``vectors`` as float64 tensors by parameter name."""
-        flat = torch.as_tensor(np.asarray(vector), dtype=torch.float64)
-        parts = torch.split(flat, [int(np.prod(shape)) for shape in self.shapes])
-        return {n: p.reshape(s).clone() for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
+        return unflatten(torch.as_tensor(np.asarray(vector), dtype=torch.float64), self.names, self.shapes)
 
 
 def record_path(
@@ -106,6 +107,7 @@ def record_path(
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
+    stream.check_reusable("train", train, epochs, "once per epoch")
     keep = _recorder(record)
     objective = resolve_loss(loss)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
@@ -150,7 +152,8 @@ class ProjectedPath:
     """A parameter path's least-squares projection onto a plane.
 
     Attributes:
-        a, b: plane coordinates of each point's projection, float64, shape ``(P,)``.
+        w1, w2: plane coordinates of each point's projection, float64, shape ``(P,)``
+            (also readable as ``a``, ``b``, their names before 0.1.0's glossary).
         residual: Euclidean distance from each parameter vector to its projection, over
             all parameters (those the plane does not move count against the model's
             values), float64, shape ``(P,)``.
@@ -162,8 +165,8 @@ class ProjectedPath:
         reduction: reduction of ``loss``.
     """
 
-    a: np.ndarray
-    b: np.ndarray
+    w1: np.ndarray
+    w2: np.ndarray
     residual: np.ndarray
     relative_residual: np.ndarray
     loss: np.ndarray | None
@@ -171,11 +174,21 @@ class ProjectedPath:
     labels: tuple[str, str]
     reduction: str
 
+    @property
+    def a(self) -> np.ndarray:
+        """``w1``, under its earlier name."""
+        return self.w1
+
+    @property
+    def b(self) -> np.ndarray:
+        """``w2``, under its earlier name."""
+        return self.w2
+
     def trajectory(self) -> Trajectory:
         """The projection as a ``Trajectory``, to draw with ``plot_surface``."""
         if self.loss is None:
             raise FastsurfaceError("`data` was not given to `project_path`, so the path has no losses to draw")
-        return Trajectory(self.a, self.b, self.loss, self.step, self.labels, self.reduction, "path")
+        return Trajectory(self.w1, self.w2, self.loss, self.step, self.labels, self.reduction, "path")
 
 
 def project_path(
@@ -183,7 +196,7 @@ def project_path(
 ) -> ProjectedPath:
     """Project ``path`` onto ``plane`` through ``model`` and evaluate the loss there.
 
-    The coordinates minimise ``‖θ_i - θ(a, b)‖`` over all parameters, where ``θ(a, b)``
+    The coordinates minimise ``‖θ_i - θ(w1, w2)‖`` over all parameters, where ``θ(w1, w2)``
     is ``model``'s parameters with the plane's moving ones replaced (least squares,
     float64).
 
@@ -192,9 +205,10 @@ def project_path(
         plane: any plane over parameters of ``model``.
         path: recorded vectors of ``model``'s architecture.
         data: evaluation data, as in ``loss_surface``; no losses without it.
-        **kwargs: ``loss``, ``reduction``, ``batch_size``, ``device``, ``dtype`` ... as in
-            ``evaluate_points``.
+        **kwargs: evaluation options (``loss``, ``reduction``, ``batch_size``,
+            ``device``, ``dtype``, ...) as in ``evaluate_points``; checked before any work.
     """
+    options = EvalOptions.from_keywords(kwargs)
     base = {n: p.detach().to("cpu", torch.float64) for n, p in model.named_parameters()}
     layout = {n: tuple(t.shape) for n, t in base.items()}
     if dict(zip(path.names, path.shapes, strict=True)) != layout:
@@ -210,16 +224,16 @@ def project_path(
     relative = torch.where(distance > 0, residual / torch.where(distance > 0, distance, 1), 0)
     loss = None
     if data is not None:
-        loss = evaluate_points(model, plane, data, coordinates, **kwargs).loss.cpu().numpy()
+        loss = point_losses(model, plane, data, coordinates, options).loss.cpu().numpy()
     return ProjectedPath(
-        a=coordinates[:, 0].numpy(),
-        b=coordinates[:, 1].numpy(),
+        w1=coordinates[:, 0].numpy(),
+        w2=coordinates[:, 1].numpy(),
         residual=residual.numpy(),
         relative_residual=relative.numpy(),
         loss=loss,
         step=path.step,
         labels=plane.labels,
-        reduction=str(kwargs.get("reduction", "mean")),
+        reduction=options.reduction,
     )
 
 

@@ -18,14 +18,15 @@ import torch
 from torch import nn
 
 from fastsurface._support.devices import DeviceLike, DTypeLike
-from fastsurface.analysis.critical import CriticalPoint, check_same_data, surface_settings
-from fastsurface.analysis.training import Trajectory
+from fastsurface.analysis.critical import check_same_data, surface_options
 from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import axis
-from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, evaluate_points
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.engine.evaluate import point_losses
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, Reduction
+from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
-from fastsurface.results import Surface
+from fastsurface.results import CriticalPoint, Surface, Trajectory
 
 Window = tuple[tuple[float, float], tuple[float, float]]
 # A fine axis value this close to a coarse one, relative to the fine step, is the coarse one.
@@ -71,7 +72,7 @@ def refine(
     *,
     plane: Plane | None = None,
     loss: str | PerSampleLoss | None = None,
-    reduction: str | None = None,
+    reduction: Reduction | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: DeviceLike = "auto",
     dtype: DTypeLike | None = None,
@@ -109,22 +110,12 @@ def refine(
     >>> fine.w1.tolist()
     [-2.0, -1.0, 0.0, 0.25, 0.5, 0.75, 1.0]
     """
-    plane, loss, reduction = surface_settings(surface, model, plane, loss, reduction)
-    check_positive_int("batch_size", batch_size)
-    check_same_data(surface, data, batch_size)
-    (w1_range, w2_range), (step1, step2) = _window(window), _pair("step", step)
-    first, old_rows = _merged_axis(surface.w1, axis(*w1_range, step1), step1)
-    second, old_columns = _merged_axis(surface.w2, axis(*w2_range, step2), step2)
-    known = np.zeros((len(first), len(second)), dtype=bool)
-    known[np.ix_(old_rows, old_columns)] = True
-    rows, columns = np.nonzero(~known)
-    evaluation = evaluate_points(
+    plane, options = surface_options(
+        surface,
         model,
         plane,
-        data,
-        np.stack([first[rows], second[columns]], axis=1),
-        loss=loss,
-        reduction=reduction,
+        loss,
+        reduction,
         batch_size=batch_size,
         device=device,
         dtype=surface.dtype if dtype is None else dtype,
@@ -132,6 +123,15 @@ def refine(
         progress=progress,
         train_mode=surface.train_mode if train_mode is None else train_mode,
     )
+    check_same_data(surface, data, batch_size)
+    (w1_range, w2_range), (step1, step2) = _window(window), _pair("step", step)
+    first, old_rows = _merged_axis(surface.w1, axis(*w1_range, step1), step1)
+    second, old_columns = _merged_axis(surface.w2, axis(*w2_range, step2), step2)
+    check_fits((len(first), len(second)), options.compute_device, options.budget, options.tile_points)
+    known = np.zeros((len(first), len(second)), dtype=bool)
+    known[np.ix_(old_rows, old_columns)] = True
+    rows, columns = np.nonzero(~known)
+    evaluation = point_losses(model, plane, data, np.stack([first[rows], second[columns]], axis=1), options)
     check_same_data(surface, data, batch_size, (evaluation.samples, evaluation.batches))
     combined = torch.empty(known.shape, dtype=torch.float64, device=evaluation.loss.device)
     combined[np.ix_(old_rows, old_columns)] = surface.loss_tensor.to(combined.device)
@@ -142,15 +142,15 @@ def refine(
         loss_tensor=combined,
         labels=surface.labels,
         loss_name=surface.loss_name,
-        reduction=reduction,
+        reduction=options.reduction,
         device=str(evaluation.loss.device),
-        dtype=surface.dtype if dtype is None else str(dtype).removeprefix("torch."),
+        dtype=str(options.compute_dtype).removeprefix("torch."),
         samples=evaluation.samples,
         batches=evaluation.batches,
         seconds=surface.seconds + evaluation.seconds,
         method=evaluation.method,
         tile_points=evaluation.tile_points,
-        train_mode=surface.train_mode if train_mode is None else train_mode,
+        train_mode=options.train_mode,
     )
 
 

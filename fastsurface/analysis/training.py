@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,40 +13,19 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from fastsurface._support.copying import private_copy
-from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.engine import _stream as stream
-from fastsurface.engine._losses import PerSampleLoss, resolve_loss
-from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, check_prediction_shape, evaluate_points
-from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
+from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine.evaluate import check_prediction_shape, point_losses
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Reduction
+from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int, check_seed
 from fastsurface.planes.plane import Plane, check_plane, default_plane
+from fastsurface.results import Trajectory
 
 RECORDS = ("epoch", "step")
 # More SGD steps than this is taken for a typo (hours of work, and a step-recorded path
 # that no longer fits in memory) and refused up front.
 MAX_STEPS = 10**7
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """An optimiser's path in plane coordinates, with the test loss at each point.
-
-    Attributes:
-        w1, w2: coordinates, float64, shape ``(P,)``.
-        loss: test loss at each point, computed by the surface engine with the same
-            reduction, float64, shape ``(P,)``.
-        step: optimiser steps taken before each point, int64, shape ``(P,)``.
-        labels: names of the two coordinates.
-        reduction: reduction of ``loss``.
-        record: ``"epoch"`` (``epochs + 1`` points) or ``"step"`` (one per step, plus the start).
-    """
-
-    w1: np.ndarray
-    w2: np.ndarray
-    loss: np.ndarray
-    step: np.ndarray
-    labels: tuple[str, str]
-    reduction: str
-    record: str
 
 
 def train_sgd(
@@ -63,7 +41,7 @@ def train_sgd(
     record: str = "epoch",
     plane: Plane | None = None,
     loss: str | PerSampleLoss = "mse",
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     device: DeviceLike = "auto",
     dtype: DTypeLike = torch.float32,
     progress: bool = False,
@@ -83,7 +61,7 @@ def train_sgd(
         test: evaluation data, as ``data`` of ``loss_surface``.
         lr: learning rate, > 0.
         epochs: passes over ``train``, >= 1.
-        start: initial coordinates ``(a, b)``; the article's ``(-1, -1)``.
+        start: initial coordinates ``(w1, w2)``; the article's ``(-1, -1)``.
         batch_size: training batch size, and the test batches of ``"batch_mean"``.
         seed: seed of the shuffling (a private generator; no global state).
         record: ``"epoch"``: once before training and after every epoch; ``"step"``:
@@ -98,11 +76,12 @@ def train_sgd(
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
     _check_steps(train, epochs, batch_size)
-    stream.check_reduction(reduction)
-    objective = resolve_loss(loss)
+    stream.check_reusable("train", train, epochs, "once per epoch")
+    stream.check_data("test", test)
+    options = EvalOptions(loss, reduction, batch_size, device, dtype)
+    objective, resolved, compute = options.objective, options.compute_device, options.compute_dtype
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
-    resolved, compute = resolve_device(device), resolve_dtype(dtype)
     module = private_copy(model).to(device=resolved, dtype=compute).eval()
     local_plane = plane.to(resolved, compute)
     coordinates = torch.tensor(start, dtype=compute, device=resolved, requires_grad=True)
@@ -131,17 +110,7 @@ def train_sgd(
         raise FastsurfaceError(
             f"`lr` of {lr:g} makes SGD diverge: the weights are no longer finite after step {steps[diverged]}; lower it"
         )
-    losses = evaluate_points(
-        model,
-        plane,
-        test,
-        points,
-        loss=loss,
-        reduction=reduction,
-        batch_size=batch_size,
-        device=resolved,
-        dtype=compute,
-    ).loss
+    losses = point_losses(model, plane, test, points, options).loss
     return Trajectory(
         w1=points[:, 0].cpu().numpy(),
         w2=points[:, 1].cpu().numpy(),
@@ -162,9 +131,8 @@ def _check_training(lr: float, epochs: int, start: tuple[float, float], record: 
         or len(start) != 2
         or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in start)
     ):
-        raise FastsurfaceError(f"`start` must be two finite numbers (a, b), got {start!r}")
-    if record not in RECORDS:
-        raise FastsurfaceError(f"`record` must be one of {', '.join(map(repr, RECORDS))}, got {record!r}")
+        raise FastsurfaceError(f"`start` must be two finite numbers (w1, w2), got {start!r}")
+    check_choice("record", record, RECORDS)
 
 
 def _check_steps(train: object, epochs: int, batch_size: int) -> None:

@@ -20,16 +20,17 @@ import torch
 from fastsurface._support.devices import resolve_device
 from fastsurface._support.files import all_or_nothing, atomic_write_text, check_writable
 from fastsurface._support.memory import check_figure_fits
-from fastsurface.analysis.critical import CriticalPoint, critical_points
-from fastsurface.analysis.training import Trajectory, train_sgd
+from fastsurface.analysis.critical import critical_points
+from fastsurface.analysis.training import train_sgd
 from fastsurface.engine.axes import MAX_AXIS_VALUES, axis
-from fastsurface.engine.evaluate import METHODS, loss_surface
+from fastsurface.engine.evaluate import loss_surface
+from fastsurface.engine.options import METHODS
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.planes.plane import default_plane
-from fastsurface.results import Surface
+from fastsurface.results import CriticalPoint, Surface, Trajectory
 from fastsurface.runs.distributed import SHARDS, current_world, sharded_loss_surface
 from fastsurface.runs.storage import load, save
-from fastsurface.seed.bench import PATHS, format_table, run_bench
+from fastsurface.seed.bench import BENCH_METHODS, format_table, run_bench
 from fastsurface.seed.data import piecewise_dataset, train_test_split
 from fastsurface.seed.model import ANN
 from fastsurface.views.export import check_export, write_figure
@@ -216,7 +217,9 @@ def _add_bench(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     bench.add_argument("--device", action="append", help="cpu, cuda or cuda:N; repeat for several (default: all)")
     bench.add_argument("--steps", nargs="+", type=float, default=[0.05, 0.01, 0.001], help="grid steps")
-    bench.add_argument("--methods", nargs="+", choices=PATHS, default=list(PATHS), help="engine paths")
+    bench.add_argument(
+        "--methods", nargs="+", choices=BENCH_METHODS, default=list(BENCH_METHODS), help="engine methods"
+    )
     bench.add_argument("--repeats", type=int, default=3, help="timed runs per case (the median is reported)")
     bench.add_argument("--max-seconds", type=float, default=60.0, help="skip cases estimated to take longer")
     bench.add_argument("--naive-rows", type=int, default=2, help="grid rows of the article's loop to time")

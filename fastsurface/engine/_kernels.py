@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from fastsurface._support.identity import architecture
 from fastsurface.engine._inductor import backend
 from fastsurface.engine._losses import Loss
 from fastsurface.errors import FastsurfaceError
@@ -40,7 +41,6 @@ _CACHE_SIZE = 8
 # Compiled shapes per process (tile x chunk x architecture); beyond it dynamo runs eager.
 _RECOMPILE_LIMIT = 64
 _compiled_cache: OrderedDict[Hashable, Callable[..., torch.Tensor]] = OrderedDict()
-_MODULE_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "training"})
 
 
 def vmap_kernel(module: nn.Module, plane: Plane, loss: Loss, randomness: str = "error") -> Kernel:
@@ -117,7 +117,7 @@ def _cached_compiled(
     module: nn.Module, plane: Plane, loss: Loss, state: dict[str, torch.Tensor]
 ) -> Callable[..., torch.Tensor]:
     key = (
-        _structure(module),
+        architecture(module),  # what the compiled forward depends on besides tensor values
         tuple((n, t.shape, t.dtype, t.device) for n, t in state.items()),
         tuple(plane.origin),
         loss.per_sample,
@@ -146,25 +146,3 @@ def _cached_compiled(
     if len(_compiled_cache) > _CACHE_SIZE:
         _compiled_cache.popitem(last=False)
     return _compiled_cache[key]
-
-
-def _structure(module: nn.Module) -> Hashable:
-    """What a compiled forward depends on besides tensor values: each submodule's class
-    and its plain attributes (other objects by identity)."""
-    return tuple((name, type(sub), _freeze(vars(sub))) for name, sub in module.named_modules())
-
-
-def _freeze(value: object) -> Hashable:
-    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
-        return value
-    if isinstance(value, dict):
-        return tuple((key, _freeze(item)) for key, item in value.items() if key not in _MODULE_INTERNALS)
-    if isinstance(value, (tuple, list)):
-        return tuple(_freeze(item) for item in value)
-    if isinstance(value, (set, frozenset)):
-        return frozenset(_freeze(item) for item in value)
-    try:
-        hash(value)
-    except TypeError:
-        return object()  # unknown and unhashable: never share a compiled kernel
-    return ("object", value)  # compared by identity, and kept alive so its id is not reused

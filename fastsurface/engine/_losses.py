@@ -61,6 +61,11 @@ def resolve_loss(loss: str | PerSampleLoss) -> Loss:
 
 
 def _same_shape(prediction: torch.Tensor, target: torch.Tensor) -> None:
+    if not target.dtype.is_floating_point:
+        raise FastsurfaceError(
+            f"`data`: mean squared error needs real-valued targets, got {target.dtype} (integer class labels are "
+            "for loss='cross_entropy'; for numbers, convert the targets to floating point)"
+        )
     if prediction.shape != target.shape:
         raise FastsurfaceError(
             f"`data`: the model predicts shape {tuple(prediction.shape)[1:]} per sample but the targets have "
@@ -94,12 +99,18 @@ def _class_range(prediction: torch.Tensor, target: torch.Tensor) -> None:
 def _per_sample_output(loss: PerSampleLoss) -> Callable[[torch.Tensor, torch.Tensor], None]:
     def check(prediction: torch.Tensor, target: torch.Tensor) -> None:
         try:
-            shape = tuple(loss(prediction, target).shape)
+            values = loss(prediction, target)
+            shape, dtype = tuple(values.shape), values.dtype
         except (RuntimeError, TypeError, ValueError, IndexError, AttributeError) as error:
             raise FastsurfaceError(
                 f"`loss` fails on the model's predictions {tuple(prediction.shape)} and the targets "
                 f"{tuple(target.shape)} ({target.dtype}): {error}"
             ) from error
+        if not dtype.is_floating_point:
+            raise FastsurfaceError(
+                f"`loss` must return real floating-point losses, got {dtype} (a complex or integer loss has no "
+                "mean the engine can take without losing part of it)"
+            )
         if shape != (len(prediction),):
             raise FastsurfaceError(
                 f"`loss` must return one loss per sample, shape ({len(prediction)},), got shape {shape}"

@@ -16,12 +16,14 @@ from typing import TypeGuard, cast
 import numpy as np
 import torch
 
-from fastsurface.errors import FastsurfaceError
+from fastsurface._support.devices import check_representable
+from fastsurface.engine.options import REDUCTIONS
+from fastsurface.errors import FastsurfaceError, check_choice
 
-REDUCTIONS = ("mean", "batch_mean")
 # An ``(x, y)`` pair of arrays/tensors, as ``is_pair`` recognises it (a two-item list counts).
 Pair = tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]
-_PROBE = 4  # samples handed to `chunk_samples` as examples
+# Samples of the data the engine probes first: shapes, the model's working memory, the checks.
+PROBE_SAMPLES = 4
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,7 @@ class Chunk:
 
 
 def check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise FastsurfaceError(f"`reduction` must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
+    check_choice("reduction", reduction, REDUCTIONS)
 
 
 def is_pair(data: object) -> TypeGuard[Pair]:
@@ -114,7 +115,7 @@ def _pair_chunks(
 ) -> Iterator[Chunk]:
     n = len(x)
     weight = _pair_weights(n, reduction, batch_size)
-    most = chunk_samples(to_device(x[:_PROBE], device, dtype))
+    most = chunk_samples(to_device(x[:PROBE_SAMPLES], device, dtype))
     yield from _sliced(
         x, y, weight, most, device, dtype, lambda start, stop: _batches_ending(start, stop, n, batch_size)
     )
@@ -167,7 +168,7 @@ def _batch_chunks(
     for number, batch in enumerate(batches):
         x, y = batch_tensors(number, batch)
         n = len(x)
-        most = most or chunk_samples(to_device(x[:_PROBE], device, dtype))
+        most = most or chunk_samples(to_device(x[:PROBE_SAMPLES], device, dtype))
         weight = torch.full((n,), 1.0 if reduction == "mean" else 1.0 / n, dtype=torch.float64)
         yield from _sliced(x, y, weight, most, device, dtype, _ends_at(n))
 
@@ -175,6 +176,32 @@ def _batch_chunks(
 def _ends_at(n: int) -> Callable[[int, int], int]:
     """``batches_ending`` of one batch of ``n`` samples: it ends in the chunk that reaches sample ``n``."""
     return lambda _start, stop: int(stop == n)
+
+
+def check_data(name: str, data: object) -> None:
+    """Refuse, before any work, ``data`` that is neither an ``(x, y)`` pair of real arrays
+    (checked whole: shapes, dtypes, finite values) nor an iterable of batches."""
+    if is_pair(data):
+        try:
+            pair_tensors(data)
+        except FastsurfaceError as error:
+            raise FastsurfaceError(str(error).replace("`data`", f"`{name}`", 1)) from error
+    elif not isinstance(data, Iterable) or isinstance(data, (str, bytes, np.ndarray, torch.Tensor, dict)):
+        raise FastsurfaceError(
+            f"`{name}` must be an (x, y) pair of arrays/tensors or an iterable of (x, y) batches, "
+            f"got {type(data).__name__}"
+        )
+
+
+def check_reusable(name: str, data: object, passes: int, why: str) -> None:
+    """Refuse, before any work, a one-shot iterator (a generator, say) where ``passes`` > 1
+    passes over ``data`` are needed (``why`` says which): the second pass would find it
+    empty, after the first pass's work. Pairs, lists and ``DataLoader``s can be re-read."""
+    if passes > 1 and isinstance(data, Iterator):
+        raise FastsurfaceError(
+            f"`{name}` is a one-shot iterator ({type(data).__name__}) but is read {passes} times ({why}); "
+            "pass an (x, y) pair, a list of batches or a DataLoader"
+        )
 
 
 def iterate(data: object) -> Iterator[object]:
@@ -215,6 +242,8 @@ def _as_tensor(values: object) -> torch.Tensor:
 
 
 def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Real values in the compute ``dtype``; integers (class labels) as int64."""
+    """Real values in the compute ``dtype`` (refused beyond its range); integers (class
+    labels) as int64."""
+    check_representable("data", tensor, dtype)
     target = dtype if tensor.dtype.is_floating_point else torch.int64
     return tensor.to(device=device, dtype=target, non_blocking=True)

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from fastsurface._support.memory import format_bytes, usable_bytes
+from fastsurface.engine._stream import PROBE_SAMPLES
+from fastsurface.engine.options import DEFAULT_BUDGET
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
 
 # Intermediates per activation element in one unfused forward + loss (inputs,
 # activations, residuals, their squares); measured peaks stay below this.
 _WORKSPACE_FACTOR = 4
-# Samples per chunk are capped so that a tile still spans this many points.
-_MIN_TILE_POINTS = 256
-PROBE_SAMPLES = 4
+# Samples per chunk are capped so that a tile still spans this many points; an explicit
+# `tile_points` above it scales the working memory the memory guard plans for.
+MIN_TILE_POINTS = 256
+# Bytes per grid point beyond the tiles: the float64 sums and the float64 result of the reduction.
+_BYTES_PER_POINT = 16
 
 
 class GridPoints:
@@ -31,7 +37,7 @@ class GridPoints:
         self.device = device
 
     def tile(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Coordinates ``(a, b)`` of points ``start .. stop - 1``, each of shape ``(stop - start,)``."""
+        """Coordinates ``(w1, w2)`` of points ``start .. stop - 1``, each of shape ``(stop - start,)``."""
         index = torch.arange(start, stop, device=self.first.device)
         columns = len(self.second)
         return self.first[index // columns], self.second[index % columns]
@@ -63,9 +69,9 @@ class TileSizer:
 
     def chunk_samples(self, x: torch.Tensor) -> int:
         """Samples per chunk, measured on example inputs ``x``: few enough that a tile
-        still spans ``_MIN_TILE_POINTS`` points."""
+        still spans ``MIN_TILE_POINTS`` points."""
         self.sample_bytes = bytes_per_sample(self.module, x[:PROBE_SAMPLES])
-        return max(1, self.budget // (_MIN_TILE_POINTS * self.sample_bytes))
+        return max(1, self.budget // (MIN_TILE_POINTS * self.sample_bytes))
 
     def tile_points(self, samples: int) -> int:
         """Points per tile for a chunk of ``samples`` samples."""
@@ -124,3 +130,71 @@ def forward_bytes(module: nn.Module, inputs: object) -> int:
         for handle in handles:
             handle.remove()
     return _WORKSPACE_FACTOR * sum(sizes)
+
+
+def whole_batch_tile_points(module: nn.Module, inputs: object, device: torch.device) -> int:
+    """Points per tile when every point sees all of ``inputs`` at once (a loss over the
+    whole batch, as the loss-landscapes drop-in computes): the default budget over one
+    point's working bytes. Tensor inputs are measured on a few samples, as the engine
+    measures them; other inputs take one forward pass over all of them."""
+    if isinstance(inputs, torch.Tensor):
+        point_bytes = bytes_per_sample(module, inputs[:PROBE_SAMPLES]) * len(inputs)
+    else:
+        point_bytes = forward_bytes(module, inputs)
+    return max(1, DEFAULT_BUDGET[device.type] // point_bytes)
+
+
+def working_bytes(memory_budget: int, tile_points: int | None) -> int:
+    """Bytes one tile may use: the budget, scaled up by an explicit ``tile_points`` above
+    the tile size the budget is planned for."""
+    return memory_budget * max(1, math.ceil((tile_points or 0) / MIN_TILE_POINTS))
+
+
+def check_fits(
+    shape: tuple[int, int],
+    device: torch.device,
+    memory_budget: int,
+    tile_points: int | None,
+    *,
+    name: str = "`w1` x `w2`",
+    bytes_per_point: int = _BYTES_PER_POINT,
+) -> None:
+    """Raise ``FastsurfaceError`` when a surface of ``shape`` points cannot fit on ``device``.
+
+    Args:
+        shape: grid size ``(len(w1), len(w2))``.
+        device: the compute device.
+        memory_budget: the run's tile budget in bytes.
+        tile_points: the caller's explicit tile size, if any.
+        name: the arguments that decide the grid's size, for the message.
+        bytes_per_point: what the caller keeps per grid point besides the tiles.
+
+    >>> check_fits((80, 80), torch.device("cpu"), 256 * 2**20, None)
+    >>> check_fits((10**6, 10**6), torch.device("cpu"), 256 * 2**20, None)
+    Traceback (most recent call last):
+    ...
+    fastsurface.errors.FastsurfaceError: `w1` x `w2`: a 1000000 x 1000000 grid needs ...
+    """
+    limits = usable_bytes(device)
+    if limits is None:
+        return
+    usable, available = limits
+    output = bytes_per_point * shape[0] * shape[1]
+    working = working_bytes(memory_budget, tile_points)
+    if memory_budget > usable:
+        raise FastsurfaceError(
+            f"`memory_budget` of {memory_budget} bytes ({format_bytes(memory_budget)}) exceeds the "
+            f"{format_bytes(usable)} this run may use on {device} ({format_bytes(available)} available); lower it"
+        )
+    if working > usable:
+        raise FastsurfaceError(
+            f"`tile_points` of {tile_points} would need about {format_bytes(working)} of working memory with a "
+            f"`memory_budget` of {format_bytes(memory_budget)}, more than the {format_bytes(usable)} this run may "
+            f"use on {device}; leave it unset or lower it"
+        )
+    if output + working > usable:
+        raise FastsurfaceError(
+            f"{name}: a {shape[0]} x {shape[1]} grid needs about {format_bytes(output)} for its losses plus "
+            f"{format_bytes(working)} of tile working memory, more than the {format_bytes(usable)} this run may use on "
+            f"{device} ({format_bytes(available)} available); use fewer grid points"
+        )

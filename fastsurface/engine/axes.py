@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fastsurface._support.values import real_values
 from fastsurface.errors import FastsurfaceError
 
 # A ratio (stop - start) / step this close to an integer k is taken as exactly k,
@@ -65,12 +66,7 @@ def as_axis(name: str, values: Sequence[float] | np.ndarray | torch.Tensor) -> n
     Returns:
         float64 array of shape ``(len(values),)``.
     """
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise FastsurfaceError(f"`{name}` must be a 1-D sequence of numbers, got {values!r}") from error
+    array = real_values(name, values, "a 1-D sequence of numbers")
     if array.ndim != 1 or array.size == 0:
         raise FastsurfaceError(f"`{name}` must be a non-empty 1-D array, got shape {array.shape}")
     if not np.isfinite(array).all():

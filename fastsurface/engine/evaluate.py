@@ -9,6 +9,7 @@ weighted per-point sums are accumulated in float64 on the compute device.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,22 +21,27 @@ from torch.func import functional_call, replace_all_batch_norm_modules_
 from tqdm.auto import tqdm
 
 from fastsurface._support.copying import private_copy
-from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype, synchronize
-from fastsurface._support.memory import check_fits
+from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable, synchronize
+from fastsurface._support.values import real_values
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
 from fastsurface.engine._kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
-from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
-from fastsurface.engine._tiles import PROBE_SAMPLES, GridPoints, ListedPoints, Points, TileSizer, model_errors
+from fastsurface.engine._losses import Loss, PerSampleLoss
+from fastsurface.engine._stream import PROBE_SAMPLES
+from fastsurface.engine._tiles import (
+    GridPoints,
+    ListedPoints,
+    Points,
+    TileSizer,
+    check_fits,
+    model_errors,
+)
 from fastsurface.engine.axes import as_axis, axis
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Method, Reduction
+from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Surface
 
-METHODS = ("auto", "closed_form", "vmap", "compiled")
-DEFAULT_BATCH_SIZE = 64
-# Bytes of working memory one tile may use when the caller sets no budget.
-DEFAULT_BUDGET = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20}
 # Brute-force work (points x samples) from which "auto" compiles a fused kernel: below
 # it, torch.compile's seconds of start-up cost more than the vmap kernel's run.
 COMPILE_THRESHOLD = 10**9
@@ -53,20 +59,6 @@ class Evaluation:
     method: str
 
 
-@dataclass(frozen=True)
-class _Settings:
-    loss: Loss
-    reduction: str
-    batch_size: int
-    device: torch.device
-    dtype: torch.dtype
-    memory_budget: int
-    tile_points: int | None
-    method: str
-    progress: bool
-    train_mode: bool
-
-
 def loss_surface(
     model: nn.Module,
     data: object,
@@ -75,13 +67,13 @@ def loss_surface(
     *,
     plane: Plane | None = None,
     loss: str | PerSampleLoss = "mse",
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: DeviceLike = "auto",
     dtype: DTypeLike = torch.float32,
     memory_budget: int | None = None,
     tile_points: int | None = None,
-    method: str = "auto",
+    method: Method = "auto",
     progress: bool = False,
     train_mode: bool = False,
 ) -> Surface:
@@ -146,31 +138,45 @@ def loss_surface(
     >>> s.loss.shape, s.labels
     ((4, 4), ('w1', 'w2'))
     """
-    settings = _settings(
+    options = EvalOptions(
         loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress, train_mode
     )
+    return grid_surface(model, data, w1, w2, plane, options)
+
+
+def grid_surface(
+    model: nn.Module,
+    data: object,
+    w1: Sequence[float] | np.ndarray | torch.Tensor | None,
+    w2: Sequence[float] | np.ndarray | torch.Tensor | None,
+    plane: Plane | None,
+    options: EvalOptions,
+) -> Surface:
+    """``loss_surface`` with its options in ``options``."""
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
-    check_fits((len(first), len(second)), settings.device, settings.memory_budget, settings.tile_points)
+    check_fits((len(first), len(second)), options.compute_device, options.budget, options.tile_points)
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
-    grid = GridPoints(first, second, settings.device, settings.dtype)
-    result = _evaluate(model, plane, data, grid, settings)
+    check_representable("w1", first, options.compute_dtype)
+    check_representable("w2", second, options.compute_dtype)
+    grid = GridPoints(first, second, options.compute_device, options.compute_dtype)
+    result = _evaluate(model, plane, data, grid, options)
     return Surface(
         w1=first,
         w2=second,
         loss_tensor=result.loss.reshape(len(first), len(second)),
         labels=plane.labels,
-        loss_name=settings.loss.name,
-        reduction=settings.reduction,
-        device=str(settings.device),
-        dtype=str(settings.dtype).removeprefix("torch."),
+        loss_name=options.objective.name,
+        reduction=options.reduction,
+        device=str(options.compute_device),
+        dtype=str(options.compute_dtype).removeprefix("torch."),
         samples=result.samples,
         batches=result.batches,
         seconds=result.seconds,
         method=result.method,
         tile_points=result.tile_points,
-        train_mode=settings.train_mode,
+        train_mode=options.train_mode,
     )
 
 
@@ -181,100 +187,69 @@ def evaluate_points(
     points: np.ndarray | torch.Tensor,
     *,
     loss: str | PerSampleLoss = "mse",
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: DeviceLike = "auto",
     dtype: DTypeLike = torch.float32,
     memory_budget: int | None = None,
     tile_points: int | None = None,
-    method: str = "auto",
+    method: Method = "auto",
     progress: bool = False,
     train_mode: bool = False,
 ) -> Evaluation:
     """Losses at arbitrary plane points, by the same engine as ``loss_surface``.
 
     Args:
-        points: coordinates ``(a, b)``, shape ``(P, 2)``.
+        points: coordinates ``(w1, w2)``, shape ``(P, 2)``.
         Other arguments as in ``loss_surface``.
 
     Returns:
         An ``Evaluation`` whose ``loss`` has shape ``(P,)``, float64, on the device.
     """
-    settings = _settings(
+    options = EvalOptions(
         loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress, train_mode
     )
+    return point_losses(model, plane, data, points, options)
+
+
+def point_losses(
+    model: nn.Module, plane: Plane, data: object, points: np.ndarray | torch.Tensor, options: EvalOptions
+) -> Evaluation:
+    """``evaluate_points`` with its options in ``options``."""
     check_plane(model, plane)
-    try:
-        if not isinstance(points, torch.Tensor):
-            points = np.ascontiguousarray(points, dtype=np.float64)  # torch refuses negative strides
-        coordinates = torch.as_tensor(points, dtype=torch.float64)
-    except (TypeError, ValueError) as error:
-        raise FastsurfaceError(f"`points` must be numbers of shape (P, 2), got {points!r}") from error
+    coordinates = torch.from_numpy(real_values("points", points, "coordinates of shape (P, 2)"))
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
         raise FastsurfaceError(
             f"`points` must be finite coordinates of shape (P, 2), got shape {tuple(coordinates.shape)}"
         )
-    return _evaluate(model, plane, data, ListedPoints(coordinates, settings.device, settings.dtype), settings)
-
-
-def _settings(
-    loss: str | PerSampleLoss,
-    reduction: str,
-    batch_size: int,
-    device: DeviceLike,
-    dtype: DTypeLike,
-    memory_budget: int | None,
-    tile_points: int | None,
-    method: str,
-    progress: bool,
-    train_mode: bool,
-) -> _Settings:
-    stream.check_reduction(reduction)
-    check_positive_int("batch_size", batch_size)
-    if memory_budget is not None:
-        check_positive_int("memory_budget", memory_budget)
-    if tile_points is not None:
-        check_positive_int("tile_points", tile_points)
-    if method not in METHODS:
-        raise FastsurfaceError(f"`method` must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    if not isinstance(train_mode, bool):
-        raise FastsurfaceError(f"`train_mode` must be True or False, got {train_mode!r}")
-    if train_mode and method not in ("auto", "vmap"):
-        raise FastsurfaceError(f"`method` must be 'auto' or 'vmap' with `train_mode`, got {method!r}")
-    resolved = resolve_device(device)
-    budget = memory_budget if memory_budget is not None else DEFAULT_BUDGET[resolved.type]
-    return _Settings(
-        resolve_loss(loss),
-        reduction,
-        int(batch_size),
-        resolved,
-        resolve_dtype(dtype),
-        int(budget),
-        tile_points,
-        method,
-        bool(progress),
-        train_mode,
+    check_representable("points", coordinates, options.compute_dtype)
+    return _evaluate(
+        model, plane, data, ListedPoints(coordinates, options.compute_device, options.compute_dtype), options
     )
 
 
-def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, settings: _Settings) -> Evaluation:
+def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, options: EvalOptions) -> Evaluation:
     started = time.perf_counter()
-    module = _evaluation_copy(model, settings.device, settings.dtype, settings.train_mode)
-    local_plane = plane.to(settings.device, settings.dtype)
-    sizer = TileSizer(module, local_plane, settings.memory_budget)
+    module = _evaluation_copy(model, options.compute_device, options.compute_dtype, options.train_mode)
+    for part in (plane.origin, plane.first, plane.second):
+        for tensor in part.values():
+            check_representable("plane", tensor, options.compute_dtype)
+    local_plane = plane.to(options.compute_device, options.compute_dtype)
+    sizer = TileSizer(module, local_plane, options.budget)
+    unbatched = functools.partial(_check_unbatched, module, local_plane, options.objective)
     strategy: _BruteForce | _ClosedForm | None = None
     samples = batches = 0
-    bar = tqdm(desc="surface", unit="tile", disable=not settings.progress, leave=False)
-    with torch.no_grad(), bar, _private_randomness(settings):
-        for chunk in _checked_chunks(data, settings, module, local_plane, _chunk_rule(data, sizer, settings)):
+    bar = tqdm(desc="surface", unit="tile", disable=not options.progress, leave=False)
+    with torch.no_grad(), bar, _private_randomness(options):
+        for chunk in _checked_chunks(data, options, module, local_plane, _chunk_rule(data, sizer, options)):
             if strategy is None:
-                strategy = _strategy(module, local_plane, data, points, chunk, sizer, settings)
-            _add(strategy, chunk, bar.update)
+                strategy = _strategy(module, local_plane, data, points, chunk, sizer, options)
+            _add(strategy, chunk, bar.update, unbatched)
             samples += chunk.samples
             batches += chunk.batches
     assert strategy is not None  # _checked_chunks refuses empty data
-    loss = strategy.total().div_(samples if settings.reduction == "mean" else batches)
-    synchronize(settings.device)
+    loss = strategy.total().div_(samples if options.reduction == "mean" else batches)
+    synchronize(options.compute_device)
     return Evaluation(loss, samples, batches, time.perf_counter() - started, strategy.tile, strategy.method)
 
 
@@ -285,55 +260,60 @@ def _strategy(
     points: Points,
     chunk: stream.Chunk,
     sizer: TileSizer,
-    settings: _Settings,
+    options: EvalOptions,
 ) -> _BruteForce | _ClosedForm:
     """The evaluation path, chosen on the first chunk (see ``loss_surface``'s ``method``)."""
-    method = settings.method
-    if settings.train_mode:
-        tile = settings.tile_points or sizer.tile_points(chunk.samples)
-        return _BruteForce(vmap_kernel(module, plane, settings.loss, randomness="different"), points, tile, "vmap")
+    method = options.method
+    if options.train_mode:
+        tile = options.tile_points or sizer.tile_points(chunk.samples)
+        return _BruteForce(vmap_kernel(module, plane, options.objective, randomness="different"), points, tile, "vmap")
     if method in ("auto", "closed_form"):
-        coordinate, reason = linear_coordinate(module, plane, settings.loss, chunk.x[:PROBE_SAMPLES])
+        coordinate, reason = linear_coordinate(module, plane, options.objective, chunk.x[:PROBE_SAMPLES])
         if coordinate is not None:
             return _ClosedForm(
-                module, plane, points, coordinate, settings.tile_points or sizer.tile_points(chunk.samples) // 3
+                module, plane, points, coordinate, options.tile_points or sizer.tile_points(chunk.samples) // 3
             )
         if method == "closed_form":
             raise FastsurfaceError(f"`method` 'closed_form' does not apply here: {reason}")
-    tile = settings.tile_points or sizer.tile_points(chunk.samples)
+    tile = options.tile_points or sizer.tile_points(chunk.samples)
     if method == "compiled" or (method == "auto" and _worth_compiling(points, data, chunk, plane.device)):
-        kernel = CompiledKernel(module, plane, settings.loss, points.count, tile)
+        kernel = CompiledKernel(module, plane, options.objective, points.count, tile)
         return _BruteForce(kernel, points, kernel.tile, "compiled")
-    return _BruteForce(vmap_kernel(module, plane, settings.loss), points, tile, "vmap")
+    return _BruteForce(vmap_kernel(module, plane, options.objective), points, tile, "vmap")
 
 
-def _chunk_rule(data: object, sizer: TileSizer, settings: _Settings) -> Callable[[torch.Tensor], int]:
+def _chunk_rule(data: object, sizer: TileSizer, options: EvalOptions) -> Callable[[torch.Tensor], int]:
     """Samples per chunk: from the memory budget; in train mode, exactly one batch (batch
     statistics must be those of a batch)."""
-    if not settings.train_mode:
+    if not options.train_mode:
         return sizer.chunk_samples
 
     def one_batch(x: torch.Tensor) -> int:
         sizer.chunk_samples(x)  # measures the bytes a sample needs
-        return settings.batch_size if stream.is_pair(data) else 2**62
+        return options.batch_size if stream.is_pair(data) else 2**62
 
     return one_batch
 
 
 @contextlib.contextmanager
-def _private_randomness(settings: _Settings) -> Iterator[None]:
+def _private_randomness(options: EvalOptions) -> Iterator[None]:
     """In train mode, random layers draw from a generator seeded with 0 whose state is
     discarded afterwards, so results repeat and the caller's RNG state is untouched."""
-    if not settings.train_mode:
+    if not options.train_mode:
         yield
         return
-    devices = [settings.device] if settings.device.type == "cuda" else []
+    devices = [options.compute_device] if options.compute_device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(0)
         yield
 
 
-def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callable[[], object]) -> None:
+def _add(
+    strategy: _BruteForce | _ClosedForm,
+    chunk: stream.Chunk,
+    done: Callable[[], object],
+    unbatched: Callable[[stream.Chunk], None],
+) -> None:
     """``strategy.add``, turning vmap's refusals into an error that says what to do.
 
     The model already ran unbatched on the chunk's first samples (``check_prediction_shape``),
@@ -348,6 +328,7 @@ def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callabl
         out_of_memory = isinstance(error, torch.OutOfMemoryError) or "allocate" in message
         if out_of_memory or not batched:
             raise
+        unbatched(chunk)  # the model or loss may fail on these samples without vmap too: say so
         reason = message.rstrip(". ")
         raise FastsurfaceError(
             f"`model` cannot be evaluated under torch.func.vmap (it ran unbatched on the first samples of this "
@@ -356,6 +337,20 @@ def _add(strategy: _BruteForce | _ClosedForm, chunk: stream.Chunk, done: Callabl
             "train_mode=True; evaluation is in eval "
             "mode unless train_mode=True, which also swaps BatchNorm's running statistics for batch statistics."
         ) from error
+
+
+def _check_unbatched(module: nn.Module, plane: Plane, loss: Loss, chunk: stream.Chunk) -> None:
+    """Run the chunk through the model and loss at one point without vmap, to blame the
+    right cause when the batched run failed: a model that raises on some sample, or a loss
+    that fails there, is reported as such (a ``FastsurfaceError`` naming `model` or `loss`)."""
+    zero = torch.zeros((), dtype=plane.dtype, device=chunk.x.device)
+    with torch.no_grad(), model_errors(chunk.x):
+        prediction = functional_call(module, plane.params(zero, zero), (chunk.x,))
+    loss.check_shapes(prediction, chunk.y)
+    try:
+        loss.per_sample(prediction, chunk.y)
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        raise FastsurfaceError(f"`loss` fails on this chunk of `data` at the plane's origin: {error}") from error
 
 
 def _worth_compiling(points: Points, data: object, chunk: stream.Chunk, device: torch.device) -> bool:
@@ -419,7 +414,7 @@ def _evaluation_copy(model: nn.Module, device: torch.device, dtype: torch.dtype,
 
 
 def _checked_chunks(
-    data: object, settings: _Settings, module: nn.Module, plane: Plane, chunk_samples: Callable[[torch.Tensor], int]
+    data: object, options: EvalOptions, module: nn.Module, plane: Plane, chunk_samples: Callable[[torch.Tensor], int]
 ) -> Iterator[stream.Chunk]:
     """Stream the data; check each chunk against the model (a forward pass on its first
     samples: inputs the model takes, targets that fit its predictions) before any tile
@@ -427,13 +422,13 @@ def _checked_chunks(
     empty = True
     for chunk in stream.chunks(
         data,
-        reduction=settings.reduction,
-        batch_size=settings.batch_size,
+        reduction=options.reduction,
+        batch_size=options.batch_size,
         chunk_samples=chunk_samples,
-        device=settings.device,
-        dtype=settings.dtype,
+        device=options.compute_device,
+        dtype=options.compute_dtype,
     ):
-        check_prediction_shape(module, plane, settings.loss, chunk.x, chunk.y)
+        check_prediction_shape(module, plane, options.objective, chunk.x, chunk.y)
         empty = False
         yield chunk
     if empty:

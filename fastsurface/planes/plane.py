@@ -1,10 +1,13 @@
-"""Planes through parameter space: ``θ(a, b) = θ₀ + a·d₁ + b·d₂``."""
+"""Planes through parameter space: ``θ(w1, w2) = θ₀ + w1·d₁ + w2·d₂``."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -27,8 +30,8 @@ class Plane:
 
     Attributes:
         origin: ``θ₀`` of the moving parameters.
-        first: ``d₁``, the direction of the first coordinate ``a``.
-        second: ``d₂``, the direction of the second coordinate ``b``.
+        first: ``d₁``, the direction of the first coordinate ``w1``.
+        second: ``d₂``, the direction of the second coordinate ``w2``.
         labels: names of the two coordinates, used on axes and in messages.
     """
 
@@ -37,9 +40,9 @@ class Plane:
     second: TensorDict
     labels: tuple[str, str] = ("a", "b")
 
-    def params(self, a: torch.Tensor, b: torch.Tensor) -> TensorDict:
-        """The moving parameters at coordinates ``(a, b)`` (0-d tensors; vmap-safe)."""
-        return {name: self.origin[name] + a * self.first[name] + b * self.second[name] for name in self.origin}
+    def params(self, w1: torch.Tensor, w2: torch.Tensor) -> TensorDict:
+        """The moving parameters at coordinates ``(w1, w2)`` (0-d tensors; vmap-safe)."""
+        return {name: self.origin[name] + w1 * self.first[name] + w2 * self.second[name] for name in self.origin}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -60,11 +63,23 @@ class Plane:
         return Plane(move(self.origin), move(self.first), move(self.second), self.labels)
 
 
+def unflatten(vector: torch.Tensor, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> TensorDict:
+    """A flat parameter vector, shape ``(D,)`` with ``D`` the shapes' total size, as a copy
+    of each parameter by name, in ``names`` order."""
+    parts = torch.split(vector, [math.prod(shape) for shape in shapes])
+    return {name: part.reshape(shape).clone() for name, part, shape in zip(names, parts, shapes, strict=True)}
+
+
+def unflattener(reference: TensorDict) -> Callable[[torch.Tensor], TensorDict]:
+    """``unflatten`` into ``reference``'s names and shapes."""
+    return partial(unflatten, names=tuple(reference), shapes=tuple(tuple(t.shape) for t in reference.values()))
+
+
 def entry_plane(model: nn.Module, first: str, second: str, labels: tuple[str, str] | None = None) -> Plane:
     """The axis-aligned plane spanned by two scalar entries of ``model``'s parameters.
 
     Coordinates are the entries' absolute values, as in the seed article: the point
-    ``(a, b)`` sets entry ``first`` to ``a`` and entry ``second`` to ``b`` and keeps
+    ``(w1, w2)`` sets entry ``first`` to ``w1`` and entry ``second`` to ``w2`` and keeps
     every other parameter entry at the model's value.
 
     Args:
@@ -114,6 +129,11 @@ def check_plane(model: nn.Module, plane: object) -> None:
             raise FastsurfaceError(
                 f"`plane` moves {name!r}, which is no parameter of `model` (parameters: {', '.join(shapes)})"
             )
+        if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point:
+            raise FastsurfaceError(
+                f"`plane`: its origin must hold real floating-point tensors, got {name!r} of "
+                f"{getattr(tensor, 'dtype', type(tensor).__name__)}"
+            )
         if tuple(tensor.shape) != shapes[name]:
             raise FastsurfaceError(
                 f"`plane` moves {name!r} with shape {list(tensor.shape)}, "
@@ -126,6 +146,11 @@ def check_plane(model: nn.Module, plane: object) -> None:
                 f"({', '.join(plane.origin)}), got {', '.join(direction) or 'none'}"
             )
         for name, tensor in direction.items():
+            if not isinstance(tensor, torch.Tensor) or not tensor.dtype.is_floating_point:
+                raise FastsurfaceError(
+                    f"`plane`: its {label} direction must hold real floating-point tensors, got {name!r} of "
+                    f"{getattr(tensor, 'dtype', type(tensor).__name__)}"
+                )
             if tensor.shape != plane.origin[name].shape:
                 raise FastsurfaceError(
                     f"`plane`: its {label} direction has {name!r} with shape {list(tensor.shape)}, "

@@ -2,57 +2,61 @@
 
 A run is keyed by a hash of everything that decides its numbers (the model's structure,
 the plane, the model's other parameters and buffers, data, axes, loss, reduction, batch
-size, device, dtype, tiling, block size), and its finished blocks live in ``checkpoint_dir/<key>/`` as verified surface
-files (``fastsurface.runs.storage``), each written atomically. Started again with the same
-arguments, a run finds its folder, skips the finished blocks and computes the rest, so a
-killed run loses at most the block in flight. Each block is evaluated by the public
-``loss_surface`` on its rows, and the result is always assembled from the block files,
-so an interrupted and resumed run equals an uninterrupted one bit for bit where the
-engine is deterministic (CPU).
+size, device, dtype, tiling, block size), and its finished blocks live in
+``checkpoint_dir/<key>/`` as verified surface files (``fastsurface.runs.storage``), each
+written atomically. Started again with the same arguments, a run finds its folder, skips
+the finished blocks and computes the rest, so a killed run loses at most the block in
+flight. Each block is evaluated by the engine (as ``loss_surface``) on its rows, and the
+result is always assembled from the block files, so an interrupted and resumed run equals
+an uninterrupted one bit for bit where the engine is deterministic (CPU).
 
 Blocks are independent: several processes may each ``compute`` their own share of
-``Checkpoint.blocks`` into one folder, and ``pending()`` says which are left.
+``Checkpoint.blocks`` into one folder, and ``pending()`` says which are left. The same run
+started twice at once is safe too: each process skips blocks the other has finished, and
+each holds a shared lock on the folder's ``run.lock`` (POSIX ``flock``) while it runs, so
+the folder is deleted only by the last one to finish, never under the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
-import inspect
 import json
 import os
 import shutil
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from torch import nn
 
-from fastsurface._support.devices import resolve_device, resolve_dtype
 from fastsurface._support.files import atomic_write_text
 from fastsurface._support.identity import architecture, describe, tensor_digest
 from fastsurface.engine import _stream as stream
+from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import as_axis, axis
-from fastsurface.engine.evaluate import loss_surface
+from fastsurface.engine.evaluate import grid_surface
+from fastsurface.engine.options import OPTION_NAMES, EvalOptions, surface_keywords
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.planes.plane import check_plane, default_plane
+from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Surface
 from fastsurface.runs.storage import load, save
 
 # Grid points per block when `block_rows` is not given: a few seconds of work on a CPU
 # for the seed model, small enough that an interruption loses little.
 _BLOCK_POINTS = 2**16
-_KEY_VERSION = "fastsurface-checkpoint-3"
-# Keyword arguments of `loss_surface` a checkpointed run forwards, with their defaults;
-# `progress` does not change the numbers and is left out of the key, `plane` is keyed apart.
-_OPTIONS = {
-    name: p.default
-    for name, p in inspect.signature(loss_surface).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
-}
+# Version 4: modules moved into sub-packages, so class paths in model descriptions changed.
+_KEY_VERSION = "fastsurface-checkpoint-4"
+# The file each process of a run holds a shared lock on (POSIX `flock`).
+_LOCK = "run.lock"
+# Evaluation options that do not change the numbers, left out of the key.
+_UNKEYED = frozenset({"progress"})
 
 
 def default_block_rows(columns: int) -> int:
@@ -94,7 +98,9 @@ class Checkpoint:
         w1: np.ndarray,
         w2: np.ndarray,
         blocks: tuple[Block, ...],
-        options: dict[str, Any],
+        plane: Plane | None,
+        options: EvalOptions,
+        lock: BinaryIO,
     ) -> None:
         self.folder = folder
         self.model = model
@@ -102,7 +108,11 @@ class Checkpoint:
         self.w1 = w1
         self.w2 = w2
         self.blocks = blocks
+        self.plane = plane
         self.options = options
+        self._lock = lock
+        # A run left without `remove` (kept, or failed) lets go of the folder when it is collected.
+        weakref.finalize(self, lock.close)
 
     @classmethod
     def open(
@@ -128,19 +138,37 @@ class Checkpoint:
                 hashed beside it, so changing any of them starts a new run.
             options: keyword arguments of ``loss_surface`` (``plane``, ``loss``, ...).
         """
-        check_options(options)
+        plane, evaluation = surface_keywords(options)
+        return cls.with_options(checkpoint_dir, model, data, w1, w2, block_rows, key, plane, evaluation)
+
+    @classmethod
+    def with_options(
+        cls,
+        checkpoint_dir: str | os.PathLike[str],
+        model: nn.Module,
+        data: object,
+        w1: Sequence[float] | np.ndarray | torch.Tensor | None,
+        w2: Sequence[float] | np.ndarray | torch.Tensor | None,
+        block_rows: int | None,
+        key: str | None,
+        plane: Plane | None,
+        options: EvalOptions,
+    ) -> Checkpoint:
+        """``open`` with the plane and evaluation options already checked."""
         first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
         second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
+        check_fits((len(first), len(second)), options.compute_device, options.budget, options.tile_points)
         rows = block_rows if block_rows is not None else default_block_rows(len(second))
         blocks = plan_blocks(len(first), rows)
+        stream.check_reusable("data", data, len(blocks), "once per block")
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise FastsurfaceError(f"`key` must be a non-empty string, got {key!r}")
-        identity = run_key(model, data, first, second, rows, options, key=key)
+        identity = run_key(model, data, first, second, rows, plane, options, key=key)
         folder = _checkpoint_folder(checkpoint_dir) / hashlib.sha256(identity.encode()).hexdigest()[:20]
-        _make_folder(folder)
+        lock = _joined(folder)
         description = {"key": identity, "grid": [len(first), len(second)], "block_rows": rows, "blocks": len(blocks)}
         atomic_write_text(folder / "run.json", json.dumps(description, indent=1))
-        return cls(folder, model, data, first, second, blocks, options)
+        return cls(folder, model, data, first, second, blocks, plane, options, lock)
 
     def block_path(self, block: Block) -> Path:
         """The file of ``block``'s surface."""
@@ -182,11 +210,12 @@ class Checkpoint:
             if self.load_block(block) is not None:
                 continue
             rows = self.w1[block.start : block.stop]
-            surface = loss_surface(self.model, self.data, rows, self.w2, **self.options)
+            surface = grid_surface(self.model, self.data, rows, self.w2, self.plane, self.options)
             save(
                 self.block_path(block),
                 surface=surface,
                 provenance={"block": block.index, "rows": [block.start, block.stop]},
+                timing=True,  # the assembled surface's seconds add up the blocks'
             )
             computed += 1
         return computed
@@ -213,8 +242,17 @@ class Checkpoint:
         )
 
     def remove(self) -> None:
-        """Delete the run's folder and its block files."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Delete the run's folder and its block files, unless another process is still in
+        the same run (the same command started twice, or workers sharing the folder): the
+        last one to finish deletes it."""
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another process holds the run; it removes the folder when it finishes
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        finally:
+            self._lock.close()
 
 
 def resumable_loss_surface(
@@ -257,20 +295,14 @@ def resumable_loss_surface(
     return surface
 
 
-def check_options(options: dict[str, Any]) -> None:
-    """Refuse keyword arguments that ``loss_surface`` does not take, before any work."""
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise FastsurfaceError(f"`options` must be keyword arguments of loss_surface, got unknown {unknown}")
-
-
 def run_key(
     model: nn.Module,
     data: object,
     w1: np.ndarray,
     w2: np.ndarray,
     block_rows: int,
-    options: dict[str, Any],
+    plane: Plane | None,
+    options: EvalOptions,
     key: str | None = None,
 ) -> str:
     """A hex digest of everything that decides a checkpointed run's numbers: the model's
@@ -285,7 +317,6 @@ def run_key(
             f"hashed to recognise the run, got {type(data).__name__}"
         )
     pair = stream.pair_tensors(data) if key is None and stream.is_pair(data) else None  # validated, as the engine will
-    plane = options.get("plane")
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
     digest = hashlib.sha256(_KEY_VERSION.encode())
@@ -305,21 +336,20 @@ def run_key(
     _update(digest, "w1", w1)
     _update(digest, "w2", w2)
     _update(digest, "block_rows", block_rows)
-    for name, default in _OPTIONS.items():
-        if name not in ("plane", "progress"):
-            _update_option(digest, name, options.get(name, default))
+    for name in OPTION_NAMES:
+        if name not in _UNKEYED:
+            _update(digest, name, _option_text(options, name))
     return digest.hexdigest()
 
 
-def _update_option(digest: Any, name: str, value: Any) -> None:
+def _option_text(options: EvalOptions, name: str) -> str:
+    """An option as the key sees it: the device and dtype resolved, a callable described."""
     if name == "device":
-        _update(digest, name, str(resolve_device(value)))
-    elif name == "dtype":
-        _update(digest, name, str(resolve_dtype(value)))
-    elif callable(value):
-        _update(digest, name, describe(value))
-    else:
-        _update(digest, name, repr(value))
+        return str(options.compute_device)
+    if name == "dtype":
+        return str(options.compute_dtype)
+    value = getattr(options, name)
+    return describe(value) if callable(value) else repr(value)
 
 
 def _update(digest: Any, name: str, value: object) -> None:
@@ -337,6 +367,22 @@ def _checkpoint_folder(checkpoint_dir: str | os.PathLike[str]) -> Path:
         raise FastsurfaceError(f"`checkpoint_dir` is not writable: {str(checkpoint_dir)!r}")
     _make_folder(folder)
     return folder
+
+
+def _joined(folder: Path) -> BinaryIO:
+    """A shared lock on the run folder's lock file, the folder made if needed. Every process
+    in a run holds one while it runs, so that no process deletes the folder under another."""
+    while True:
+        _make_folder(folder)
+        try:
+            lock = open(folder / _LOCK, "a+b")  # noqa: SIM115 -- held open for the run's lifetime
+        except OSError as error:
+            raise FastsurfaceError(f"`checkpoint_dir`: cannot open {str(folder / _LOCK)!r}: {error}") from error
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(lock.fileno()).st_ino == os.stat(folder / _LOCK).st_ino:
+                return lock
+        lock.close()  # a finishing run removed the folder meanwhile: make it again
 
 
 def _make_folder(folder: Path) -> None:

@@ -40,11 +40,14 @@ from torch import nn
 
 from fastsurface._support.devices import resolve_device
 from fastsurface.engine import _stream as stream
+from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import as_axis, axis
-from fastsurface.engine.evaluate import DEFAULT_BATCH_SIZE, loss_surface
-from fastsurface.errors import FastsurfaceError, check_positive_int
+from fastsurface.engine.evaluate import grid_surface
+from fastsurface.engine.options import EvalOptions, surface_keywords
+from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int
+from fastsurface.planes.plane import Plane
 from fastsurface.results import Surface
-from fastsurface.runs.checkpoint import Block, Checkpoint, check_options, default_block_rows, plan_blocks
+from fastsurface.runs.checkpoint import Block, Checkpoint, default_block_rows, plan_blocks
 
 SHARDS = ("auto", "grid", "data")
 
@@ -121,27 +124,29 @@ def sharded_loss_surface(
     >>> run.shard, run.ranks, run.blocks, run.surface.loss.shape
     ('grid', 1, 2, (4, 80))
     """
-    if shard not in SHARDS:
-        raise FastsurfaceError(f"`shard` must be one of {', '.join(map(repr, SHARDS))}, got {shard!r}")
-    check_options(options)
+    check_choice("shard", shard, SHARDS)
+    plane, evaluation = surface_keywords(options)
     first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
     second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
+    check_fits((len(first), len(second)), evaluation.compute_device, evaluation.budget, evaluation.tile_points)
     rows = default_block_rows(len(second)) if block_rows is None else block_rows
     check_positive_int("block_rows", rows)
     blocks = plan_blocks(len(first), rows)
     world = current_world()
-    options = {**options, "device": _rank_device(options.get("device", "auto"), world)}
-    chosen = _choose_shard(shard, blocks, data, options.get("batch_size", DEFAULT_BATCH_SIZE), world)
+    evaluation = evaluation.replace(device=_rank_device(evaluation.device, world))
+    chosen = _choose_shard(shard, blocks, data, evaluation.batch_size, world)
+    if chosen == "grid":
+        stream.check_reusable("data", data, len(blocks), "once per block")
     if chosen == "data" and checkpoint_dir is not None:
         raise FastsurfaceError("`checkpoint_dir` keeps finished grid blocks; data sharding has none, use shard='grid'")
     started = time.perf_counter()
-    with _process_group(world, options["device"]):
+    with _process_group(world, evaluation.compute_device):
         if chosen == "grid":
             surface, computed = _grid_shard(
-                model, data, first, second, blocks, world, checkpoint_dir, key, keep, options
+                model, data, first, second, blocks, world, checkpoint_dir, key, keep, plane, evaluation
             )
         else:
-            surface, computed = _data_shard(model, data, first, second, world, options), 1
+            surface, computed = _data_shard(model, data, first, second, world, plane, evaluation), 1
     surface = _with_seconds(surface, time.perf_counter() - started)
     return ShardedSurface(surface, chosen, world.size, len(blocks) if chosen == "grid" else 1, computed)
 
@@ -185,7 +190,8 @@ def _grid_shard(
     checkpoint_dir: str | os.PathLike[str] | None,
     key: str | None,
     keep: bool,
-    options: dict[str, Any],
+    plane: Plane | None,
+    options: EvalOptions,
 ) -> tuple[Surface, int]:
     mine = blocks[world.rank :: world.size]
     parts: dict[Block, Surface] = {}
@@ -193,17 +199,17 @@ def _grid_shard(
     computed = 0
     try:
         if checkpoint_dir is None:
-            parts = {b: loss_surface(model, data, first[b.start : b.stop], second, **options) for b in mine}
+            parts = {b: grid_surface(model, data, first[b.start : b.stop], second, plane, options) for b in mine}
             computed = len(mine)
         else:
-            run = Checkpoint.open(
-                checkpoint_dir, model, data, first, second, block_rows=blocks[0].stop, key=key, **options
+            run = Checkpoint.with_options(
+                checkpoint_dir, model, data, first, second, blocks[0].stop, key, plane, options
             )
             computed = run.compute(mine)
             parts = {b: _computed_block(run, b) for b in mine}
     except Exception as error:  # every rank must learn of it, or the others wait in a collective forever
         failure = error
-    device = options["device"]
+    device = options.compute_device
     _agree(failure, world, device)
     grid = torch.zeros(len(first), len(second), dtype=torch.float64, device=device)
     for block, part in parts.items():
@@ -220,16 +226,22 @@ def _grid_shard(
 
 
 def _data_shard(
-    model: nn.Module, data: object, first: np.ndarray, second: np.ndarray, world: World, options: dict[str, Any]
+    model: nn.Module,
+    data: object,
+    first: np.ndarray,
+    second: np.ndarray,
+    world: World,
+    plane: Plane | None,
+    options: EvalOptions,
 ) -> Surface:
     part: Surface | None = None
     failure: Exception | None = None
     try:
-        share = _data_share(data, options.get("batch_size", DEFAULT_BATCH_SIZE), world)
-        part = loss_surface(model, share, first, second, **options)
+        share = _data_share(data, options.batch_size, world)
+        part = grid_surface(model, share, first, second, plane, options)
     except Exception as error:  # every rank must learn of it, or the others wait in a collective forever
         failure = error
-    device = options["device"]
+    device = options.compute_device
     _agree(failure, world, device)
     assert part is not None, "loss_surface returned, or _agree raised its error"
     divisor = part.samples if part.reduction == "mean" else part.batches

@@ -11,18 +11,27 @@ allow_pickle=False)`` also reads:
   ``trajectory/w1`` ... ``trajectory/step`` (a ``Trajectory``),
   ``plane/origin/<parameter>``, ``plane/first/<parameter>``, ``plane/second/<parameter>``.
 
-``content_sha256`` hashes the metadata (without itself) and every array's name, dtype,
-shape and bytes, so a truncated, corrupt or edited file is refused on load. It guards
-against accidents and naive edits, not against a forger who recomputes it.
+``content_sha256`` hashes the metadata (without itself and ``timing``) and every array's
+name, dtype, shape and bytes, so a truncated, corrupt or edited file is refused on load. It
+guards against accidents and naive edits, not against a forger who recomputes it.
+
+Wall-clock times are not part of what a file holds unless asked for (``timing=True``, then
+in a ``timing`` field outside the hash), so equal work gives byte-identical files; a surface
+loaded from a file without them has ``seconds`` NaN.
+
+Every field is checked on save and again on load, against the same rules (types, the
+loss grid's shape against its axes, a path's arrays of one length), so ``save`` refuses
+what ``load`` would refuse.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import math
 import os
 import platform
+import typing
 import zipfile
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -32,20 +41,31 @@ import numpy as np
 import torch
 
 from fastsurface._support.files import atomic_write, check_writable
-from fastsurface.analysis.training import Trajectory
+from fastsurface._support.memory import usable_bytes
+from fastsurface._version import __version__
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
-from fastsurface.results import Surface
+from fastsurface.results import Surface, Trajectory
 
 FORMAT = "fastsurface"
 FORMAT_VERSION = 1
 _METADATA = "metadata"
 _HASH = "content_sha256"
+# Wall-clock times, kept only when asked for, outside the content hash.
+_TIMING = "timing"
 _KINDS: dict[str, type] = {"surface": Surface, "trajectory": Trajectory}
 _PLANE_PARTS = ("origin", "first", "second")
+# The array fields of each stored kind.
+_ARRAYS = {"surface": ("w1", "w2", "loss_tensor"), "trajectory": ("w1", "w2", "loss", "step")}
 _Stored = TypeVar("_Stored", Surface, Trajectory)
 # A fixed entry time, so that equal contents give byte-identical files.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# Caps on what a load reads before trusting a file: the metadata entry, an .npy header, the
+# ratio of a deflated entry (ours are stored), the whole archive's expanded size.
+_MAX_METADATA = 16 * 2**20
+_MAX_HEADER = 2**16
+_MAX_RATIO = 100
+_MAX_FILE_BYTES = 2**40
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,7 @@ def save(
     trajectory: Trajectory | None = None,
     plane: Plane | None = None,
     provenance: dict[str, Any] | None = None,
+    timing: bool = False,
 ) -> Path:
     """Write a surface and/or a trajectory to ``path`` (``.npz``), atomically.
 
@@ -82,7 +103,10 @@ def save(
         surface, trajectory: what to store; at least one.
         plane: the plane both were computed on, stored with its direction tensors.
         provenance: JSON-serialisable facts about the run (``seed``, data size, ...);
-            the fastsurface, torch, numpy and Python versions are added.
+            the fastsurface, torch, numpy and Python versions are added (and cannot be
+            overridden).
+        timing: also store the surface's ``seconds``, outside the content hash (then two
+            runs of equal work give files that differ in that field only).
 
     Returns:
         The path written.
@@ -105,6 +129,13 @@ def save(
             )
     if plane is not None and not isinstance(plane, Plane):
         raise FastsurfaceError(f"`plane` must be a fastsurface Plane, got {type(plane).__name__}")
+    if not isinstance(timing, bool):
+        raise FastsurfaceError(f"`timing` must be True or False, got {timing!r}")
+    for kind, value in stored.items():
+        if value is not None:
+            _check_fields(kind, {f.name: getattr(value, f.name) for f in fields(value)}, blame=kind)
+    if plane is not None:
+        _check_plane_listing({"labels": list(plane.labels), "parameters": list(plane.origin)}, blame="plane")
     arrays: dict[str, np.ndarray | torch.Tensor] = {}
     metadata: dict[str, Any] = {
         "format": FORMAT,
@@ -114,6 +145,10 @@ def save(
     for kind, value in stored.items():
         if value is not None:
             metadata[kind] = _flatten(kind, value, arrays)
+    if surface is not None:
+        del metadata["surface"]["seconds"]  # not part of the content: equal work, equal bytes
+        if timing:
+            metadata[_TIMING] = {"surface.seconds": surface.seconds}
     if plane is not None:
         metadata["plane"] = {"labels": list(plane.labels), "parameters": list(plane.origin)}
         for part in _PLANE_PARTS:
@@ -141,8 +176,8 @@ def load(path: str | os.PathLike[str]) -> Saved:
     source = Path(path)
     if not source.is_file():
         raise FastsurfaceError(f"`path` must be an existing file, got {str(path)!r}")
-    entries = _read_archive(source)
-    metadata = _verified_metadata(source, entries)
+    metadata, entries = _read_archive(source)
+    _verified_metadata(source, metadata, entries)
     try:
         return Saved(
             surface=_rebuild("surface", Surface, metadata, entries),
@@ -155,17 +190,18 @@ def load(path: str | os.PathLike[str]) -> Saved:
 
 
 def _provenance(extra: dict[str, Any] | None) -> dict[str, Any]:
-    import fastsurface  # at call time: the package has finished importing by then
-
     if extra is not None and not isinstance(extra, dict):
         raise FastsurfaceError(f"`provenance` must be a dict, got {type(extra).__name__}")
-    facts = {
-        "fastsurface_version": fastsurface.__version__,
+    own = {
+        "fastsurface_version": __version__,
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
-        **(extra or {}),
     }
+    clashing = sorted(set(own) & set(extra or {}))
+    if clashing:
+        raise FastsurfaceError(f"`provenance` must not set the fields fastsurface records itself, got {clashing}")
+    facts = {**own, **(extra or {})}
     try:
         _canonical(facts)
     except (TypeError, ValueError) as error:
@@ -195,7 +231,11 @@ def _flatten(kind: str, value: Surface | Trajectory, arrays: dict[str, np.ndarra
 def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: dict[str, np.ndarray]) -> _Stored | None:
     if kind not in metadata:
         return None
+    if not isinstance(metadata[kind], dict):
+        raise FastsurfaceError(f"the file's {kind} metadata must be a JSON object, got {type(metadata[kind]).__name__}")
     values: dict[str, Any] = {}
+    if kind == "surface":
+        values["seconds"] = _stored_seconds(metadata)
     for field in fields(cls):
         name = f"{kind}/{field.name}"
         if name in entries:
@@ -205,14 +245,82 @@ def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: d
         elif field.name in metadata[kind]:
             stored = metadata[kind][field.name]
             values[field.name] = tuple(stored) if isinstance(stored, list) else stored
-        elif field.default is MISSING:  # a field added later keeps its default in older files
+        elif field.default is MISSING and field.name not in values:  # later fields keep their defaults
             raise FastsurfaceError(f"the file's {kind} has no {field.name!r}: it is not a complete fastsurface file")
+    _check_fields(kind, values, blame="path")
     return cls(**values)
+
+
+def _stored_seconds(metadata: dict[str, Any]) -> float:
+    """The surface's ``seconds`` if the file keeps it (``timing``, or a file from before timings
+    left the content), else NaN."""
+    timing = metadata.get(_TIMING, {})
+    seconds = timing.get("surface.seconds") if isinstance(timing, dict) else None
+    seconds = metadata["surface"].get("seconds", seconds)
+    if seconds is None:
+        return math.nan
+    if type(seconds) not in (int, float):
+        raise FastsurfaceError(f"the file's surface seconds must be a number, got {seconds!r}")
+    return float(seconds)
+
+
+def _check_fields(kind: str, values: dict[str, Any], blame: str) -> None:
+    """Refuse values a ``Surface`` or ``Trajectory`` of a file cannot hold: each field's type
+    from the class's annotations, then the arrays' shapes against each other."""
+    hints = typing.get_type_hints(_KINDS[kind])
+    for name, value in values.items():
+        if not _fits(hints[name], value):
+            raise FastsurfaceError(f"`{blame}`: the {kind}'s {name} must be {hints[name]}, got {value!r:.200}")
+    shapes = {name: tuple(np.shape(value)) for name, value in values.items() if name in _ARRAYS[kind]}
+    if kind == "surface":
+        axes = len(shapes["w1"]) == len(shapes["w2"]) == 1
+        fit = axes and shapes["loss_tensor"] == shapes["w1"] + shapes["w2"]
+    else:
+        fit = len(shapes["w1"]) == 1 and len(set(shapes.values())) == 1
+    if not fit:
+        raise FastsurfaceError(
+            f"`{blame}`: the {kind}'s arrays must fit together (1-D axes and a loss of shape (len(w1), len(w2)) "
+            f"for a surface; 1-D arrays of one length for a trajectory), got shapes {shapes}"
+        )
+
+
+def _fits(hint: Any, value: object) -> bool:
+    """Whether ``value`` has the type a field's annotation names (bool is not a number)."""
+    if isinstance(value, torch.Tensor):
+        return hint in (np.ndarray, torch.Tensor) and not value.is_complex() and value.dtype != torch.bool
+    if hint in (np.ndarray, torch.Tensor):
+        return isinstance(value, np.ndarray) and value.dtype.kind in "fiu"
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        return isinstance(value, tuple) and len(value) == len(items) and all(map(_fits, items, value))
+    if hint is float:
+        return type(value) in (int, float) or isinstance(value, np.floating)
+    if hint is int:
+        return type(value) is int or isinstance(value, np.integer)
+    return type(value) is hint
+
+
+def _check_plane_listing(listing: object, blame: str) -> None:
+    """A plane's labels (two strings) and parameter names (strings, at least one)."""
+    labels = listing.get("labels") if isinstance(listing, dict) else None
+    names = listing.get("parameters") if isinstance(listing, dict) else None
+    if not (
+        isinstance(labels, list)
+        and len(labels) == 2
+        and all(isinstance(label, str) for label in labels)
+        and isinstance(names, list)
+        and names
+        and all(isinstance(name, str) for name in names)
+    ):
+        raise FastsurfaceError(
+            f"`{blame}`: a plane must have two string labels and named parameters, got {listing!r:.200}"
+        )
 
 
 def _rebuild_plane(metadata: dict[str, Any], entries: dict[str, np.ndarray]) -> Plane | None:
     if "plane" not in metadata:
         return None
+    _check_plane_listing(metadata["plane"], blame="path")
     names = metadata["plane"]["parameters"]
     parts = [{name: torch.from_numpy(entries[f"plane/{part}/{name}"]) for name in names} for part in _PLANE_PARTS]
     origin, first, second = parts
@@ -224,7 +332,7 @@ def _canonical(metadata: dict[str, Any]) -> bytes:
 
 
 def _content_hash(metadata: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256(_canonical({key: value for key, value in metadata.items() if key != _HASH}))
+    digest = hashlib.sha256(_canonical({key: value for key, value in metadata.items() if key not in (_HASH, _TIMING)}))
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"\n{name} {array.dtype.str} {array.shape}\n".encode())
@@ -239,47 +347,119 @@ def _write_archive(file: BinaryIO, entries: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(entry, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def _read_archive(source: Path) -> dict[str, np.ndarray]:
+def _read_archive(source: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The parsed metadata and every array entry, each checked before a byte of its data is read: the zip
+    directory (names, sizes, compression ratio) against caps and the metadata's listing,
+    and each ``.npy`` header's shape and dtype against the entry's size and the listing."""
     try:
         with zipfile.ZipFile(source) as archive:
-            return {
-                info.filename.removesuffix(".npy"): _read_entry(source, archive, info) for info in archive.infolist()
+            infos = {info.filename: info for info in archive.infolist()}
+            _check_directory(source, infos)
+            metadata = _parsed_metadata(source, _read_entry(source, archive, infos[f"{_METADATA}.npy"], None))
+            listed = _listed_arrays(source, metadata)
+            unlisted = sorted(set(infos) - {f"{name}.npy" for name in listed} - {f"{_METADATA}.npy"})
+            if unlisted:
+                raise FastsurfaceError(f"`path` {str(source)!r} holds entries its metadata does not list: {unlisted}")
+            missing = sorted(name for name in listed if f"{name}.npy" not in infos)
+            if missing:
+                raise FastsurfaceError(f"`path` {str(source)!r} lacks entries its metadata lists: {missing}")
+            return metadata, {
+                name: _read_entry(source, archive, infos[f"{name}.npy"], layout) for name, layout in listed.items()
             }
     except FastsurfaceError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, MemoryError) as error:
         raise FastsurfaceError(
             f"`path` {str(source)!r} is not a readable fastsurface file (truncated or corrupt?): {error}"
         ) from error
 
 
-def _read_entry(source: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    if not info.filename.endswith(".npy"):
-        raise FastsurfaceError(f"`path` {str(source)!r} holds an entry that is not an array: {info.filename!r}")
-    buffer = io.BytesIO(archive.read(info))  # zipfile checks the entry's CRC here
-    version = np.lib.format.read_magic(buffer)
-    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    dtype = header(buffer)[2]
-    if dtype.hasobject:
-        raise FastsurfaceError(
-            f"`path` {str(source)!r} entry {info.filename!r} holds Python objects (a pickle); "
-            "fastsurface never unpickles a file"
-        )
-    buffer.seek(0)
-    return np.lib.format.read_array(buffer, allow_pickle=False).copy()  # own, writable memory
-
-
-def _verified_metadata(source: Path, entries: dict[str, np.ndarray]) -> dict[str, Any]:
-    if _METADATA not in entries:
+def _check_directory(source: Path, infos: dict[str, zipfile.ZipInfo]) -> None:
+    """Refuse a directory that cannot be ours or would not fit: names, sizes, ratios."""
+    if f"{_METADATA}.npy" not in infos:
         raise FastsurfaceError(f"`path` {str(source)!r} is not a fastsurface file: it has no metadata entry")
+    total = 0
+    for name, info in infos.items():
+        if not name.endswith(".npy"):
+            raise FastsurfaceError(f"`path` {str(source)!r} holds an entry that is not an array: {name!r}")
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_RATIO * max(info.compress_size, 1):
+            raise FastsurfaceError(
+                f"`path` {str(source)!r} entry {name!r} expands {info.file_size:,} bytes from {info.compress_size:,} "
+                f"(more than {_MAX_RATIO}x): refused as a decompression bomb"
+            )
+        total += info.file_size
+    limit = _read_limit()
+    if infos[f"{_METADATA}.npy"].file_size > _MAX_METADATA or total > limit:
+        raise FastsurfaceError(
+            f"`path` {str(source)!r} would expand to {total:,} bytes, more than the {limit:,} this process may read "
+            f"(metadata at most {_MAX_METADATA:,}); it is not a surface file this machine can load"
+        )
+
+
+def _read_limit() -> int:
+    """Bytes a load may expand to: the memory guard's share of what is free now."""
+    limits = usable_bytes(torch.device("cpu"))
+    return _MAX_FILE_BYTES if limits is None else min(_MAX_FILE_BYTES, limits[0] // 2)
+
+
+def _listed_arrays(source: Path, metadata: dict[str, Any]) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+    """The arrays the metadata lists, by name: ``(dtype, shape)``, each checked for type."""
+    listing = metadata.get("arrays")
+    if not isinstance(listing, dict):
+        raise FastsurfaceError(f"`path` {str(source)!r} has metadata without a valid `arrays` listing")
+    layouts = {}
+    for name, layout in listing.items():
+        shape = layout.get("shape") if isinstance(layout, dict) else None
+        dtype = layout.get("dtype") if isinstance(layout, dict) else None
+        if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape) and isinstance(dtype, str)):
+            raise FastsurfaceError(f"`path` {str(source)!r} lists array {name!r} with an invalid layout: {layout!r}")
+        try:
+            layouts[name] = (np.dtype(dtype), tuple(shape))
+        except TypeError as error:
+            raise FastsurfaceError(f"`path` {str(source)!r} lists array {name!r} with dtype {dtype!r}") from error
+    return layouts
+
+
+def _read_entry(
+    source: Path,
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    layout: tuple[np.dtype[Any], tuple[int, ...]] | None,
+) -> np.ndarray:
+    """One ``.npy`` entry; its header (and ``layout``, the metadata's dtype and shape, when
+    given) must account for the entry's size exactly before its data are read."""
+    with archive.open(info) as stream:  # zipfile checks the entry's CRC as it reads
+        version = np.lib.format.read_magic(stream)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(stream, max_header_size=_MAX_HEADER)
+        if dtype.hasobject:
+            raise FastsurfaceError(
+                f"`path` {str(source)!r} entry {info.filename!r} holds Python objects (a pickle); "
+                "fastsurface never unpickles a file"
+            )
+        data_bytes = math.prod(shape) * dtype.itemsize
+        if stream.tell() + data_bytes != info.file_size or (layout is not None and layout != (dtype, shape)):
+            raise FastsurfaceError(
+                f"`path` {str(source)!r} entry {info.filename!r} claims {dtype} {shape}, which does not match "
+                f"its {info.file_size:,} bytes or the metadata's listing"
+            )
+        values = np.frombuffer(stream.read(data_bytes), dtype=dtype)
+    return (values.reshape(shape[::-1]).T if fortran else values.reshape(shape)).copy()  # own, writable memory
+
+
+def _parsed_metadata(source: Path, entry: np.ndarray) -> dict[str, Any]:
     try:
-        metadata = json.loads(entries.pop(_METADATA).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
+        metadata = json.loads(entry.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise FastsurfaceError(f"`path` {str(source)!r} has unreadable metadata: {error}") from error
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise FastsurfaceError(f"`path` {str(source)!r} is not a fastsurface file")
+    return metadata
+
+
+def _verified_metadata(source: Path, metadata: dict[str, Any], entries: dict[str, np.ndarray]) -> None:
     version = metadata.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise FastsurfaceError(
             f"`path` {str(source)!r} has format version {version!r}; this fastsurface reads versions 1 to "
             f"{FORMAT_VERSION} (a newer file needs a newer fastsurface)"
@@ -288,6 +468,3 @@ def _verified_metadata(source: Path, entries: dict[str, np.ndarray]) -> dict[str
         raise FastsurfaceError(
             f"`path` {str(source)!r} fails its content check (`{_HASH}`): it was altered or damaged after it was saved"
         )
-    if sorted(entries) != sorted(metadata.get("arrays", {})):
-        raise FastsurfaceError(f"`path` {str(source)!r} holds entries its metadata does not list")
-    return metadata

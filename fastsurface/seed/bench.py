@@ -1,11 +1,11 @@
-"""``fastsurface bench``: the seed problem on every device and path, in one table.
+"""``fastsurface bench``: the seed problem on every device and engine method, in one table.
 
 Every speed-up is against the article's loop measured in the same run: the naive loop
 (``naive.py``) is timed on a few sampled grid rows and its seconds per point are
 extrapolated to each grid, and labelled as such. The ceiling is the device's own
 ``torch.tanh`` throughput over a large float32 tensor, measured in the same run: a
 brute-force evaluation needs at least one ``tanh`` per point and sample, so
-``points × samples / s`` over that throughput says how close a path runs to the
+``points × samples / s`` over that throughput says how close a method runs to the
 hardware. It is a practical ceiling, not a bound: ``torch.tanh`` over 50 M values is
 limited by memory traffic, while the compiled kernel keeps each value in registers and
 computes ``tanh`` as a rational function (``inductor.accurate_tanh``), so it can run
@@ -28,11 +28,13 @@ import torch
 from fastsurface._support.devices import synchronize
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import loss_surface
+from fastsurface.engine.options import Method
 from fastsurface.seed.data import piecewise_dataset, train_test_split
 from fastsurface.seed.model import ANN
 from fastsurface.seed.naive import naive_loss_surface
 
-PATHS = ("closed_form", "compiled", "vmap")
+# The engine methods the table compares (``"auto"`` picks one of them).
+BENCH_METHODS: tuple[Method, ...] = ("closed_form", "compiled", "vmap")
 _TANH_ELEMENTS = 50_000_000
 
 
@@ -55,12 +57,12 @@ class BenchRow:
 def run_bench(
     devices: list[torch.device],
     steps: list[float],
-    methods: tuple[str, ...] = PATHS,
+    methods: tuple[Method, ...] = BENCH_METHODS,
     repeats: int = 3,
     max_seconds: float = 60.0,
     naive_rows: int = 2,
 ) -> dict[str, Any]:
-    """Measure every (device, path, step); returns ``{"rows": [...], "machine": {...}}``."""
+    """Measure every (device, method, step); returns ``{"rows": [...], "machine": {...}}``."""
     _, (x, y) = train_test_split(*piecewise_dataset(), test_size=0.2, seed=0)
     naive_per_point = naive_seconds_per_point(x, y, naive_rows)
     rows, ceilings = [], {}
@@ -84,7 +86,18 @@ def run_bench(
 
 def format_table(result: dict[str, Any]) -> str:
     """The rows as an aligned text table with a header."""
-    header = ("device", "path", "step", "grid points", "samples", "seconds", "pts·samples/s", "vs naive", "of tanh", "")
+    header = (
+        "device",
+        "method",
+        "step",
+        "grid points",
+        "samples",
+        "seconds",
+        "pts·samples/s",
+        "vs naive",
+        "of tanh",
+        "",
+    )
     lines = [header]
     for row in result["rows"]:
         lines.append(
@@ -117,7 +130,7 @@ def _maybe(value: float | None, pattern: str) -> str:
 
 def _measure(
     device: torch.device,
-    method: str,
+    method: Method,
     step: float,
     data: tuple[np.ndarray, np.ndarray],
     rate: float | None,

@@ -21,7 +21,7 @@ _BYTES_PER_SAMPLE = 64
 
 
 def piecewise_target(x: np.ndarray) -> np.ndarray:
-    """The noise-free target ``f(x)`` of SPEC §1, elementwise, float64.
+    """The noise-free target ``f(x)`` of the seed article's data, elementwise, float64.
 
     ``2x + 5`` for ``x < -2``, ``7.3 sin x`` for ``-2 <= x < 2``, ``-0.03 x³ + 2`` for ``x >= 2``.
     """

@@ -2,7 +2,7 @@
 
 Used by tests and benchmarks only, never by the engine. It differs from the
 article in one place on purpose: targets are given the predictions' shape, so
-``nn.MSELoss`` computes the per-sample squared error (SPEC §3).
+``nn.MSELoss`` computes the per-sample squared error (README, "What the numbers mean").
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from fastsurface._support.files import atomic_write, atomic_write_text, check_writable
-from fastsurface.errors import FastsurfaceError
+from fastsurface.errors import FastsurfaceError, check_choice
 
 FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".svg": "svg"}
 PLOTLYJS = ("embed", "cdn")
@@ -67,8 +67,7 @@ def check_export(name: str, path: str | os.PathLike[str], plotlyjs: str = "embed
         path, plotlyjs: as in ``write_figure``.
     """
     target = check_writable(name, path, tuple(FORMATS))
-    if plotlyjs not in PLOTLYJS:
-        raise FastsurfaceError(f"`plotlyjs` must be one of {', '.join(map(repr, PLOTLYJS))}, got {plotlyjs!r}")
+    check_choice("plotlyjs", plotlyjs, PLOTLYJS)
     if FORMATS[target.suffix.lower()] != "html":
         check_image_export()
     return target

@@ -17,10 +17,8 @@ import plotly.colors
 import plotly.graph_objects as go
 
 from fastsurface._support.memory import check_figure_fits
-from fastsurface.analysis.critical import KINDS, CriticalPoint
-from fastsurface.analysis.training import Trajectory
-from fastsurface.errors import FastsurfaceError
-from fastsurface.results import Surface
+from fastsurface.errors import FastsurfaceError, check_choice
+from fastsurface.results import CRITICAL_KINDS, CriticalPoint, Surface, Trajectory
 
 TrajectoriesLike = Trajectory | Mapping[str, Trajectory] | Sequence[Trajectory] | None
 CONTOUR_KINDS = ("contour", "heatmap")
@@ -170,7 +168,7 @@ def check_drawable(surface: object, trajectory: object = None) -> None:
 def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[go.Scatter | go.Scatter3d]:
     """One marker trace per kind present in ``points``, named after the kind."""
     traces = []
-    for kind in KINDS:
+    for kind in CRITICAL_KINDS:
         chosen = [p for p in points if p.kind == kind]
         if not chosen:
             continue
@@ -194,8 +192,7 @@ def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[g
 
 
 def _surface_trace(surface: Surface, kind: str, log_color: bool) -> go.Contour | go.Heatmap:
-    if kind not in CONTOUR_KINDS:
-        raise FastsurfaceError(f"`kind` must be one of {', '.join(map(repr, CONTOUR_KINDS))}, got {kind!r}")
+    check_choice("kind", kind, CONTOUR_KINDS)
     colour, bar = loss_colouring(surface.loss, log_color)
     trace = go.Contour if kind == "contour" else go.Heatmap
     first, second = surface.labels

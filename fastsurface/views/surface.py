@@ -8,10 +8,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from fastsurface.analysis.critical import CriticalPoint
-from fastsurface.analysis.training import Trajectory
 from fastsurface.errors import FastsurfaceError
-from fastsurface.results import Surface
+from fastsurface.results import CriticalPoint, Surface, Trajectory
 from fastsurface.views.planar import check_drawable, critical_traces, loss_colouring
 
 ARTICLE_STYLE: dict[str, Any] = {

@@ -19,11 +19,11 @@ SLOW_CLI = """
 import sys, time
 import fastsurface.runs.checkpoint as checkpoint
 from fastsurface.cli import main
-evaluate = checkpoint.loss_surface
+evaluate = checkpoint.grid_surface
 def slow(*args, **kwargs):
     time.sleep(0.25)
     return evaluate(*args, **kwargs)
-checkpoint.loss_surface = slow
+checkpoint.grid_surface = slow
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -80,7 +80,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupte
 
 def test_ctrl_c_in_the_cli_keeps_finished_blocks_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    evaluate = checkpoint_module.loss_surface
+    evaluate = checkpoint_module.grid_surface
     calls = []
 
     def interrupted_on_the_fourth_block(*args, **kwargs):
@@ -89,7 +89,7 @@ def test_ctrl_c_in_the_cli_keeps_finished_blocks_and_writes_nothing(tmp_path, mo
             raise KeyboardInterrupt
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module, "loss_surface", interrupted_on_the_fourth_block)
+    monkeypatch.setattr(checkpoint_module, "grid_surface", interrupted_on_the_fourth_block)
     assert main([*COMMAND, "--checkpoint-dir", "ck", "--save", "s.npz"]) == 130
     assert "run the same command to resume" in capsys.readouterr().err
     assert len(_blocks(tmp_path / "ck")) == 3 and not (tmp_path / "s.npz").exists()
@@ -104,6 +104,7 @@ def test_the_key_is_the_same_in_another_process(tmp_path):
     """Hash seeds differ between processes: a set literal in a model's code must not move the key."""
     script = (
         "import fastsurface as fs, torch\n"
+        "from fastsurface.engine.options import EvalOptions\n"
         "from fastsurface.runs.checkpoint import run_key\n"
         "class M(torch.nn.Module):\n"
         "    def __init__(self):\n"
@@ -111,7 +112,8 @@ def test_the_key_is_the_same_in_another_process(tmp_path):
         "        self.a, self.b = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)\n"
         "    def forward(self, x):\n"
         "        return self.b(torch.tanh(self.a(x))) if 'tanh' in {'tanh', 'relu', 'gelu'} else x\n"
-        "print(run_key(M(), fs.piecewise_dataset(20), fs.axis(0, 1, 0.5), fs.axis(0, 1, 0.5), 1, {}))\n"
+        "axes = fs.axis(0, 1, 0.5)\n"
+        "print(run_key(M(), fs.piecewise_dataset(20), axes, axes, 1, None, EvalOptions()))\n"
     )
     keys = {
         subprocess.run(

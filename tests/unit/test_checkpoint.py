@@ -37,10 +37,10 @@ def test_finished_blocks_are_not_computed_again(tmp_path, problem, monkeypatch):
     run = Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=2)
     assert run.compute(run.blocks[:2]) == 2
     computed = []
-    evaluate = checkpoint_module.loss_surface
+    evaluate = checkpoint_module.grid_surface
     monkeypatch.setattr(
         checkpoint_module,
-        "loss_surface",
+        "grid_surface",
         lambda m, d, rows, *a, **k: computed.append(rows[0]) or evaluate(m, d, rows, *a, **k),
     )
     again = Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=2)

@@ -27,7 +27,9 @@ def results():
 @pytest.fixture
 def saved(tmp_path, results):
     surface, path, plane = results
-    return fs.save(tmp_path / "run.npz", surface=surface, trajectory=path, plane=plane, provenance=PROVENANCE)
+    return fs.save(
+        tmp_path / "run.npz", surface=surface, trajectory=path, plane=plane, provenance=PROVENANCE, timing=True
+    )
 
 
 def _same(actual, expected):

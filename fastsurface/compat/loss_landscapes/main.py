@@ -22,12 +22,14 @@ from torch.func import functional_call, vmap
 
 from fastsurface.compat.loss_landscapes.metrics import Loss, Metric, MetricPipeline
 from fastsurface.compat.loss_landscapes.model_wrapper import ModelWrapper, private_wrapper, rand_u_like
-from fastsurface.engine._tiles import bytes_per_sample, forward_bytes
-from fastsurface.engine.evaluate import DEFAULT_BUDGET
-from fastsurface.errors import FastsurfaceError
+from fastsurface.engine._tiles import check_fits, whole_batch_tile_points
+from fastsurface.engine.options import DEFAULT_BUDGET
+from fastsurface.errors import FastsurfaceError, check_choice
 from fastsurface.planes.plane import Plane
 
 NORMALIZATIONS = ("filter", "layer", "model", None)
+# Host bytes per landscape point: its coordinates, visiting position, value and place in the grid.
+_BYTES_PER_POINT = 64
 Model = nn.Module | ModelWrapper
 
 
@@ -198,15 +200,7 @@ class _Landscape:
             return metric.loss_fn(prediction, metric.target)
 
         kernel = vmap(loss_at)
-        inputs = metric.inputs
-        # Tensor inputs are measured on a few samples, as the engine measures them; other
-        # inputs cannot be sliced, so they take one forward pass over all of them.
-        point_bytes = (
-            bytes_per_sample(self.module, inputs[:4]) * len(inputs)
-            if isinstance(inputs, torch.Tensor)
-            else forward_bytes(self.module, inputs)
-        )
-        tile = max(1, DEFAULT_BUDGET[self.device.type] // point_bytes)
+        tile = whole_batch_tile_points(self.module, metric.inputs, self.device)
         with torch.no_grad():
             losses = torch.cat(
                 [kernel(*coordinates[start : start + tile].T) for start in range(0, len(coordinates), tile)]
@@ -263,15 +257,13 @@ def _check_landscape(steps: object, distance: object, normalization: str | None)
     value = float(distance) if is_number and not isinstance(distance, bool) else math.nan  # type: ignore[arg-type]
     if math.isnan(value) or value == 0:
         raise FastsurfaceError(f"`distance` must be a non-zero number, got {distance!r}")
-    if normalization not in NORMALIZATIONS:
-        raise FastsurfaceError(
-            f"`normalization` must be one of {', '.join(map(repr, NORMALIZATIONS))}, got {normalization!r}"
-        )
+    check_choice("normalization", normalization, NORMALIZATIONS)
     return _steps(steps, minimum=1), value
 
 
 def _line(steps: int) -> np.ndarray:
     """Points ``(k, 0)`` for ``k = 1 … steps``: the package steps before it evaluates."""
+    _check_fits(1, steps)
     return np.stack([np.arange(1, steps + 1), np.zeros(steps)], axis=1)
 
 
@@ -284,10 +276,26 @@ def _grid(steps: int, centre: float) -> tuple[np.ndarray, np.ndarray]:
     ``(i - centre, j + [i even] - centre)``. The order matters only to metrics that draw
     random numbers (dropout in training mode), which then draw them as the package does.
     """
-    visits = [(i, j) for i in range(steps) for j in (range(steps) if i % 2 == 0 else reversed(range(steps)))]
-    rows, columns = np.array(visits).T
+    _check_fits(steps, steps)
+    rows = np.repeat(np.arange(steps), steps)
+    columns = np.tile(np.arange(steps), (steps, 1))
+    columns[1::2] = columns[1::2, ::-1]
+    columns = columns.reshape(-1)
     points = np.stack([rows - centre, columns + (rows % 2 == 0) - centre], axis=1).astype(np.float64)
     return points, rows * steps + columns
+
+
+def _check_fits(rows: int, columns: int) -> None:
+    """Refuse, before anything is allocated, a landscape of ``rows × columns`` points whose
+    coordinates, positions and values would not fit in host memory."""
+    check_fits(
+        (rows, columns),
+        torch.device("cpu"),
+        DEFAULT_BUDGET["cpu"],
+        None,
+        name="`steps`",
+        bytes_per_point=_BYTES_PER_POINT,
+    )
 
 
 def _on_grid(values: np.ndarray, positions: np.ndarray, steps: int) -> np.ndarray:

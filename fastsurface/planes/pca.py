@@ -1,0 +1,65 @@
+"""The plane of a recorded parameter path's top-2 principal components (Li et al. 2018, §7)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from fastsurface._support.values import real_values
+from fastsurface.errors import FastsurfaceError
+from fastsurface.planes.plane import Plane
+
+
+class PrincipalPlane(NamedTuple):
+    """The plane of a trajectory's top-2 principal components.
+
+    Attributes:
+        plane: origin at the chosen trajectory point; ``d₁``, ``d₂`` unit vectors over all
+            parameters (coordinates are distances in parameter space).
+        explained_variance_ratio: share of the trajectory's variance along ``d₁`` and
+            ``d₂``, float64, shape ``(2,)``.
+    """
+
+    plane: Plane
+    explained_variance_ratio: np.ndarray
+
+
+def pca_plane(path: Any, origin: int = -1) -> PrincipalPlane:
+    """The top-2 principal components of a recorded parameter path (Li et al. 2018, §7).
+
+    The rows ``θ_i`` of ``path.vectors`` are centred on their mean and decomposed by SVD;
+    the two leading right singular vectors are the directions. The plane passes through
+    ``θ_origin`` (the final point by default, as Li et al. do).
+
+    Args:
+        path: a ``fastsurface.analysis.paths.ParameterPath`` with at least 3 points.
+        origin: index of the path point the plane passes through.
+    """
+    if not hasattr(path, "vectors") or not callable(getattr(path, "unflatten", None)):
+        raise FastsurfaceError(f"`path` must be a ParameterPath (see record_path), got {type(path).__name__}")
+    vectors = torch.from_numpy(real_values("path", path.vectors, "a ParameterPath's parameter vectors"))
+    if vectors.ndim != 2 or len(vectors) < 3:
+        raise FastsurfaceError(f"`path` must hold at least 3 parameter vectors, got shape {tuple(vectors.shape)}")
+    if (
+        not isinstance(origin, numbers.Integral)
+        or isinstance(origin, bool)
+        or not -len(vectors) <= origin < len(vectors)
+    ):
+        raise FastsurfaceError(f"`origin` must index one of the {len(vectors)} path points, got {origin}")
+    centred = vectors - vectors.mean(dim=0)
+    _, singular, right = torch.linalg.svd(centred, full_matrices=False)
+    variance = singular.square()
+    if not bool(torch.isfinite(centred).all()) or float(variance[1]) <= 0:
+        raise FastsurfaceError(
+            "`path` must move in at least two directions with finite parameters, got "
+            f"{'non-finite values' if not bool(torch.isfinite(centred).all()) else 'a path of rank < 2'}: "
+            "its principal plane is undefined"
+        )
+    ratio = (variance[:2] / variance.sum()).numpy()
+    return PrincipalPlane(
+        Plane(path.unflatten(vectors[origin]), path.unflatten(right[0]), path.unflatten(right[1]), ("pc1", "pc2")),
+        ratio,
+    )
