@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "fastsurface"
+from tests.helpers import REPOSITORY
+
+PACKAGE = REPOSITORY / "fastsurface"
 
 _LEAVES = {"errors", "results", "_version"}
 _BASE = _LEAVES | {"_support"}

@@ -4,12 +4,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import fastsurface as fs
+from tests.system.test_checkpoint_processes import COMMAND, SLOW_CLI
 
-from .test_checkpoint import COMMAND, SLOW_CLI
 
-
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_same_checkpointed_command_twice_at_once_finishes_both_with_one_result(tmp_path):
     shared = tmp_path / "ck"
     for name in ("first", "second"):
