@@ -69,6 +69,7 @@ except fs.FastsurfaceError as error:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_a_decompression_bomb_is_refused_from_the_zip_directory_within_bounded_memory(saved):
     zeros = bytes(16 * 2**20)
@@ -84,6 +85,7 @@ def test_a_decompression_bomb_is_refused_from_the_zip_directory_within_bounded_m
     assert "refused in" in done.stdout and "decompression bomb" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_a_lying_npy_header_is_refused_before_its_data_are_read(saved):
     entries = _entries(saved)
