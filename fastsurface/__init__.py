@@ -5,90 +5,84 @@
 >>> surface = fs.loss_surface(fs.ANN(1, 1, 1), test, fs.axis(-2, 2, 0.5), fs.axis(-2, 2, 0.5))
 >>> surface.loss.shape
 (8, 8)
+
+Importing the package is light: each public name loads its module on first use (PEP 562),
+so ``fastsurface --help`` does not import the engine, and Ctrl-C during start-up reaches
+the command line's handler.
 """
 
-from fastsurface._version import __version__ as __version__
-from fastsurface.analysis.critical import critical_points, critical_points_of
-from fastsurface.analysis.hessian import HessianPlane, hessian_plane
-from fastsurface.analysis.lines import Line, loss_line
-from fastsurface.analysis.metrics import accuracy, metric_surfaces
-from fastsurface.analysis.paths import ParameterPath, ProjectedPath, project_path, record_path
-from fastsurface.analysis.refine import refine, trajectory_window, window_around
-from fastsurface.analysis.training import train_sgd
-from fastsurface.engine.axes import axis
-from fastsurface.engine.evaluate import Evaluation, evaluate_points, loss_surface
-from fastsurface.errors import FastsurfaceError
-from fastsurface.planes.directions import (
-    interpolation_line,
-    interpolation_plane,
-    line_plane,
-    random_direction,
-    random_line,
-    random_plane,
-)
-from fastsurface.planes.pca import PrincipalPlane, pca_plane
-from fastsurface.planes.plane import Plane, default_plane, entry_plane
-from fastsurface.results import CriticalPoint, Surface, Trajectory
-from fastsurface.runs.checkpoint import Checkpoint, resumable_loss_surface
-from fastsurface.runs.distributed import ShardedSurface, sharded_loss_surface
-from fastsurface.runs.storage import Saved, load, save
-from fastsurface.seed.data import piecewise_dataset, piecewise_target, train_test_split
-from fastsurface.seed.model import ANN
-from fastsurface.seed.naive import naive_loss_surface
-from fastsurface.views.export import write_figure
-from fastsurface.views.planar import plot_animation, plot_contour
-from fastsurface.views.surface import plot_surface
+from __future__ import annotations
 
-__all__ = [
-    "ANN",
-    "Checkpoint",
-    "CriticalPoint",
-    "Evaluation",
-    "FastsurfaceError",
-    "HessianPlane",
-    "Line",
-    "ParameterPath",
-    "Plane",
-    "PrincipalPlane",
-    "ProjectedPath",
-    "Saved",
-    "ShardedSurface",
-    "Surface",
-    "Trajectory",
-    "accuracy",
-    "axis",
-    "critical_points",
-    "critical_points_of",
-    "default_plane",
-    "entry_plane",
-    "evaluate_points",
-    "hessian_plane",
-    "interpolation_line",
-    "interpolation_plane",
-    "line_plane",
-    "load",
-    "loss_line",
-    "loss_surface",
-    "metric_surfaces",
-    "naive_loss_surface",
-    "pca_plane",
-    "piecewise_dataset",
-    "piecewise_target",
-    "plot_animation",
-    "plot_contour",
-    "plot_surface",
-    "project_path",
-    "random_direction",
-    "random_line",
-    "random_plane",
-    "record_path",
-    "refine",
-    "resumable_loss_surface",
-    "save",
-    "sharded_loss_surface",
-    "train_sgd",
-    "train_test_split",
-    "trajectory_window",
-    "window_around",
-    "write_figure",
-]
+import importlib
+from typing import Any
+
+from fastsurface._version import __version__ as __version__
+
+# Every public name and the module that defines it.
+_PUBLIC = {
+    "ANN": "fastsurface.seed.model",
+    "Checkpoint": "fastsurface.runs.checkpoint",
+    "CriticalPoint": "fastsurface.results",
+    "Evaluation": "fastsurface.engine.evaluate",
+    "FastsurfaceError": "fastsurface.errors",
+    "HessianPlane": "fastsurface.analysis.hessian",
+    "Line": "fastsurface.analysis.lines",
+    "ParameterPath": "fastsurface.analysis.paths",
+    "Plane": "fastsurface.planes.plane",
+    "PrincipalPlane": "fastsurface.planes.pca",
+    "ProjectedPath": "fastsurface.analysis.paths",
+    "Saved": "fastsurface.runs.storage",
+    "ShardedSurface": "fastsurface.runs.distributed",
+    "Surface": "fastsurface.results",
+    "Trajectory": "fastsurface.results",
+    "accuracy": "fastsurface.analysis.metrics",
+    "axis": "fastsurface.engine.axes",
+    "critical_points": "fastsurface.analysis.critical",
+    "critical_points_of": "fastsurface.analysis.critical",
+    "default_plane": "fastsurface.planes.plane",
+    "entry_plane": "fastsurface.planes.plane",
+    "evaluate_points": "fastsurface.engine.evaluate",
+    "hessian_plane": "fastsurface.analysis.hessian",
+    "interpolation_line": "fastsurface.planes.directions",
+    "interpolation_plane": "fastsurface.planes.directions",
+    "line_plane": "fastsurface.planes.directions",
+    "load": "fastsurface.runs.storage",
+    "loss_line": "fastsurface.analysis.lines",
+    "loss_surface": "fastsurface.engine.evaluate",
+    "metric_surfaces": "fastsurface.analysis.metrics",
+    "naive_loss_surface": "fastsurface.seed.naive",
+    "pca_plane": "fastsurface.planes.pca",
+    "piecewise_dataset": "fastsurface.seed.data",
+    "piecewise_target": "fastsurface.seed.data",
+    "plot_animation": "fastsurface.views.planar",
+    "plot_contour": "fastsurface.views.planar",
+    "plot_surface": "fastsurface.views.surface",
+    "project_path": "fastsurface.analysis.paths",
+    "random_direction": "fastsurface.planes.directions",
+    "random_line": "fastsurface.planes.directions",
+    "random_plane": "fastsurface.planes.directions",
+    "record_path": "fastsurface.analysis.paths",
+    "refine": "fastsurface.analysis.refine",
+    "resumable_loss_surface": "fastsurface.runs.checkpoint",
+    "save": "fastsurface.runs.storage",
+    "sharded_loss_surface": "fastsurface.runs.distributed",
+    "train_sgd": "fastsurface.analysis.training",
+    "train_test_split": "fastsurface.seed.data",
+    "trajectory_window": "fastsurface.analysis.refine",
+    "window_around": "fastsurface.analysis.refine",
+    "write_figure": "fastsurface.views.export",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'fastsurface' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # the next lookup finds it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

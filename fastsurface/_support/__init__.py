@@ -1,1 +1,1 @@
-"""Support code for every layer: devices, memory, atomic files, fingerprints, private copies."""
+"""Support code for every layer: devices, memory, atomic files, fingerprints, private copies, choice names."""

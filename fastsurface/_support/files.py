@@ -38,6 +38,8 @@ def check_writable(name: str, path: str | os.PathLike[str], suffixes: tuple[str,
         path: the output file.
         suffixes: allowed file name endings, e.g. ``(".html",)``.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise FastsurfaceError(f"`{name}` must be a file name (str or path-like), got {type(path).__name__}")
     target = Path(path)
     if str(path) == "":
         raise FastsurfaceError(f"`{name}` must name a file, got an empty path")

@@ -16,13 +16,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, jacrev, vmap
 
+from fastsurface._support.choices import Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine.axes import as_axis
 from fastsurface.engine.evaluate import check_prediction_shape
-from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Reduction
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.planes.plane import Plane, default_plane
 from fastsurface.results import CriticalPoint, Surface
@@ -131,6 +132,12 @@ def critical_points_of(
     return find_critical_points(values, first, second, derivatives, max_iterations=max_iterations)
 
 
+def check_surface(surface: object) -> None:
+    """Refuse anything but a ``Surface``."""
+    if not isinstance(surface, Surface):
+        raise FastsurfaceError(f"`surface` must be a fastsurface.Surface, got {type(surface).__name__}")
+
+
 def surface_options(
     surface: Surface,
     model: nn.Module,
@@ -142,8 +149,7 @@ def surface_options(
     """The plane and evaluation options that reproduce ``surface``, checked against it;
     ``None`` stands for the surface's own plane, loss and reduction (a callable loss cannot
     be recovered from its name). ``options`` are the other evaluation options."""
-    if not isinstance(surface, Surface):
-        raise FastsurfaceError(f"`surface` must be a fastsurface.Surface, got {type(surface).__name__}")
+    check_surface(surface)
     plane = default_plane(model) if plane is None else plane
     if tuple(plane.labels) != tuple(surface.labels):
         raise FastsurfaceError(

@@ -16,7 +16,7 @@ from torch.func import functional_call, grad, vjp
 
 from fastsurface._support.copying import private_copy
 from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
-from fastsurface.engine._stream import PROBE_SAMPLES, pair_tensors
+from fastsurface.engine._stream import PROBE_SAMPLES, is_pair, pair_tensors
 from fastsurface.engine._tiles import model_errors
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.planes.directions import parameters_of
@@ -73,6 +73,8 @@ def hessian_plane(
     if iterations < 2:
         raise FastsurfaceError(f"`iterations` must be >= 2 to find two eigenvectors, got {iterations}")
     theta = parameters_of(model)
+    if not is_pair(data):
+        raise FastsurfaceError(f"`data` must be an (x, y) pair of arrays or tensors, got {type(data).__name__}")
     product = _hessian_vector_product(model, theta, data, resolve_loss(loss), chunk_samples)
     size = sum(t.numel() for t in theta.values())
     if size < 2:

@@ -24,7 +24,7 @@ from fastsurface.engine._losses import PerSampleLoss, resolve_loss
 from fastsurface.engine.evaluate import point_losses
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
-from fastsurface.planes.plane import Plane, TensorDict, check_plane, unflatten
+from fastsurface.planes.plane import Plane, TensorDict, check_model, check_plane, unflatten
 from fastsurface.results import Trajectory
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -107,6 +107,8 @@ def record_path(
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
+    check_model(model)
+    stream.check_data("train", train)
     stream.check_reusable("train", train, epochs, "once per epoch")
     keep = _recorder(record)
     objective = resolve_loss(loss)

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastsurface._support.choices import Reduction
 from fastsurface._support.devices import DeviceLike, DTypeLike
-from fastsurface.analysis.critical import check_same_data, surface_options
+from fastsurface.analysis.critical import check_same_data, check_surface, surface_options
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import point_losses
-from fastsurface.engine.options import DEFAULT_BATCH_SIZE, Reduction
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
 from fastsurface.results import CriticalPoint, Surface, Trajectory
@@ -43,7 +44,7 @@ def window_around(center: tuple[float, float] | CriticalPoint, radius: float | t
     >>> window_around((0.5, -1.0), 0.25)
     ((0.25, 0.75), (-1.25, -0.75))
     """
-    a, b = (center.w1, center.w2) if isinstance(center, CriticalPoint) else center
+    a, b = (center.w1, center.w2) if isinstance(center, CriticalPoint) else _point("center", center)
     r1, r2 = _pair("radius", radius)
     return (float(a - r1), float(a + r1)), (float(b - r2), float(b + r2))
 
@@ -110,6 +111,7 @@ def refine(
     >>> fine.w1.tolist()
     [-2.0, -1.0, 0.0, 0.25, 0.5, 0.75, 1.0]
     """
+    check_surface(surface)
     plane, options = surface_options(
         surface,
         model,
@@ -188,3 +190,14 @@ def _pair(name: str, value: float | tuple[float, float]) -> tuple[float, float]:
     ):
         raise FastsurfaceError(f"`{name}` must be a finite number > 0 or a pair of them, got {value!r}")
     return float(values[0]), float(values[1])
+
+
+def _point(name: str, value: object) -> tuple[float, float]:
+    """Two finite coordinates ``(w1, w2)``."""
+    if (
+        not isinstance(value, (tuple, list, np.ndarray))
+        or len(value) != 2
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
+        raise FastsurfaceError(f"`{name}` must be two finite coordinates (w1, w2) or a CriticalPoint, got {value!r}")
+    return float(value[0]), float(value[1])

@@ -12,13 +12,14 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from fastsurface._support.choices import Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine.evaluate import check_prediction_shape, point_losses
-from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Reduction
-from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int, check_seed
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
+from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_positive_int, check_seed
 from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Trajectory
 
@@ -76,8 +77,10 @@ def train_sgd(
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
     _check_steps(train, epochs, batch_size)
+    stream.check_data("train", train)
     stream.check_reusable("train", train, epochs, "once per epoch")
     stream.check_data("test", test)
+    check_bool("progress", progress)
     options = EvalOptions(loss, reduction, batch_size, device, dtype)
     objective, resolved, compute = options.objective, options.compute_device, options.compute_dtype
     plane = default_plane(model) if plane is None else plane

@@ -16,8 +16,8 @@ from typing import TypeGuard, cast
 import numpy as np
 import torch
 
+from fastsurface._support.choices import REDUCTIONS
 from fastsurface._support.devices import check_representable
-from fastsurface.engine.options import REDUCTIONS
 from fastsurface.errors import FastsurfaceError, check_choice
 
 # An ``(x, y)`` pair of arrays/tensors, as ``is_pair`` recognises it (a two-item list counts).
@@ -225,6 +225,8 @@ def batch_tensors(number: int, batch: object) -> tuple[torch.Tensor, torch.Tenso
 
 def _as_tensor(values: object) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
+        if values.device.type == "meta":
+            raise FastsurfaceError("`data` tensors are on the meta device (shapes without values)")
         tensor = values.detach()
     else:
         try:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_
 from tqdm.auto import tqdm
 
+from fastsurface._support.choices import Method, Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable, synchronize
 from fastsurface._support.values import real_values
@@ -37,7 +38,7 @@ from fastsurface.engine._tiles import (
     model_errors,
 )
 from fastsurface.engine.axes import as_axis, axis
-from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions, Method, Reduction
+from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import Surface
@@ -322,13 +323,14 @@ def _add(
     with batched values fails as a shape mismatch)."""
     try:
         strategy.add(chunk, done)
-    except RuntimeError as error:
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
         message = str(error)
-        batched = strategy.method != "compiled" or "vmap" in message or "batching rule" in message.lower()
-        out_of_memory = isinstance(error, torch.OutOfMemoryError) or "allocate" in message
-        if out_of_memory or not batched:
+        if isinstance(error, torch.OutOfMemoryError) or "allocate" in message:
             raise
         unbatched(chunk)  # the model or loss may fail on these samples without vmap too: say so
+        batched = strategy.method != "compiled" or "vmap" in message or "batching rule" in message.lower()
+        if not batched:
+            raise
         reason = message.rstrip(". ")
         raise FastsurfaceError(
             f"`model` cannot be evaluated under torch.func.vmap (it ran unbatched on the first samples of this "

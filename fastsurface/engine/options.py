@@ -11,19 +11,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import torch
 
+from fastsurface._support.choices import METHODS, REDUCTIONS, Method, Reduction
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_positive_int
 from fastsurface.planes.plane import Plane
 
-Reduction = Literal["mean", "batch_mean"]
-Method = Literal["auto", "closed_form", "vmap", "compiled"]
-REDUCTIONS: tuple[str, ...] = get_args(Reduction)
-METHODS: tuple[str, ...] = get_args(Method)
 DEFAULT_BATCH_SIZE = 64
 # Bytes one kernel call may use unless `memory_budget` says otherwise.
 DEFAULT_BUDGET = {"cpu": 256 * 2**20, "cuda": 1024 * 2**20}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fastsurface.errors import FastsurfaceError, check_choice, check_seed
-from fastsurface.planes.plane import Plane, TensorDict
+from fastsurface.planes.plane import Plane, TensorDict, check_model
 
 NORMALIZATIONS = (None, "filter", "layer", "model")
 ONE_DIM = ("zero", "keep")
@@ -32,8 +32,7 @@ _ZERO_DIRECTIONS = (
 
 def parameters_of(model: nn.Module) -> TensorDict:
     """Detached float64 copies of ``model``'s parameters, by name (``named_parameters()`` order)."""
-    if not isinstance(model, nn.Module):
-        raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     return {name: p.detach().to("cpu", torch.float64).clone() for name, p in model.named_parameters()}
 
 

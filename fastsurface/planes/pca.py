@@ -49,14 +49,14 @@ def pca_plane(path: Any, origin: int = -1) -> PrincipalPlane:
         or not -len(vectors) <= origin < len(vectors)
     ):
         raise FastsurfaceError(f"`origin` must index one of the {len(vectors)} path points, got {origin}")
+    if not bool(torch.isfinite(vectors).all()):
+        raise FastsurfaceError("`path` must hold finite parameter vectors, got NaN or inf (a diverged run?)")
     centred = vectors - vectors.mean(dim=0)
     _, singular, right = torch.linalg.svd(centred, full_matrices=False)
     variance = singular.square()
-    if not bool(torch.isfinite(centred).all()) or float(variance[1]) <= 0:
+    if float(variance[1]) <= 0:
         raise FastsurfaceError(
-            "`path` must move in at least two directions with finite parameters, got "
-            f"{'non-finite values' if not bool(torch.isfinite(centred).all()) else 'a path of rank < 2'}: "
-            "its principal plane is undefined"
+            "`path` must move in at least two directions, got a path of rank < 2: its principal plane is undefined"
         )
     ratio = (variance[:2] / variance.sum()).numpy()
     return PrincipalPlane(

@@ -93,6 +93,7 @@ def entry_plane(model: nn.Module, first: str, second: str, labels: tuple[str, st
     >>> entry_plane(ANN(1, 1, 1), "net.Layer_1.weight[0, 0]", "net.Layer_2.weight[0, 0]").labels
     ('net.Layer_1.weight[0, 0]', 'net.Layer_2.weight[0, 0]')
     """
+    check_model(model)
     parameters = dict(model.named_parameters())
     name_a, index_a = _parse_entry("first", first, parameters)
     name_b, index_b = _parse_entry("second", second, parameters)
@@ -119,8 +120,7 @@ def check_plane(model: nn.Module, plane: object) -> None:
     direction would move a parameter along another line)."""
     if not isinstance(plane, Plane):
         raise FastsurfaceError(f"`plane` must be a fastsurface Plane (see entry_plane), got {type(plane).__name__}")
-    if not isinstance(model, nn.Module):
-        raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if not plane.origin:
         raise FastsurfaceError("`plane` moves no parameter: its origin is empty")
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
@@ -158,13 +158,21 @@ def check_plane(model: nn.Module, plane: object) -> None:
                 )
 
 
+def check_model(model: object) -> None:
+    """Refuse anything but an ``nn.Module`` whose parameters hold values (not on the ``meta``
+    device, where tensors have shapes only)."""
+    if not isinstance(model, nn.Module):
+        raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    if any(t.device.type == "meta" for t in (*model.parameters(), *model.buffers())):
+        raise FastsurfaceError("`model` has tensors on the meta device (shapes without values); load its weights first")
+
+
 def default_plane(model: nn.Module) -> Plane:
     """The plane of a model with exactly two scalar weights (the seed ``ANN(1, 1, 1)``).
 
     Coordinates ``w1`` and ``w2`` are the two entries in ``named_parameters()`` order.
     """
-    if not isinstance(model, nn.Module):
-        raise FastsurfaceError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     count = sum(parameter.numel() for parameter in model.parameters())
     if count != 2:
         raise FastsurfaceError(

@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fastsurface._support.choices import SHARDS
 from fastsurface._support.devices import resolve_device
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._tiles import check_fits
@@ -48,8 +49,6 @@ from fastsurface.errors import FastsurfaceError, check_choice, check_positive_in
 from fastsurface.planes.plane import Plane
 from fastsurface.results import Surface
 from fastsurface.runs.checkpoint import Block, Checkpoint, default_block_rows, plan_blocks
-
-SHARDS = ("auto", "grid", "data")
 
 
 @dataclass(frozen=True)

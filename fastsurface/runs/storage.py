@@ -173,6 +173,8 @@ def load(path: str | os.PathLike[str]) -> Saved:
     truncated or corrupt archive (zip CRC or ``content_sha256`` mismatch), an entry
     holding Python objects (pickles), an unknown or extra entry, a newer format version.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise FastsurfaceError(f"`path` must be a file name (str or path-like), got {type(path).__name__}")
     source = Path(path)
     if not source.is_file():
         raise FastsurfaceError(f"`path` must be an existing file, got {str(path)!r}")

@@ -25,16 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastsurface._support.choices import BENCH_METHODS, Method
 from fastsurface._support.devices import synchronize
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import loss_surface
-from fastsurface.engine.options import Method
 from fastsurface.seed.data import piecewise_dataset, train_test_split
 from fastsurface.seed.model import ANN
 from fastsurface.seed.naive import naive_loss_surface
 
-# The engine methods the table compares (``"auto"`` picks one of them).
-BENCH_METHODS: tuple[Method, ...] = ("closed_form", "compiled", "vmap")
 _TANH_ELEMENTS = 50_000_000
 
 

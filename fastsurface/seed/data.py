@@ -96,6 +96,9 @@ def _take(values: _A, index: np.ndarray) -> _A:
 
 
 def _paired_length(x: Array, y: Array) -> int:
+    for name, values in (("x", x), ("y", y)):
+        if not isinstance(values, (np.ndarray, torch.Tensor)) or values.ndim == 0:
+            raise FastsurfaceError(f"`{name}` must be an array or tensor of samples, got {type(values).__name__}")
     if len(x) != len(y):
         raise FastsurfaceError(f"`x` and `y` must hold the same number of samples, got {len(x)} and {len(y)}")
     return len(x)

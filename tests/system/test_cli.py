@@ -113,3 +113,29 @@ def test_ranges_in_scientific_notation(tmp_path, capsys):
     arguments = ["run", "--output", str(tmp_path / "f.html"), "--w1", "-1e0", "1e0", "--w2", "-2.5e-1", "2.5e-1"]
     assert main([*arguments, *SMALL_RUN]) == 0
     assert "w1 in [-1, 0.75], w2 in [-0.25, 0]" in capsys.readouterr().out
+
+
+def test_help_imports_no_machinery_of_any_command():
+    """The command modules import torch, numpy, plotly and the engine only inside a handler.
+    The package's ``__init__`` imports all of them today, so this loads the CLI under a bare
+    ``fastsurface`` package."""
+    script = f"""
+import json, sys, types
+package = types.ModuleType("fastsurface")
+package.__path__ = [{str(REPOSITORY / "fastsurface")!r}]
+sys.modules["fastsurface"] = package
+from fastsurface.cli import main
+for command in ([], ["run"], ["surface"], ["show"], ["bench"]):
+    try:
+        main([*command, "--help"])
+    except SystemExit:
+        pass
+print(json.dumps(sorted(sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert "fastsurface.cli.bench" in loaded
+    assert [name for name in loaded if name.split(".")[0] in ("torch", "numpy", "plotly", "tqdm")] == []
+    light = {"fastsurface", "fastsurface._support", "fastsurface._support.choices", "fastsurface._support.files"}
+    package = {name for name in loaded if name.startswith("fastsurface") and not name.startswith("fastsurface.cli")}
+    assert package <= light | {"fastsurface.errors"}

@@ -138,7 +138,7 @@ def test_an_interrupted_run_changes_no_output(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         written.append(export.write_figure(figure, path, **options))
 
-    monkeypatch.setattr("fastsurface.cli.write_figure", interrupted_after_one)
+    monkeypatch.setattr("fastsurface.write_figure", interrupted_after_one)
     arguments = ["run", "--output", str(output), "--view", "contour,heatmap", "--save", str(saved), *SMALL_RUN]
     assert main(arguments) == 130
     assert "no output was written" in capsys.readouterr().err

@@ -1,0 +1,16 @@
+"""Names a caller chooses from, in a module that imports nothing of the package: the
+library checks its arguments against them, and the command line declares them as
+``choices`` without importing the engine, the distributed runner or the benchmark."""
+
+from typing import Literal, get_args
+
+# `reduction=`: the exact mean over samples, or the mean of batch means (the article's loop).
+Reduction = Literal["mean", "batch_mean"]
+REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
+# `method=` of the engine: "auto" picks one of the others for the model and the grid.
+Method = Literal["auto", "closed_form", "vmap", "compiled"]
+METHODS: tuple[Method, ...] = get_args(Method)
+# `shard=` of a distributed run: "auto" picks "grid" or "data" for the world and the grid.
+SHARDS = ("auto", "grid", "data")
+# The methods `fastsurface bench` times, in the order of its table.
+BENCH_METHODS: tuple[Method, ...] = ("closed_form", "compiled", "vmap")
