@@ -115,6 +115,7 @@ def test_ranges_in_scientific_notation(tmp_path, capsys):
     assert "w1 in [-1, 0.75], w2 in [-0.25, 0]" in capsys.readouterr().out
 
 
+@pytest.mark.multiprocess
 def test_help_imports_no_machinery_of_any_command():
     """The command modules import torch, numpy, plotly and the engine only inside a handler.
     The package's ``__init__`` imports all of them today, so this loads the CLI under a bare

@@ -122,6 +122,7 @@ def _drive(name, argument, value):
         function(**arguments)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(call=st.sampled_from(sorted(CALLS)), data=st.data())
 def test_every_public_function_answers_hostile_arguments_with_a_fastsurface_error(call, data):

@@ -6,7 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 
+pytestmark = pytest.mark.multiprocess
+
+
+@pytest.mark.slow
 def test_ctrl_c_while_the_engine_loads_is_one_line_and_130(tmp_path):
     command = [sys.executable, "-m", "fastsurface", "run", "--output", str(tmp_path / "f.html")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
