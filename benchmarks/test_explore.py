@@ -29,7 +29,7 @@ pytest.importorskip("starlette")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
 
-from tests.browser import Browser, ExplorerPage  # noqa: E402
+from tests.system.browser import Browser, ExplorerPage  # noqa: E402
 
 WINDOW_ROUNDS, PATH_ROUNDS = 20, 5
 

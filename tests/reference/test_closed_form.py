@@ -1,0 +1,249 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastsurface as fs
+from tests.helpers import assert_close
+
+
+class Squeezed(nn.Module):
+    """The output layer's result is reshaped before it is returned: not the layer's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(2, 4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x))).reshape(-1, 1) * 1.0
+
+
+class Tied(nn.Module):
+    """The output layer's weight also shapes its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(3, 3, bias=False)
+
+    def forward(self, x):
+        return self.out(torch.tanh(x @ self.out.weight))
+
+
+class Rescaled(nn.Module):
+    """Reads the output layer's weight through ``.detach()`` before the layer: invisible to
+    autograd, but the layer's input still depends on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x)) / self.out.weight.detach().norm())
+
+
+class ArgmaxScaled(Rescaled):
+    """Scales the output layer's input by where its largest weight is: no gradient, and no
+    change when every weight moves by the same amount."""
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x)) * (1.0 + self.out.weight.argmax()))
+
+
+class Switched(nn.Module):
+    """Picks its head from the data: the probe sees one head, a later chunk the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out, self.other = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.hidden(x))
+        return self.other(h) if bool((x.abs() > 2.5).any()) else self.out(h)
+
+
+def _hooked(make_hook):
+    """An MLP whose output layer gets ``make_hook`` (the deprecation of the original
+    ``weight_norm`` is not what the tests look at)."""
+    model = _mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        make_hook(model[4])
+    return model
+
+
+def _mlp(outputs=2, bias=True):
+    return nn.Sequential(
+        nn.Linear(3, 5, bias=bias), nn.Tanh(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, outputs, bias=bias)
+    )
+
+
+def _data(rng, n, inputs, outputs):
+    return rng.normal(size=(n, inputs)), rng.normal(size=(n, outputs))
+
+
+APPLIES = [
+    ("seed w2", lambda: fs.ANN(1, 1, 1), None, 1, 1),
+    ("a bare linear model", lambda: nn.Linear(3, 2), ("weight[0, 1]", "bias[1]"), 3, 2),
+    ("hidden weight x output weight", lambda: _mlp(), ("0.weight[1, 2]", "4.weight[1, 3]"), 3, 2),
+    ("hidden bias x output bias", lambda: _mlp(), ("2.bias[0]", "4.bias[0]"), 3, 2),
+    ("output weight x hidden weight (swapped)", lambda: _mlp(), ("4.weight[0, 0]", "0.weight[0, 0]"), 3, 2),
+    ("both in the output layer", lambda: _mlp(1), ("4.weight[0, 1]", "4.bias[0]"), 3, 1),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "entries", "inputs", "outputs"), APPLIES, ids=[c[0] for c in APPLIES])
+@pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
+@pytest.mark.parametrize(("dtype", "rtol"), [("float32", 1e-5), ("float64", 1e-10)])
+def test_closed_form_equals_brute_force(rng, case, make, entries, inputs, outputs, reduction, dtype, rtol):
+    torch.manual_seed(len(case))
+    model = make()
+    plane = fs.default_plane(model) if entries is None else fs.entry_plane(model, *entries)
+    data = (rng.normal(1, 4.5, 777), rng.normal(size=777)) if inputs == 1 else _data(rng, 777, inputs, outputs)
+    w1, w2 = np.sort(rng.uniform(-3, 3, 13)), np.sort(rng.uniform(-3, 3, 9))
+    kwargs = {"plane": plane, "reduction": reduction, "batch_size": int(rng.integers(5, 100)), "dtype": dtype}
+    fast = fs.loss_surface(model, data, w1, w2, method="auto", **kwargs)
+    brute = fs.loss_surface(model, data, w1, w2, method="vmap", **kwargs)
+    assert fast.method == "closed_form" and brute.method == "vmap"
+    assert_close(fast.loss, brute.loss, rtol=rtol)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
+def test_closed_form_with_dense_random_directions(rng, reduction):
+    # d1 moves every parameter, output layer included; d2 moves the output layer's
+    # weight and bias together.
+    torch.manual_seed(3)
+    model = _mlp(outputs=2)
+    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    first = {name: torch.randn_like(p) for name, p in params.items()}
+    second = {name: torch.randn_like(p) if name.startswith("4.") else torch.zeros_like(p) for name, p in params.items()}
+    plane = fs.Plane(params, first, second)
+    data = _data(rng, 500, 3, 2)
+    w1, w2 = np.linspace(-1, 1, 11), np.linspace(-1.5, 1.5, 7)
+    kwargs = {"plane": plane, "reduction": reduction, "batch_size": 64, "dtype": "float64"}
+    fast = fs.loss_surface(model, data, w1, w2, **kwargs)
+    brute = fs.loss_surface(model, data, w1, w2, method="vmap", **kwargs)
+    assert fast.method == "closed_form"
+    assert_close(fast.loss, brute.loss, rtol=1e-10)
+
+
+def test_closed_form_with_a_dataloader_and_small_tiles(rng):
+    x, y = rng.normal(size=500), rng.normal(size=500)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.tensor(x)[:, None], torch.tensor(y)[:, None]), batch_size=37
+    )
+    w = fs.axis(-2, 2, 0.1)
+    fast = fs.loss_surface(fs.ANN(1, 1, 1), loader, w, w, reduction="batch_mean", tile_points=7, dtype="float64")
+    slow = fs.naive_loss_surface(fs.ANN(1, 1, 1), (x, y), w[::5], w[::5], reduction="batch_mean", batch_size=37)
+    assert fast.method == "closed_form"
+    assert_close(fast.loss[::5, ::5], slow, rtol=1e-10)
+
+
+NOT_APPLICABLE = [
+    ("both in hidden layers", _mlp, ("0.weight[0, 0]", "2.weight[1, 1]"), "mse", 3, 2, "not the model's output"),
+    (
+        "activation after the output layer",
+        lambda: nn.Sequential(nn.Linear(3, 2), nn.Sigmoid()),
+        ("0.weight[0, 0]", "0.bias[1]"),
+        "mse",
+        3,
+        2,
+        "not the model's output",
+    ),
+    (
+        "in-place activation after the output layer",
+        lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2), nn.ReLU(inplace=True)),
+        ("0.weight[0, 0]", "2.weight[1, 1]"),
+        "mse",
+        3,
+        2,
+        "modified in place",
+    ),
+    (
+        "weight-normed output layer",
+        lambda: _hooked(nn.utils.weight_norm),
+        ("0.weight[0, 0]", "4.weight_v[1, 1]"),
+        "mse",
+        3,
+        2,
+        "computed from other parameters",
+    ),
+    (
+        "hook on the output layer",
+        lambda: _hooked(lambda layer: layer.register_forward_hook(lambda _m, _i, out: out * 2)),
+        ("0.weight[0, 0]", "4.weight[1, 1]"),
+        "mse",
+        3,
+        2,
+        "forward hooks",
+    ),
+    (
+        "read through argmax",
+        ArgmaxScaled,
+        ("hidden.weight[0, 0]", "out.weight[0, 1]"),
+        "mse",
+        3,
+        2,
+        "depends on the layer's own",
+    ),
+    ("detached read", Rescaled, ("hidden.weight[0, 0]", "out.weight[0, 1]"), "mse", 3, 2, "depends on the layer's own"),
+    ("reshaped output", Squeezed, ("hidden.weight[0, 0]", "out.weight[0, 1]"), "mse", 2, 1, "not the model's output"),
+    ("tied weights", Tied, ("out.weight[0, 0]", "out.weight[1, 2]"), "mse", 3, 3, "depends on the layer's own"),
+    ("cross-entropy", lambda: _mlp(3), ("0.weight[0, 0]", "4.weight[0, 0]"), "cross_entropy", 3, 0, "not 'mse'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "entries", "loss", "inputs", "outputs", "reason"),
+    NOT_APPLICABLE,
+    ids=[c[0] for c in NOT_APPLICABLE],
+)
+@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented:UserWarning")
+def test_closed_form_is_not_chosen_where_it_does_not_apply(rng, case, make, entries, loss, inputs, outputs, reason):
+    torch.manual_seed(0)
+    model = make()
+    plane = fs.entry_plane(model, *entries)
+    x, y = _data(rng, 60, inputs, outputs)
+    if loss == "cross_entropy":
+        y = rng.integers(0, 3, size=60)
+    w = np.linspace(-1, 1, 3)
+    surface = fs.loss_surface(model, (x, y), w, w, plane=plane, loss=loss, dtype="float64")
+    reference = fs.naive_loss_surface(model, (x, y), w, w, plane=plane, loss=loss, reduction="mean")
+    assert surface.method == "vmap"
+    assert_close(surface.loss, reference, rtol=1e-10)
+    with pytest.raises(fs.FastsurfaceError, match=f"`method` 'closed_form' does not apply.*{reason}"):
+        fs.loss_surface(model, (x, y), w, w, plane=plane, loss=loss, method="closed_form")
+
+
+def test_listed_points_take_the_closed_form_and_match_the_grid_bit_for_bit(rng, seed_split):
+    _, test = seed_split
+    model = fs.ANN(1, 1, 1)
+    w1, w2 = np.sort(rng.uniform(-3, 3, 11)), np.sort(rng.uniform(-3, 3, 7))
+    grid = fs.loss_surface(model, test, w1, w2)
+    picked = [(i, j) for i in range(11) for j in range(7) if rng.random() < 0.3]
+    points = np.array([[w1[i], w2[j]] for i, j in picked])
+    listed = fs.evaluate_points(model, fs.default_plane(model), test, points)
+    assert listed.method == "closed_form" and grid.method == "closed_form"
+    assert np.array_equal(listed.loss.numpy(), [grid.loss[i, j] for i, j in picked])
+    swapped = fs.entry_plane(model, "net.Layer_2.weight[0, 0]", "net.Layer_1.weight[0, 0]")  # affine in a
+    transposed = fs.loss_surface(model, test, w2, w1, plane=swapped)
+    assert np.array_equal(transposed.loss, grid.loss.T)
+    on_swapped = fs.evaluate_points(model, swapped, test, points[:, ::-1])
+    assert np.array_equal(on_swapped.loss.numpy(), listed.loss.numpy())
+
+
+def test_a_model_whose_structure_follows_the_data_is_refused_on_the_chunk_that_shows_it(rng):
+    """The probe (first samples) sees the plain head, the whole chunk the other one: the
+    closed form says so instead of computing another model's loss."""
+    torch.manual_seed(0)
+    model = Switched()
+    x, y = _data(rng, 50, 3, 2)
+    x[:10] = np.clip(x[:10], -1, 1)
+    x[40] = 3.0
+    plane = fs.entry_plane(model, "hidden.weight[0, 0]", "out.weight[0, 1]")
+    w = np.linspace(-1, 1, 3)
+    for method in ("auto", "closed_form"):
+        with pytest.raises(fs.FastsurfaceError, match="closed_form' does not apply to these data"):
+            fs.loss_surface(model, (x, y), w, w, plane=plane, method=method)
+    assert fs.loss_surface(model, (x, y), w, w, plane=plane, method="vmap").method == "vmap"

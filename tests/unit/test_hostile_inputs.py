@@ -1,0 +1,294 @@
+"""Hostile inputs, by class (issue: Reliability II): every public function answers a bad
+value with one ``FastsurfaceError`` naming the argument, before heavy work, never another
+exception. A property-based sweep replaces each argument of each public function in turn
+with hostile values; the catalogue below pins each class with its cases."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import fastsurface as fs
+
+DATA = fs.piecewise_dataset(40)
+GRID = (fs.axis(-1, 1, 0.5), fs.axis(-1, 1, 0.5))
+
+
+def _model():
+    return fs.ANN(1, 1, 1)
+
+
+def _surface():
+    return fs.loss_surface(_model(), DATA, *GRID)
+
+
+def _trajectory():
+    return fs.train_sgd(_model(), DATA, DATA, epochs=1)
+
+
+def _path():
+    return fs.record_path(_model(), DATA, epochs=3)
+
+
+_FOLDER = Path(tempfile.mkdtemp(prefix="fastsurface-hostile-"))
+
+# Each public function with a valid call: positional arguments and keywords, by name.
+CALLS = {
+    "loss_surface": (fs.loss_surface, lambda: {"model": _model(), "data": DATA, "w1": GRID[0], "w2": GRID[1]}),
+    "evaluate_points": (
+        fs.evaluate_points,
+        lambda: {"model": _model(), "plane": fs.default_plane(_model()), "data": DATA, "points": [[0.0, 1.0]]},
+    ),
+    "train_sgd": (fs.train_sgd, lambda: {"model": _model(), "train": DATA, "test": DATA, "epochs": 1}),
+    "record_path": (fs.record_path, lambda: {"model": _model(), "train": DATA, "epochs": 1}),
+    "refine": (
+        fs.refine,
+        lambda: {"surface": _surface(), "model": _model(), "data": DATA, "window": ((0, 0.5), (0, 0.5)), "step": 0.25},
+    ),
+    "critical_points": (fs.critical_points, lambda: {"surface": _surface(), "model": _model(), "data": DATA}),
+    "metric_surfaces": (
+        fs.metric_surfaces,
+        lambda: {"model": _model(), "data": DATA, "w1": GRID[0], "w2": GRID[1], "metrics": {"mse": "mse"}},
+    ),
+    "loss_line": (
+        fs.loss_line,
+        lambda: {"model": _model(), "data": DATA, "t": [0.0, 1.0], "line": fs.random_line(_model())},
+    ),
+    "random_plane": (fs.random_plane, lambda: {"model": _model(), "seed": 0}),
+    "pca_plane": (fs.pca_plane, lambda: {"path": _path()}),
+    "hessian_plane": (fs.hessian_plane, lambda: {"model": _model(), "data": DATA, "iterations": 2}),
+    "entry_plane": (
+        fs.entry_plane,
+        lambda: {"model": _model(), "first": "net.Layer_1.weight[0, 0]", "second": "net.Layer_2.weight[0, 0]"},
+    ),
+    "axis": (fs.axis, lambda: {"start": -1.0, "stop": 1.0, "step": 0.5}),
+    "piecewise_dataset": (fs.piecewise_dataset, lambda: {"n": 10, "seed": 0}),
+    "train_test_split": (fs.train_test_split, lambda: {"x": DATA[0], "y": DATA[1], "test_size": 0.2, "seed": 0}),
+    "save": (fs.save, lambda: {"path": _FOLDER / "s.npz", "surface": _surface()}),
+    "load": (fs.load, lambda: {"path": fs.save(_FOLDER / "l.npz", surface=_surface())}),
+    "plot_surface": (fs.plot_surface, lambda: {"surface": _surface(), "trajectory": _trajectory()}),
+    "plot_contour": (fs.plot_contour, lambda: {"surface": _surface(), "trajectories": _trajectory()}),
+    "plot_animation": (fs.plot_animation, lambda: {"surface": _surface(), "trajectory": _trajectory()}),
+    "window_around": (fs.window_around, lambda: {"center": (0.0, 0.0), "radius": 0.5}),
+}
+
+HOSTILE = st.sampled_from(
+    [
+        None,
+        "",
+        "no",
+        b"bytes",
+        -1,
+        0,
+        2**70,
+        1.5,
+        float("nan"),
+        float("inf"),
+        -1e300,
+        1e39,
+        True,
+        1 + 2j,
+        np.int64(-3),
+        np.array([1 + 1j, 2 + 0j]),
+        np.array([True, False]),
+        np.array(["a", "b"]),
+        np.zeros((2, 2, 2)),
+        [],
+        [None],
+        {},
+        {"a": 1},
+        object(),
+        torch.zeros(2, device="meta"),
+        torch.tensor([1.0, float("nan")]),
+        (x for x in range(3)),
+        nn.Linear(3, 3),
+    ]
+)
+
+
+def _drive(name, argument, value):
+    function, valid = CALLS[name]
+    arguments = valid()
+    arguments[argument] = value
+    with contextlib.suppress(fs.FastsurfaceError):
+        function(**arguments)
+
+
+def _arguments(call):
+    """Every named argument of the function, from its signature (keywords included)."""
+    parameters = inspect.signature(CALLS[call][0]).parameters.values()
+    return sorted(p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+@pytest.mark.slow
+@settings(max_examples=600, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(call=st.sampled_from(sorted(CALLS)), data=st.data())
+def test_every_public_function_answers_hostile_arguments_with_a_fastsurface_error(call, data):
+    argument = data.draw(st.sampled_from(_arguments(call)))
+    _drive(call, argument, data.draw(HOSTILE))
+
+
+def _refused(call, match):
+    with pytest.raises(fs.FastsurfaceError, match=match):
+        call()
+
+
+class _LaterSampleFails(nn.Module):
+    """Fails on inputs above 50: the first samples the engine probes are fine."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(1, 1, bias=False)
+
+    def forward(self, x):
+        if bool((x > 50).any()):
+            raise ValueError("input out of the calibrated range")
+        return self.layer(x)
+
+
+LATER = (np.r_[np.zeros(100), 99.0].astype(np.float32)[:, None], np.zeros((101, 1), np.float32))
+
+
+CATALOGUE = [
+    # 1. memory: refused before any allocation, at sizes that would not fit
+    pytest.param(
+        lambda: fs.refine(_surface(), _model(), DATA, ((0, 1), (0, 1)), 1e-6), "`w1` x `w2`", id="refine-fine-step"
+    ),
+    pytest.param(
+        lambda: fs.resumable_loss_surface(
+            _model(), DATA, fs.axis(0, 3, 1e-4), fs.axis(-5e4, 5e4, 1e-2), checkpoint_dir=_FOLDER
+        ),
+        "`w1` x `w2`",
+        id="resumable-huge-grid",
+    ),
+    pytest.param(
+        lambda: fs.sharded_loss_surface(_model(), DATA, fs.axis(0, 3, 1e-4), fs.axis(-5e4, 5e4, 1e-2)),
+        "`w1` x `w2`",
+        id="sharded-huge-grid",
+    ),
+    # 2. complex values are refused, never cast
+    pytest.param(lambda: fs.loss_surface(_model(), DATA, [0.0, 1j], [1.0]), "`w1`", id="complex-axis"),
+    pytest.param(
+        lambda: fs.evaluate_points(_model(), fs.default_plane(_model()), DATA, np.array([[1j, 0]])),
+        "`points`",
+        id="complex-points",
+    ),
+    pytest.param(
+        lambda: fs.loss_surface(
+            _model(),
+            DATA,
+            *GRID,
+            plane=fs.Plane(
+                *(
+                    {k: v.to(torch.complex64) for k, v in part.items()}
+                    for part in (
+                        fs.default_plane(_model()).origin,
+                        fs.default_plane(_model()).first,
+                        fs.default_plane(_model()).second,
+                    )
+                ),
+                ("w1", "w2"),
+            ),
+        ),
+        "`plane`",
+        id="complex-plane",
+    ),
+    pytest.param(lambda: fs.loss_surface(_model(), (DATA[0] + 0j, DATA[1]), *GRID), "`data`", id="complex-data"),
+    # 3. finite in float64 but not in the compute dtype
+    pytest.param(
+        lambda: fs.loss_surface(_model(), (DATA[0] * 1e300, DATA[1]), *GRID),
+        "`data`.*float32",
+        id="data-beyond-float32",
+    ),
+    pytest.param(
+        lambda: fs.loss_surface(_model(), DATA, [0.0, 1e39], [1.0]), "`w1`.*float32", id="axis-beyond-float32"
+    ),
+    pytest.param(
+        lambda: fs.evaluate_points(_model(), fs.default_plane(_model()), DATA, [[1e39, 0.0]]),
+        "`points`.*float32",
+        id="points-beyond-float32",
+    ),
+    # 9. one-shot iterables where several passes are needed
+    pytest.param(
+        lambda: fs.train_sgd(_model(), iter([DATA]), DATA, epochs=2), "`train`.*one-shot", id="generator-train-epochs"
+    ),
+    pytest.param(
+        lambda: fs.record_path(_model(), (b for b in [DATA]), epochs=2),
+        "`train`.*one-shot",
+        id="generator-record-epochs",
+    ),
+    pytest.param(
+        lambda: fs.metric_surfaces(_model(), iter([DATA]), *GRID, metrics={"a": "mse", "b": fs.accuracy}),
+        "`data`.*one-shot",
+        id="generator-several-metrics",
+    ),
+    pytest.param(
+        lambda: fs.resumable_loss_surface(_model(), iter([DATA]), *GRID, checkpoint_dir=_FOLDER, key="k", block_rows=1),
+        "`data`.*one-shot",
+        id="generator-several-blocks",
+    ),
+    # 10. the cause, not vmap
+    pytest.param(
+        lambda: fs.loss_surface(_LaterSampleFails(), LATER, *GRID, plane=fs.random_plane(_LaterSampleFails())),
+        "`model` fails",
+        id="model-fails-later",
+    ),
+    pytest.param(
+        lambda: fs.loss_surface(_model(), DATA, *GRID, loss=lambda p, t: (p - t)[:, 0].to(torch.complex64)),
+        "`loss`.*floating",
+        id="complex-loss",
+    ),
+    pytest.param(
+        lambda: fs.loss_surface(_model(), DATA, *GRID, loss=lambda p, t: (p > t)[:, 0].long()),
+        "`loss`.*floating",
+        id="integer-loss",
+    ),
+    # 12. small ones
+    pytest.param(
+        lambda: fs.loss_surface(_model(), (DATA[0], DATA[1].astype(np.int64)), *GRID),
+        "`data`.*real-valued",
+        id="integer-mse-targets",
+    ),
+    pytest.param(lambda: fs.train_sgd(_model(), DATA, "test.csv", epochs=1), "`test`", id="train-bad-test"),
+    pytest.param(lambda: fs.loss_surface(_model(), DATA, *GRID, progress="no"), "`progress`", id="progress-string"),
+    pytest.param(
+        lambda: fs.train_sgd(_model(), DATA, DATA, epochs=1, progress="no"), "`progress`", id="train-progress-string"
+    ),
+    pytest.param(
+        lambda: fs.pca_plane(fs.ParameterPath(("w",), ((2,),), np.ones((4, 2)), np.arange(4))),
+        "`path`",
+        id="pca-constant",
+    ),
+    pytest.param(
+        lambda: fs.pca_plane(fs.ParameterPath(("w",), ((2,),), np.full((4, 2), np.nan), np.arange(4))),
+        "`path`",
+        id="pca-nan",
+    ),
+    pytest.param(lambda: fs.pca_plane("path"), "`path`", id="pca-string"),
+]
+
+
+@pytest.mark.parametrize(("call", "match"), CATALOGUE)
+def test_each_class_of_bad_input_is_refused_by_name(call, match):
+    _refused(call, match)
+
+
+def test_a_train_sgd_test_set_is_checked_before_any_training(monkeypatch):
+    from fastsurface.analysis import training
+
+    monkeypatch.setattr(training, "training_batches", lambda *a, **k: pytest.fail("trained before checking `test`"))
+    _refused(lambda: fs.train_sgd(_model(), DATA, (np.ones(2), np.ones(1)), epochs=1), "`test`")
+
+
+def test_float64_compute_accepts_what_float32_cannot_hold():
+    surface = fs.loss_surface(_model(), DATA, [0.0, 1e39], [1.0], dtype="float64", device="cpu")
+    assert np.isfinite(surface.loss).all()
