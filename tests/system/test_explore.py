@@ -35,14 +35,14 @@ from fastsurface.views.export import check_image_export
 from fastsurface.views.planar import loss_colouring
 from tests.helpers import assert_close, small_mlp
 
-# Real servers, threads and subprocesses: the system tier, outside the quick one.
-pytestmark = pytest.mark.multiprocess
-
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient  # noqa: E402
 
-from fastsurface.explorer.server import build_app
+from fastsurface.explorer.server import build_app  # noqa: E402
+
+# Real servers, threads and subprocesses: the system tier, outside the quick one.
+pytestmark = pytest.mark.multiprocess
 
 # Small seed data, so that paths train in well under a second.
 DATA = {"samples": 1000, "seed": 3, "split_seed": 1, "batch_size": 32}
