@@ -22,7 +22,7 @@ def check_positive_int(name: str, value: object) -> None:
     """Raise unless ``value`` is an integer in ``[1, 2**62]`` (``bool`` excluded)."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise FastsurfaceError(f"`{name}` must be a positive integer, got {value!r}")
-    if value > _LARGEST_COUNT:
+    if int(value) > _LARGEST_COUNT:
         raise FastsurfaceError(f"`{name}` must be a positive integer up to 2**62, got {value!r}")
 
 

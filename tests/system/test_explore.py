@@ -37,9 +37,9 @@ from tests.helpers import assert_close, small_mlp
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from fastsurface.explorer.server import build_app  # noqa: E402
+from fastsurface.explorer.server import build_app
 
 # Real servers, threads and subprocesses: the system tier, outside the quick one.
 pytestmark = pytest.mark.multiprocess
