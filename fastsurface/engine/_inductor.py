@@ -12,7 +12,7 @@ coefficients were fitted for this module by least squares on the relative error 
 42,000 points of ``[0, 9]``, reweighted by Lawson's rule towards minimax (relative
 error 2.1e-8 in float64). Evaluated in float32 it is within 4e-7 of ``tanh`` (3.7e-7,
 about 3 ulp, over every positive float32, checked exhaustively by
-``tests/test_inductor.py``); ±0, ±inf and NaN are preserved. It runs at about 3×
+``tests/reference/test_inductor.py``); ±0, ±inf and NaN are preserved. It runs at about 3×
 Sleef's speed here (``fastsurface bench``). float64 keeps ``tanh``, and CUDA keeps
 Triton's.
 """
