@@ -18,6 +18,8 @@ from tests.reference.training import reference_sgd_path
 # around 1 agree to about 1e-6 (a few float32 units) after thousands of steps, float64 to 1e-15.
 TOLERANCE = {torch.float32: 4e-6, torch.float64: 1e-12}
 ROUTES = ["numpy", "autograd"]
+# Full-length reference paths (thousands of steps per case): outside the quick tier.
+pytestmark = pytest.mark.slow
 
 
 def _seed_problem(rng, samples=400):
