@@ -11,6 +11,7 @@ from fastsurface._version import __version__ as __version__
 from fastsurface.analysis.critical import critical_points, critical_points_of
 from fastsurface.analysis.hessian import HessianPlane, hessian_plane
 from fastsurface.analysis.lines import Line, loss_line
+from fastsurface.analysis.many import compare_optimizers, train_many
 from fastsurface.analysis.metrics import accuracy, metric_surfaces
 from fastsurface.analysis.paths import ParameterPath, ProjectedPath, project_path, record_path
 from fastsurface.analysis.refine import refine, trajectory_window, window_around
@@ -28,7 +29,7 @@ from fastsurface.planes.directions import (
 )
 from fastsurface.planes.pca import PrincipalPlane, pca_plane
 from fastsurface.planes.plane import Plane, default_plane, entry_plane
-from fastsurface.results import CriticalPoint, Surface, Trajectory
+from fastsurface.results import CriticalPoint, Surface, Trajectories, Trajectory
 from fastsurface.runs.checkpoint import Checkpoint, resumable_loss_surface
 from fastsurface.runs.distributed import ShardedSurface, sharded_loss_surface
 from fastsurface.runs.storage import Saved, load, save
@@ -54,9 +55,11 @@ __all__ = [
     "Saved",
     "ShardedSurface",
     "Surface",
+    "Trajectories",
     "Trajectory",
     "accuracy",
     "axis",
+    "compare_optimizers",
     "critical_points",
     "critical_points_of",
     "default_plane",
@@ -86,6 +89,7 @@ __all__ = [
     "resumable_loss_surface",
     "save",
     "sharded_loss_surface",
+    "train_many",
     "train_sgd",
     "train_test_split",
     "trajectory_window",
