@@ -8,6 +8,7 @@
 """
 
 from fastsurface._version import __version__ as __version__
+from fastsurface.analysis.basins import basin_disagreement, basin_map
 from fastsurface.analysis.critical import critical_points, critical_points_of
 from fastsurface.analysis.hessian import HessianPlane, hessian_plane
 from fastsurface.analysis.lines import Line, loss_line
@@ -16,6 +17,7 @@ from fastsurface.analysis.metrics import accuracy, metric_surfaces
 from fastsurface.analysis.paths import ParameterPath, ProjectedPath, project_path, record_path
 from fastsurface.analysis.refine import refine, trajectory_window, window_around
 from fastsurface.analysis.training import train_sgd
+from fastsurface.analysis.watershed import watershed
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import Evaluation, evaluate_points, loss_surface
 from fastsurface.errors import FastsurfaceError
@@ -29,7 +31,7 @@ from fastsurface.planes.directions import (
 )
 from fastsurface.planes.pca import PrincipalPlane, pca_plane
 from fastsurface.planes.plane import Plane, default_plane, entry_plane
-from fastsurface.results import CriticalPoint, Surface, Trajectories, Trajectory
+from fastsurface.results import BasinMap, CriticalPoint, Surface, Trajectories, Trajectory, Watershed
 from fastsurface.runs.checkpoint import Checkpoint, resumable_loss_surface
 from fastsurface.runs.distributed import ShardedSurface, sharded_loss_surface
 from fastsurface.runs.storage import Saved, load, save
@@ -42,6 +44,7 @@ from fastsurface.views.surface import plot_surface
 
 __all__ = [
     "ANN",
+    "BasinMap",
     "Checkpoint",
     "CriticalPoint",
     "Evaluation",
@@ -57,8 +60,11 @@ __all__ = [
     "Surface",
     "Trajectories",
     "Trajectory",
+    "Watershed",
     "accuracy",
     "axis",
+    "basin_disagreement",
+    "basin_map",
     "compare_optimizers",
     "critical_points",
     "critical_points_of",
@@ -93,6 +99,7 @@ __all__ = [
     "train_sgd",
     "train_test_split",
     "trajectory_window",
+    "watershed",
     "window_around",
     "write_figure",
 ]

@@ -250,7 +250,7 @@ class BasinMap:
 
     End points of runs that did not diverge are grouped into attractors by single
     linkage: two runs share an attractor when a chain of end points joins them with
-    every link shorter than ``tolerance``.
+    every link at most ``tolerance`` long.
 
     Attributes:
         w1, w2: the start grid's axes, float64, shapes ``(n1,)`` and ``(n2,)``.
@@ -322,4 +322,4 @@ class Watershed:
         target = np.where(self.persistence < min_persistence, self.merged_into, kept)
         while not np.array_equal(target[target], target):  # a merged basin's target may merge too
             target = target[target]
-        return np.where(self.basin >= 0, target[np.maximum(self.basin, 0)], -1)
+        return np.append(target, -1)[self.basin]  # label -1 (non-finite) indexes the appended -1

@@ -9,6 +9,7 @@ allow_pickle=False)`` also reads:
   array entries with dtype and shape, and ``content_sha256``;
 - ``surface/w1``, ``surface/w2``, ``surface/loss_tensor`` (a ``Surface``),
   ``trajectory/w1`` ... ``trajectory/step`` (a ``Trajectory``),
+  ``trajectories/positions`` ... (the arrays of a ``Trajectories``: many runs),
   ``plane/origin/<parameter>``, ``plane/first/<parameter>``, ``plane/second/<parameter>``.
 
 ``content_sha256`` hashes the metadata (without itself) and every array's name, dtype,
@@ -35,26 +36,27 @@ from fastsurface._support.files import atomic_write, check_writable
 from fastsurface._version import __version__
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
-from fastsurface.results import Surface, Trajectory
+from fastsurface.results import Surface, Trajectories, Trajectory
 
 FORMAT = "fastsurface"
 FORMAT_VERSION = 1
 _METADATA = "metadata"
 _HASH = "content_sha256"
-_KINDS: dict[str, type] = {"surface": Surface, "trajectory": Trajectory}
+_KINDS: dict[str, type] = {"surface": Surface, "trajectory": Trajectory, "trajectories": Trajectories}
 _PLANE_PARTS = ("origin", "first", "second")
-_Stored = TypeVar("_Stored", Surface, Trajectory)
+_Stored = TypeVar("_Stored", Surface, Trajectory, Trajectories)
 # A fixed entry time, so that equal contents give byte-identical files.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
 class Saved:
-    """What a surface file holds; ``surface`` and ``trajectory`` may each be absent.
+    """What a surface file holds; ``surface``, ``trajectory`` and ``trajectories`` may each be absent.
 
     Attributes:
         surface: the stored ``Surface``; its ``loss_tensor`` is a CPU float64 tensor.
         trajectory: the stored ``Trajectory``.
+        trajectories: the stored ``Trajectories`` (many runs, ``train_many``).
         plane: the stored ``Plane`` (CPU tensors in their saved dtype).
         metadata: the file's verified JSON metadata; ``metadata["provenance"]`` holds
             the package versions and what the caller passed as ``provenance``.
@@ -64,6 +66,7 @@ class Saved:
     trajectory: Trajectory | None
     plane: Plane | None
     metadata: dict[str, Any]
+    trajectories: Trajectories | None = None
 
 
 def save(
@@ -71,16 +74,17 @@ def save(
     *,
     surface: Surface | None = None,
     trajectory: Trajectory | None = None,
+    trajectories: Trajectories | None = None,
     plane: Plane | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a surface and/or a trajectory to ``path`` (``.npz``), atomically.
+    """Write a surface, a trajectory and/or many runs' trajectories to ``path`` (``.npz``), atomically.
 
     Args:
         path: the file; its folder must exist. An existing file is replaced only once
             the new one is complete.
-        surface, trajectory: what to store; at least one.
-        plane: the plane both were computed on, stored with its direction tensors.
+        surface, trajectory, trajectories: what to store; at least one.
+        plane: the plane they were computed on, stored with its direction tensors.
         provenance: JSON-serialisable facts about the run (``seed``, data size, ...);
             the fastsurface, torch, numpy and Python versions are added.
 
@@ -95,9 +99,9 @@ def save(
     42
     """
     target = check_writable("path", path, (".npz",))
-    stored = {"surface": surface, "trajectory": trajectory}
-    if surface is None and trajectory is None:
-        raise FastsurfaceError("`surface` or `trajectory` must be given, got neither")
+    stored = {"surface": surface, "trajectory": trajectory, "trajectories": trajectories}
+    if all(value is None for value in stored.values()):
+        raise FastsurfaceError("`surface`, `trajectory` or `trajectories` must be given, got none")
     for kind, value in stored.items():
         if value is not None and not isinstance(value, _KINDS[kind]):
             raise FastsurfaceError(
@@ -147,6 +151,7 @@ def load(path: str | os.PathLike[str]) -> Saved:
         return Saved(
             surface=_rebuild("surface", Surface, metadata, entries),
             trajectory=_rebuild("trajectory", Trajectory, metadata, entries),
+            trajectories=_rebuild("trajectories", Trajectories, metadata, entries),
             plane=_rebuild_plane(metadata, entries),
             metadata=metadata,
         )
@@ -176,7 +181,9 @@ def _as_array(array: np.ndarray | torch.Tensor) -> np.ndarray:
     return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
 
 
-def _flatten(kind: str, value: Surface | Trajectory, arrays: dict[str, np.ndarray | torch.Tensor]) -> dict[str, Any]:
+def _flatten(
+    kind: str, value: Surface | Trajectory | Trajectories, arrays: dict[str, np.ndarray | torch.Tensor]
+) -> dict[str, Any]:
     """Array and tensor fields go to ``arrays`` as ``kind/field``; the rest is returned as JSON values."""
     scalars: dict[str, Any] = {}
     for field in fields(value):
