@@ -38,6 +38,7 @@ from fastsurface.runs.storage import Saved, load, save
 from fastsurface.seed.data import piecewise_dataset, piecewise_target, train_test_split
 from fastsurface.seed.model import ANN
 from fastsurface.seed.naive import naive_loss_surface
+from fastsurface.views.basins import plot_basins
 from fastsurface.views.export import write_figure
 from fastsurface.views.planar import plot_animation, plot_contour
 from fastsurface.views.surface import plot_surface
@@ -84,6 +85,7 @@ __all__ = [
     "piecewise_dataset",
     "piecewise_target",
     "plot_animation",
+    "plot_basins",
     "plot_contour",
     "plot_surface",
     "project_path",

@@ -37,13 +37,14 @@ from fastsurface.engine._losses import Loss
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane, TensorDict
 
-StepFunction = Callable[..., torch.Tensor]
+StepFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 COORDINATES = "coordinates"
 # Compiled step functions kept per process (architecture x tile size x layout).
 _CACHE_SIZE = 8
 # Dynamo counts recompiles per code object, and every vmap'd function shares functorch's.
 _RECOMPILE_LIMIT = 64
-_compiled_cache: OrderedDict[Hashable, Callable[..., tuple[TensorDict, torch.Tensor]]] = OrderedDict()
+_Compiled = Callable[..., tuple[TensorDict, tuple[torch.Tensor, torch.Tensor]]]
+_compiled_cache: OrderedDict[Hashable, _Compiled] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,11 @@ class Layout:
 
 
 def step_function(layout: Layout, loss: Loss, method: str, tile: int, per_run_batches: bool) -> StepFunction:
-    """``f(trainable, x, y, state, origin, first, second) -> losses`` for a tile: sets the
-    ``.grad`` of each stacked tensor of ``trainable`` (``(tile, ...)`` leaves) to every
-    run's gradient and returns every run's batch-mean loss ``(tile,)``; ``x``, ``y`` are
-    one batch for all runs, or one per run stacked along a first dimension when
+    """``f(trainable, x, y, state, origin, first, second) -> (losses, finite)`` for a tile:
+    sets the ``.grad`` of each stacked tensor of ``trainable`` (``(tile, ...)`` leaves) to
+    every run's gradient and returns every run's batch-mean loss ``(tile,)`` and whether
+    its parameters (those the step started from) are all finite, bool ``(tile,)``; ``x``,
+    ``y`` are one batch for all runs, or one per run stacked along a first dimension when
     ``per_run_batches``."""
     module, space = layout.module, layout.space
 
@@ -81,14 +83,15 @@ def step_function(layout: Layout, loss: Loss, method: str, tile: int, per_run_ba
         origin: TensorDict,
         first: TensorDict,
         second: TensorDict,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if space == "plane":
             coordinates = trainable[COORDINATES]
             moving = Plane(origin, first, second).params(coordinates[0], coordinates[1])
         else:
             moving = trainable
         prediction = functional_call(module, {**state, **moving}, (x,))
-        return loss.per_sample(prediction, y).mean()
+        finite = torch.stack([torch.isfinite(t).all() for t in trainable.values()]).all()
+        return loss.per_sample(prediction, y).mean(), finite
 
     data_dim = 0 if per_run_batches else None
     in_dims = (0, data_dim, data_dim, None, None, None, None)
@@ -97,32 +100,40 @@ def step_function(layout: Layout, loss: Loss, method: str, tile: int, per_run_ba
         # per-call overhead; the sum's gradient is each run's own (d sum / d loss_k = 1).
         losses_of = vmap(run_loss, in_dims=in_dims, randomness="different")
 
-        def eager(trainable: TensorDict, *rest: Any) -> torch.Tensor:
+        def eager(trainable: TensorDict, *rest: Any) -> tuple[torch.Tensor, torch.Tensor]:
             for tensor in trainable.values():
                 tensor.grad = None
-            losses = losses_of(trainable, *rest)
+            losses, finite = losses_of(trainable, *rest)
             losses.sum().backward()
-            return losses.detach()
+            return losses.detach(), finite
 
         return eager
     compiled = _compiled(
-        vmap(grad_and_value(run_loss), in_dims=in_dims, randomness="different"), layout, loss, tile, per_run_batches
+        vmap(grad_and_value(run_loss, has_aux=True), in_dims=in_dims, randomness="different"),
+        layout,
+        loss,
+        tile,
+        per_run_batches,
     )
+    calls = 0
 
-    def fused(trainable: TensorDict, *rest: Any) -> torch.Tensor:
+    def fused(trainable: TensorDict, *rest: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal calls
         detached = {name: tensor.detach() for name, tensor in trainable.items()}  # no autograd graph to compile
-        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
-            gradients, losses = compiled(detached, *rest)
+        if calls == 0:  # the call that compiles: dynamo's default limit is shared by every vmap'd function
+            with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+                gradients, (losses, finite) = compiled(detached, *rest)
+        else:
+            gradients, (losses, finite) = compiled(detached, *rest)
+        calls += 1
         for name, tensor in trainable.items():
             tensor.grad = gradients[name]
-        return losses
+        return losses, finite
 
     return fused
 
 
-def _compiled(
-    function: Callable[..., tuple[TensorDict, torch.Tensor]], layout: Layout, loss: Loss, tile: int, per_run: bool
-) -> Callable[..., tuple[TensorDict, torch.Tensor]]:
+def _compiled(function: _Compiled, layout: Layout, loss: Loss, tile: int, per_run: bool) -> _Compiled:
     """``function`` through ``torch.compile``, cached by what it depends on besides tensor values."""
     device = layout.plane.device
     if not compile_available(device):
@@ -173,18 +184,25 @@ class StackedTile:
         self.diverged_step = torch.full((size,), -1, dtype=torch.int64, device=device)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, taken: int) -> None:
-        """One optimiser step of every run on its batch; ``taken`` is the step's number
-        (from 1). A run whose loss or updated parameters are not finite is marked: it
-        stops there (its later records are NaN), and its entries, updated elementwise,
-        never reach another run's."""
+        """Optimiser step ``taken`` (from 1) of every run on its batch. A run stops at the
+        first step whose batch loss is not finite, or after the step whose update left
+        its parameters non-finite (found as the next step starts, or by ``finish``): its
+        later records are NaN, and its entries, updated elementwise, never reach another
+        run's."""
         plane, state = self.layout.plane, self.layout.state
-        losses = self.function(self.tensors, x, y, state, plane.origin, plane.first, plane.second)
+        losses, entering_finite = self.function(self.tensors, x, y, state, plane.origin, plane.first, plane.second)
         self.optimizer.step()
-        finite = torch.isfinite(losses)
+        self._stop(entering_finite, taken - 1)
+        self._stop(torch.isfinite(losses), taken)
+
+    def finish(self, taken: int) -> None:
+        """Stop the runs whose last step (``taken``) left their parameters non-finite."""
         with torch.no_grad():
-            for tensor in self.tensors.values():
-                finite &= torch.isfinite(tensor).reshape(len(tensor), -1).all(dim=1)
-        self.diverged_step = torch.where(self.alive & ~finite, taken, self.diverged_step)
+            finite = torch.stack([torch.isfinite(t).reshape(len(t), -1).all(dim=1) for t in self.tensors.values()])
+        self._stop(finite.all(dim=0), taken)
+
+    def _stop(self, finite: torch.Tensor, step: int) -> None:
+        self.diverged_step = torch.where(self.alive & ~finite, step, self.diverged_step)
         self.alive &= finite
 
     def vectors(self) -> torch.Tensor:

@@ -417,6 +417,8 @@ class _Run:
                     bar.update()
                 if keep(taken, epoch_end=True) and (not records.steps or records.steps[-1] != taken):
                     records.add(taken, tiles, self.basis)
+        for tile in tiles:
+            tile.finish(taken)
         if not records.steps:
             raise FastsurfaceError(f"`record` keeps none of this training's steps (0 to {taken})")
         return tiles, records, method
@@ -433,7 +435,7 @@ class _Run:
         """The tiles of every group, once the model passed its check on a first batch."""
         x, y = (x[0], y[0]) if per_run else (x, y)
         check_prediction_shape(self.layout.module, self.layout.plane, self.options.objective, x, y)
-        tile = tile_runs or self._tile_size(x[:PROBE_SAMPLES], max(len(g.runs) for g in groups))
+        tile = tile_runs or self._tile_size(x[:PROBE_SAMPLES], max(len(g.runs) for g in groups), method)
         function = step_function(self.layout, self.options.objective, method, tile, per_run)
         return [
             StackedTile(runs, self._initial(runs, rows), group, function, self.layout)
@@ -455,11 +457,14 @@ class _Run:
         work = self.starts.count * steps * self.options.batch_size
         return "compiled" if work >= COMPILE_THRESHOLD and compile_available(self.device) else "vmap"
 
-    def _tile_size(self, x: torch.Tensor, largest_group: int) -> int:
-        """Runs per tile within the budget: a batch's activations (forward and backward)
-        and the copies of the trainable tensors; tiles of a group split it evenly."""
+    def _tile_size(self, x: torch.Tensor, largest_group: int, method: str) -> int:
+        """Runs per tile within the budget: a batch's activations (forward and backward;
+        the fused compiled step keeps none, the forward's estimate stays as a bound) and
+        the copies of the trainable tensors; tiles of a group split it evenly."""
         trainable = 2 if self.layout.space == "plane" else sum(p.numel() for p in self.parameters.values())
-        per_run = 2 * bytes_per_sample(self.layout.module, x) * self.options.batch_size + _STATE_COPIES * 8 * trainable
+        passes = 1 if method == "compiled" else 2
+        activations = passes * bytes_per_sample(self.layout.module, x) * self.options.batch_size
+        per_run = activations + _STATE_COPIES * 8 * trainable
         largest = max(1, self.options.budget // per_run)
         return math.ceil(largest_group / math.ceil(largest_group / largest))
 

@@ -168,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("path", help="the .npz file")
     show.set_defaults(handler=_show)
     _add_bench(commands)
+    from fastsurface.cli import basins  # it imports this module's helpers: loaded once they exist
+
+    basins.add_parser(commands, shared)
     return parser
 
 
