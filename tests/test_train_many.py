@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from tests.conftest import assert_close
+from tests.conftest import assert_close, cuda
 
 EPOCHS = 3
 FLOAT32, FLOAT64 = 1e-6, 1e-12
@@ -127,6 +127,20 @@ def test_mlp_runs_equal_record_path(mlp_data, route, dtype):
         assert_close(runs.final_parameters[k], path.vectors[-1], rtol=tolerance, atol=tolerance)
         assert_close(runs.positions[k], np.stack([projected.w1, projected.w2], axis=1), rtol=tolerance, atol=tolerance)
         assert_close(runs.residual[k], projected.residual, rtol=tolerance, atol=tolerance)
+
+
+@cuda
+@pytest.mark.parametrize("route", ["vmap", "compiled"])
+def test_cuda_runs_match_the_cpu(split, route):
+    """Not bit for bit (CUDA promises no summation order): to float32 rounding, grown over the steps."""
+    train, test = split
+    factories = [OPTIMIZERS[name] for name in ("sgd", "momentum", "adam", "adam", "sgd")]
+    kwargs = {"starts": SEED_STARTS, "optimizer": factories, "epochs": EPOCHS, "training_method": route}
+    on_cuda = fs.train_many(fs.ANN(1, 1, 1), train, test, device="cuda", **kwargs)
+    on_cpu = fs.train_many(fs.ANN(1, 1, 1), train, test, device="cpu", **kwargs)
+    assert on_cuda.device.startswith("cuda") and on_cuda.method == route
+    assert_close(on_cuda.positions, on_cpu.positions, rtol=COMPILED, atol=1e-6)
+    assert_close(on_cuda.loss, on_cpu.loss, rtol=COMPILED)
 
 
 def test_per_run_seeds_see_train_sgd_batches(split):

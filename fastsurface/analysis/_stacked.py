@@ -65,6 +65,14 @@ class Layout:
     plane: Plane
     state: TensorDict
 
+    @property
+    def plane_parts(self) -> tuple[TensorDict, TensorDict, TensorDict]:
+        """The plane's origin and directions where a step reads them (space ``"plane"``);
+        empty otherwise, so that a compiled step does not guard on unused inputs."""
+        if self.space != "plane":
+            return {}, {}, {}
+        return self.plane.origin, self.plane.first, self.plane.second
+
 
 def step_function(layout: Layout, loss: Loss, method: str, tile: int, per_run_batches: bool) -> StepFunction:
     """``f(trainable, x, y, state, origin, first, second) -> (losses, finite)`` for a tile:
@@ -148,6 +156,7 @@ def _compiled(function: _Compiled, layout: Layout, loss: Loss, tile: int, per_ru
         tuple((n, t.shape, t.dtype, t.device) for n, t in layout.state.items()),
         tuple(layout.plane.origin),
         loss.per_sample,
+        torch.get_num_threads(),  # inductor builds its CPU loops for the thread count of the moment
     )
     if key not in _compiled_cache:
         _compiled_cache[key] = torch.compile(function, dynamic=False, backend=backend(device))
@@ -189,8 +198,7 @@ class StackedTile:
         its parameters non-finite (found as the next step starts, or by ``finish``): its
         later records are NaN, and its entries, updated elementwise, never reach another
         run's."""
-        plane, state = self.layout.plane, self.layout.state
-        losses, entering_finite = self.function(self.tensors, x, y, state, plane.origin, plane.first, plane.second)
+        losses, entering_finite = self.function(self.tensors, x, y, self.layout.state, *self.layout.plane_parts)
         self.optimizer.step()
         self._stop(entering_finite, taken - 1)
         self._stop(torch.isfinite(losses), taken)

@@ -3,9 +3,9 @@
 The map is a heatmap over the start grid (first coordinate on x, second on y): by
 default one colour per attractor (the largest ``ATTRACTOR_COLOURS`` basins; smaller ones
 share grey, diverged starts are black), or a continuous colour by final loss or by
-settling step. On top: the surface's contour lines, the attractors (crosses), critical
-points, a few sample paths, the watershed's basin boundaries and the starts whose fate
-disagrees with their geometric basin.
+settling step. On top: a magenta shade over the starts whose fate disagrees with their
+geometric basin, the surface's contour lines, the watershed's basin boundaries (cyan),
+the attractors (stars), a few sample paths and the critical points.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ COLOURINGS = ("attractor", "loss", "time")
 _PALETTE = plotly.colors.qualitative.Plotly
 # Attractors with a colour of their own, largest first; the rest share OTHER.
 ATTRACTOR_COLOURS = len(_PALETTE)
-OTHER, DIVERGED = "#8c8c8c", "#000000"
+OTHER, DIVERGED, DISAGREEMENT = "#8c8c8c", "#000000", "#ff00ff"
 _FIGURE = {"template": "plotly_dark", "width": 850, "height": 750}
 
 
@@ -57,7 +57,7 @@ def plot_basins(
         critical_points: marked by kind, as in ``plot_contour``.
         watershed: its basin boundaries are drawn (a ``Watershed`` on the same grid).
         disagreement: a boolean map ``(n1, n2)`` (``basin_disagreement``): starts whose
-            fate differs from their geometric basin's, marked with hollow squares.
+            fate differs from their geometric basin's, shaded magenta.
         title: figure title; by default the optimiser and the number of runs.
 
     >>> import numpy as np, fastsurface as fs
@@ -65,7 +65,7 @@ def plot_basins(
     >>> runs = fs.train_many(fs.ANN(1, 1, 1), data, data, grid=(fs.axis(-2, 2, 1.0), fs.axis(-2, 2, 1.0)), epochs=2)
     >>> figure = plot_basins(fs.basin_map(runs), paths=runs, samples=2)
     >>> [trace.name for trace in figure.data][:3], figure.data[0].z.shape
-    (['fate', 'attractors', 'path 1'], (4, 4))
+    (['fate', 'attractors', 'sample paths'], (4, 4))
     """
     if not isinstance(basins, BasinMap):
         raise FastsurfaceError(f"`basins` must be a fastsurface BasinMap (basin_map), got {type(basins).__name__}")
@@ -73,12 +73,12 @@ def plot_basins(
     check_positive_int("samples", samples)
     check_figure_fits(basins.attractor.size + (surface.loss.size if surface is not None else 0), "basins")
     figure = go.Figure(_map_trace(basins, color, log_color))
+    if disagreement is not None:
+        figure.add_trace(_disagreeing(basins, disagreement))
     if surface is not None:
         figure.add_trace(_contour_lines(surface))
     if watershed is not None:
         figure.add_trace(_boundaries(basins, watershed))
-    if disagreement is not None:
-        figure.add_trace(_disagreeing(basins, disagreement))
     figure.add_trace(_attractor_trace(basins))
     if paths is not None:
         figure.add_traces(_sample_paths(paths, samples))
@@ -88,7 +88,7 @@ def plot_basins(
         title=title or f"Basins of {basins.optimizer}: {runs:,} starts, {basins.steps:,} steps each",
         xaxis_title=basins.labels[0],
         yaxis_title=basins.labels[1],
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+        legend={"orientation": "h", "y": -0.1, "yanchor": "top"},
         **_FIGURE,
     )
     return figure
@@ -169,7 +169,12 @@ def _attractor_trace(basins: BasinMap) -> go.Scatter:
         name="attractors",
         text=[str(i) for i in range(shown)],
         textposition="top center",
-        marker={"symbol": "x", "size": 12, "color": [_PALETTE[i] for i in range(shown)], "line": {"width": 1}},
+        marker={
+            "symbol": "star",
+            "size": 14,
+            "color": [_PALETTE[i] for i in range(shown)],
+            "line": {"width": 1, "color": "white"},
+        },
         customdata=basins.sizes[:shown],
         hovertemplate="attractor %{text}<br>%{x:.4g}, %{y:.4g}<br>%{customdata} starts<extra></extra>",
     )
@@ -187,8 +192,9 @@ def _sample_paths(paths: Trajectories, samples: int) -> list[go.Scatter]:
                 x=path.w1,
                 y=path.w2,
                 mode="lines+markers",
-                name=f"path {number + 1}",
+                name="sample paths",
                 legendgroup="paths",
+                showlegend=number == 0,
                 line={"color": "white", "width": 1.5},
                 marker={"size": 4, "color": "white"},
                 customdata=path.step,
@@ -225,19 +231,22 @@ def _cell_edges(values: np.ndarray) -> np.ndarray:
     return np.concatenate([[first], middle, [last]])
 
 
-def _disagreeing(basins: BasinMap, disagreement: np.ndarray) -> go.Scatter:
+def _disagreeing(basins: BasinMap, disagreement: np.ndarray) -> go.Heatmap:
+    """A translucent layer over the starts that disagree (the rest transparent)."""
     mask = np.asarray(disagreement)
     if mask.shape != basins.attractor.shape or mask.dtype != bool:
         raise FastsurfaceError(
             f"`disagreement` must be a boolean map of the grid's shape {basins.attractor.shape}, got "
             f"{mask.dtype} of shape {mask.shape}"
         )
-    rows, columns = np.nonzero(mask)
-    return go.Scatter(
-        x=basins.w1[rows],
-        y=basins.w2[columns],
-        mode="markers",
-        name="fate differs from its watershed basin",
-        marker={"symbol": "square-open", "size": 6, "color": "magenta"},
-        hovertemplate="%{x:.4g}, %{y:.4g}: not where most of its basin goes<extra></extra>",
+    return go.Heatmap(
+        x=basins.w1,
+        y=basins.w2,
+        z=np.where(mask, 1.0, np.nan).T,
+        colorscale=[[0, DISAGREEMENT], [1, DISAGREEMENT]],
+        opacity=0.45,
+        showscale=False,
+        showlegend=True,
+        name="fate differs from its watershed basin's",
+        hovertemplate="%{x:.4g}, %{y:.4g}: not where most of its watershed basin goes<extra></extra>",
     )
