@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a machine with CUDA: the CUDA correctness tests against the CPU, the
-# bench table (CPU and CUDA, every path, steps 0.05 / 0.01 / 0.001), then the any-model
-# benchmarks on CUDA (drop-in against loss-landscapes, 51 x 51 CNN). Under 5 minutes.
+# bench table (CPU and CUDA, every path, steps 0.05 / 0.01 / 0.001), the any-model
+# benchmarks on CUDA (drop-in against loss-landscapes, 51 x 51 CNN), then the seed's
+# 200 x 200 basin map (40,000 SGD runs) on CUDA. At most 9 minutes (the timeouts).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 #
@@ -26,4 +27,6 @@ timeout 120 python -m fastsurface bench --device cpu --device cuda --steps 0.05 
   --repeats 3 --max-seconds 20 --json "$out/bench.json" 2>&1 | tee "$out/bench.txt" || status=1
 timeout 60 python -m pytest -q -s -p no:cacheprovider benchmarks/test_any_model.py -k cuda \
   --benchmark-json="$out/any_model.json" 2>&1 | tee "$out/any_model.txt" || status=1
+timeout 240 python -m pytest -q -s -p no:cacheprovider benchmarks/test_basins.py -k cuda \
+  --benchmark-json="$out/basins.json" 2>&1 | tee "$out/basins.txt" || status=1
 exit $status

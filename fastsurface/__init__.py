@@ -20,6 +20,15 @@ from fastsurface._version import __version__ as __version__
 
 # Every public name and the module that defines it.
 _PUBLIC = {
+    "basin_disagreement": "fastsurface.analysis.basins",
+    "basin_map": "fastsurface.analysis.basins",
+    "compare_optimizers": "fastsurface.analysis.many",
+    "train_many": "fastsurface.analysis.many",
+    "watershed": "fastsurface.analysis.watershed",
+    "BasinMap": "fastsurface.results",
+    "Trajectories": "fastsurface.results",
+    "Watershed": "fastsurface.results",
+    "plot_basins": "fastsurface.views.basins",
     "Explorer": "fastsurface.explorer",
     "explore": "fastsurface.explorer",
     "ANN": "fastsurface.seed.model",

@@ -115,3 +115,211 @@ class CriticalPoint:
     eigenvalues: tuple[float, float]
     gradient_norm: float
     iterations: int
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """``K`` optimiser runs in plane coordinates, recorded at the same steps (``train_many``).
+
+    Attributes:
+        positions: plane coordinates ``(w1, w2)`` of each run at each recorded step,
+            float64, shape ``(K, T, 2)``; NaN from a run's divergence on.
+        loss: test loss at each position, computed by the surface engine with the
+            surface's reduction (so it lies on the surface), float64, shape ``(K, T)``;
+            NaN where the position is NaN, and where it was not evaluated (with
+            ``evaluated == "final"``, every column but the last).
+        step: optimiser steps taken before each record, int64, shape ``(T,)``.
+        diverged_step: the step at which a run's training loss or parameters stopped
+            being finite (the run stopped there), ``-1`` for a run that never did,
+            int64, shape ``(K,)``.
+        residual: distance from each run's parameter vector to its projection on the
+            plane (``project_path``'s residual), float64, shape ``(K, T)``; 0 for runs
+            restricted to the plane.
+        final_parameters: each run's parameters after training, flattened in
+            ``named_parameters()`` order (as ``ParameterPath.vectors``), float64, shape
+            ``(K, D)``; NaN rows for diverged runs; ``None`` for runs restricted to the
+            plane, whose parameters are the plane's at their final position.
+        group: index into ``group_names`` of each run's optimiser, int64, shape ``(K,)``.
+        group_names: a description of each optimiser group, e.g. ``"SGD(lr=0.01)"``.
+        grid_w1, grid_w2: axes of the start grid when the runs started from one (run
+            ``i * len(grid_w2) + j`` starts at ``(grid_w1[i], grid_w2[j])``), else ``None``.
+        labels: names of the two coordinates.
+        reduction: reduction of ``loss``.
+        record: how the steps were chosen: ``"epoch"``, ``"step"`` or ``"steps"`` (listed).
+        space: ``"full"`` (trained in the full parameter space, positions projected
+            onto the plane) or ``"plane"`` (trained on the two coordinates).
+        evaluated: ``"recorded"`` (losses at every record) or ``"final"`` (at the last).
+        method: how the training steps ran: ``"vmap"`` or ``"compiled"``.
+        device: the device the runs were trained on, e.g. ``"cpu"``.
+        dtype: the training dtype, e.g. ``"float32"``.
+        seconds: wall-clock time of the training and the loss evaluation.
+    """
+
+    positions: np.ndarray
+    loss: np.ndarray
+    step: np.ndarray
+    diverged_step: np.ndarray
+    residual: np.ndarray
+    final_parameters: np.ndarray | None
+    group: np.ndarray
+    group_names: tuple[str, ...]
+    grid_w1: np.ndarray | None
+    grid_w2: np.ndarray | None
+    labels: tuple[str, str]
+    reduction: str
+    record: str
+    space: str
+    evaluated: str
+    method: str
+    device: str
+    dtype: str
+    seconds: float
+
+    @property
+    def count(self) -> int:
+        """The number of runs ``K``."""
+        return int(self.positions.shape[0])
+
+    @property
+    def w1(self) -> np.ndarray:
+        """First coordinates, shape ``(K, T)``."""
+        return self.positions[..., 0]
+
+    @property
+    def w2(self) -> np.ndarray:
+        """Second coordinates, shape ``(K, T)``."""
+        return self.positions[..., 1]
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """Whether each run diverged, bool, shape ``(K,)``."""
+        return self.diverged_step >= 0
+
+    @property
+    def final(self) -> np.ndarray:
+        """Each run's last recorded position, shape ``(K, 2)`` (NaN if it diverged)."""
+        return self.positions[:, -1]
+
+    @property
+    def final_loss(self) -> np.ndarray:
+        """Each run's test loss at its last recorded position, shape ``(K,)``."""
+        return self.loss[:, -1]
+
+    @property
+    def grid_shape(self) -> tuple[int, int] | None:
+        """``(len(grid_w1), len(grid_w2))`` for runs started from a grid, else ``None``."""
+        if self.grid_w1 is None or self.grid_w2 is None:
+            return None
+        return len(self.grid_w1), len(self.grid_w2)
+
+    def steps_to_converge(self, tolerance: float) -> np.ndarray:
+        """Each run's settling step: the first recorded step from which every later
+        recorded position lies within ``tolerance`` (Euclidean distance in plane
+        coordinates) of the run's last one; ``-1`` for a diverged run.
+
+        It is measured against where the run ended, so a run still drifting at the end
+        settles late; it is as fine as the records (``record="step"`` for step accuracy).
+
+        Returns:
+            int64, shape ``(K,)``.
+        """
+        distance = np.linalg.norm(self.positions - self.final[:, None, :], axis=-1)
+        outside = ~(distance <= tolerance)  # NaN (diverged) counts as outside
+        records = outside.shape[1]
+        last_outside = np.where(outside.any(axis=1), records - 1 - np.argmax(outside[:, ::-1], axis=1), -1)
+        settled = self.step[np.minimum(last_outside + 1, records - 1)]
+        return np.where(self.diverged, -1, settled).astype(np.int64)
+
+    def trajectory(self, run: int) -> Trajectory:
+        """Run ``run`` as a ``Trajectory`` (its finite records), for the path views."""
+        kept = np.isfinite(self.positions[run]).all(axis=1)
+        return Trajectory(
+            w1=self.positions[run, kept, 0],
+            w2=self.positions[run, kept, 1],
+            loss=self.loss[run, kept],
+            step=self.step[kept],
+            labels=self.labels,
+            reduction=self.reduction,
+            record=self.record,
+        )
+
+
+@dataclass(frozen=True)
+class BasinMap:
+    """The fate of an optimiser started from every point of a grid (``basin_map``).
+
+    End points of runs that did not diverge are grouped into attractors by single
+    linkage: two runs share an attractor when a chain of end points joins them with
+    every link at most ``tolerance`` long.
+
+    Attributes:
+        w1, w2: the start grid's axes, float64, shapes ``(n1,)`` and ``(n2,)``.
+        attractor: label of the attractor each start reaches (0 the largest basin,
+            then by size), ``-1`` where the run diverged, int64, shape ``(n1, n2)``.
+        attractors: each attractor's location, the mean of its end points, float64,
+            shape ``(A, 2)``.
+        sizes: number of starts that reach each attractor, int64, shape ``(A,)``.
+        final_loss: test loss at each run's end point, float64, shape ``(n1, n2)``.
+        converge_step: each run's settling step (``Trajectories.steps_to_converge``
+            with ``tolerance``), ``-1`` where it diverged, int64, shape ``(n1, n2)``.
+        steps: optimiser steps each run took.
+        tolerance: the linkage and settling distance, in plane coordinates.
+        labels: names of the two coordinates.
+        optimizer: the optimiser's description, e.g. ``"SGD(lr=0.01)"``.
+    """
+
+    w1: np.ndarray
+    w2: np.ndarray
+    attractor: np.ndarray
+    attractors: np.ndarray
+    sizes: np.ndarray
+    final_loss: np.ndarray
+    converge_step: np.ndarray
+    steps: int
+    tolerance: float
+    labels: tuple[str, str]
+    optimizer: str
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """Where the run diverged, bool, shape ``(n1, n2)``."""
+        return self.attractor < 0
+
+
+@dataclass(frozen=True)
+class Watershed:
+    """The steepest-descent basins of a surface and the persistence of its minima.
+
+    Attributes:
+        w1, w2: the surface's axes.
+        basin: label of the minimum each grid point descends to (0 the lowest, then by
+            loss), ``-1`` at non-finite losses, int64, shape ``(n1, n2)``.
+        minima: each minimum's coordinates (for a flat minimum, its first point in
+            row-major order), float64, shape ``(M, 2)``.
+        minimum_loss: the loss at each minimum, float64, shape ``(M,)``.
+        persistence: ``merge_loss - minimum_loss``: how far the loss must rise before
+            the basin joins one with a lower minimum (``inf`` for the lowest minimum
+            of each connected finite region), float64, shape ``(M,)``.
+        merge_loss: the loss of the lowest pass into such a basin (``inf`` if none),
+            float64, shape ``(M,)``.
+        merged_into: the basin it joins there, ``-1`` if none, int64, shape ``(M,)``.
+    """
+
+    w1: np.ndarray
+    w2: np.ndarray
+    basin: np.ndarray
+    minima: np.ndarray
+    minimum_loss: np.ndarray
+    persistence: np.ndarray
+    merge_loss: np.ndarray
+    merged_into: np.ndarray
+
+    def merged(self, min_persistence: float) -> np.ndarray:
+        """``basin`` with every basin of persistence below ``min_persistence`` merged
+        into the one it joins (repeatedly), so that only basins at least that deep keep
+        their labels; shape ``(n1, n2)``, ``-1`` at non-finite losses."""
+        kept = np.arange(len(self.minima))
+        target = np.where(self.persistence < min_persistence, self.merged_into, kept)
+        while not np.array_equal(target[target], target):  # a merged basin's target may merge too
+            target = target[target]
+        return np.append(target, -1)[self.basin]  # label -1 (non-finite) indexes the appended -1

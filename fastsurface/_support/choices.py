@@ -12,5 +12,9 @@ Method = Literal["auto", "closed_form", "vmap", "compiled"]
 METHODS: tuple[Method, ...] = get_args(Method)
 # `shard=` of a distributed run: "auto" picks "grid" or "data" for the world and the grid.
 SHARDS = ("auto", "grid", "data")
+# `training_method=` of train_many: "auto" compiles a fused step where it pays off.
+TRAINING_METHODS = ("auto", "vmap", "compiled")
+# `color=` of plot_basins: each start coloured by its attractor, its final loss or its settling time.
+COLOURINGS = ("attractor", "loss", "time")
 # The methods `fastsurface bench` times, in the order of its table.
 BENCH_METHODS: tuple[Method, ...] = ("closed_form", "compiled", "vmap")

@@ -18,6 +18,7 @@ from torch import nn
 
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface.analysis._optimisers import OptimizerFactory, default_optimizer
 from fastsurface.analysis.training import training_batches
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss, resolve_loss
@@ -27,8 +28,6 @@ from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 from fastsurface.planes.plane import Plane, TensorDict, check_model, check_plane, unflatten
 from fastsurface.results import Trajectory
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def record_path(
     check_model(model)
     stream.check_data("train", train)
     stream.check_reusable("train", train, epochs, "once per epoch")
-    keep = _recorder(record)
+    keep = recorder(record)
     objective = resolve_loss(loss)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
     module = private_copy(model).to(device=resolved, dtype=compute).train()
@@ -213,18 +212,10 @@ def project_path(
             ``device``, ``dtype``, ...) as in ``evaluate_points``; checked before any work.
     """
     options = EvalOptions.from_keywords(kwargs)
-    base = {n: p.detach().to("cpu", torch.float64) for n, p in model.named_parameters()}
-    layout = {n: tuple(t.shape) for n, t in base.items()}
-    if dict(zip(path.names, path.shapes, strict=True)) != layout:
+    basis = PlaneBasis.of(model, plane)
+    if dict(zip(path.names, path.shapes, strict=True)) != basis.layout:
         raise FastsurfaceError("`path` must be recorded from `model`'s architecture (same parameter names and shapes)")
-    check_plane(model, plane)
-    local = plane.to(torch.device("cpu"), torch.float64)
-    origin = dict(base, **local.origin)
-    span = torch.stack([_flat_tensor(local.first, origin), _flat_tensor(local.second, origin)], dim=1)
-    offsets = torch.as_tensor(path.vectors, dtype=torch.float64) - _flat_tensor(origin, origin)
-    coordinates = torch.linalg.lstsq(span, offsets.T, driver="gelsd").solution.T
-    residual = (offsets - coordinates @ span.T).norm(dim=1)
-    distance = offsets.norm(dim=1)
+    coordinates, residual, distance = basis.project(torch.as_tensor(path.vectors, dtype=torch.float64))
     relative = torch.where(distance > 0, residual / torch.where(distance > 0, distance, 1), 0)
     loss = None
     if data is not None:
@@ -244,7 +235,7 @@ def project_path(
 def _optimizer(factory: OptimizerFactory | None, module: nn.Module) -> torch.optim.Optimizer:
     """The optimiser ``factory`` builds for ``module``'s parameters (plain SGD, lr 1e-2, by default)."""
     if factory is None:
-        return torch.optim.SGD(module.parameters(), lr=1e-2)
+        return default_optimizer(module.parameters())
     if isinstance(factory, torch.optim.Optimizer) or not callable(factory):
         raise FastsurfaceError(
             f"`optimizer` must be a factory that builds an optimiser from parameters, e.g. "
@@ -259,7 +250,49 @@ def _optimizer(factory: OptimizerFactory | None, module: nn.Module) -> torch.opt
     return optimiser
 
 
-def _recorder(record: str | Sequence[int]) -> Callable[..., bool]:
+@dataclass(frozen=True)
+class PlaneBasis:
+    """A plane through a model as flat float64 vectors on the CPU, for least-squares
+    projections of full parameter vectors onto it.
+
+    Attributes:
+        layout: the model's parameter shapes by name, ``named_parameters()`` order.
+        origin: the model's parameters with the plane's origin in place of the moving
+            ones, flattened in that order, shape ``(D,)``.
+        span: the two directions flattened the same way (zeros for parameters they do
+            not move), as columns, shape ``(D, 2)``.
+    """
+
+    layout: dict[str, tuple[int, ...]]
+    origin: torch.Tensor
+    span: torch.Tensor
+
+    @classmethod
+    def of(cls, model: nn.Module, plane: Plane) -> PlaneBasis:
+        """The basis of ``plane`` through ``model`` (checked to slice it)."""
+        base = {n: p.detach().to("cpu", torch.float64) for n, p in model.named_parameters()}
+        check_plane(model, plane)
+        local = plane.to(torch.device("cpu"), torch.float64)
+        origin = dict(base, **local.origin)
+        span = torch.stack([_flat_tensor(local.first, origin), _flat_tensor(local.second, origin)], dim=1)
+        return cls({n: tuple(t.shape) for n, t in base.items()}, _flat_tensor(origin, origin), span)
+
+    def project(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Least-squares plane coordinates of parameter vectors ``(P, D)`` (float64, CPU).
+
+        Returns:
+            ``(coordinates, residual, distance)``: coordinates ``(P, 2)`` minimising
+            ``‖θ_i - θ(w1, w2)‖``, that minimum ``(P,)``, and ``‖θ_i - θ(0, 0)‖`` ``(P,)``.
+        """
+        offsets = vectors - self.origin
+        coordinates = torch.linalg.lstsq(self.span, offsets.T, driver="gelsd").solution.T
+        return coordinates, (offsets - coordinates @ self.span.T).norm(dim=1), offsets.norm(dim=1)
+
+
+def recorder(record: str | Sequence[int]) -> Callable[..., bool]:
+    """``record`` (``"epoch"``, ``"step"`` or step numbers, as ``record_path`` takes it) as
+    a test ``keep(step, epoch_end)``: whether to record after ``step`` steps, at the end
+    of an epoch or not."""
     if isinstance(record, str) and record == "epoch":
         return lambda step, epoch_end: epoch_end or step == 0
     if isinstance(record, str) and record == "step":

@@ -12,13 +12,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from fastsurface.cli import bench, explore, run, show, surface
+from fastsurface.cli import basins, bench, explore, run, show, surface
 from fastsurface.cli._shared import Parser, as_flags
 from fastsurface.cli.exit_codes import ExitCode
 from fastsurface.errors import FastsurfaceError
 
 # The subcommands, in their order in `fastsurface --help`.
-COMMANDS = (run.COMMAND, surface.COMMAND, show.COMMAND, bench.COMMAND, explore.COMMAND)
+COMMANDS = (run.COMMAND, surface.COMMAND, basins.COMMAND, show.COMMAND, bench.COMMAND, explore.COMMAND)
 
 
 def main(argv: Sequence[str] | None = None) -> ExitCode:

@@ -9,6 +9,7 @@ allow_pickle=False)`` also reads:
   array entries with dtype and shape, and ``content_sha256``;
 - ``surface/w1``, ``surface/w2``, ``surface/loss_tensor`` (a ``Surface``),
   ``trajectory/w1`` ... ``trajectory/step`` (a ``Trajectory``),
+  ``trajectories/positions`` ... (the arrays of a ``Trajectories``: many runs),
   ``plane/origin/<parameter>``, ``plane/first/<parameter>``, ``plane/second/<parameter>``.
 
 ``content_sha256`` hashes the metadata (without itself and ``timing``) and every array's
@@ -31,6 +32,7 @@ import json
 import math
 import os
 import platform
+import types
 import typing
 import zipfile
 from dataclasses import MISSING, dataclass, fields
@@ -45,7 +47,7 @@ from fastsurface._support.memory import usable_bytes
 from fastsurface._version import __version__
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
-from fastsurface.results import Surface, Trajectory
+from fastsurface.results import Surface, Trajectories, Trajectory
 
 FORMAT = "fastsurface"
 FORMAT_VERSION = 1
@@ -53,11 +55,17 @@ _METADATA = "metadata"
 _HASH = "content_sha256"
 # Wall-clock times, kept only when asked for, outside the content hash.
 _TIMING = "timing"
-_KINDS: dict[str, type] = {"surface": Surface, "trajectory": Trajectory}
+_KINDS: dict[str, type] = {"surface": Surface, "trajectory": Trajectory, "trajectories": Trajectories}
+# The kinds whose `seconds` is a wall-clock time.
+_TIMED = ("surface", "trajectories")
 _PLANE_PARTS = ("origin", "first", "second")
-# The array fields of each stored kind.
-_ARRAYS = {"surface": ("w1", "w2", "loss_tensor"), "trajectory": ("w1", "w2", "loss", "step")}
-_Stored = TypeVar("_Stored", Surface, Trajectory)
+# The array fields of each stored kind that must fit together.
+_ARRAYS = {
+    "surface": ("w1", "w2", "loss_tensor"),
+    "trajectory": ("w1", "w2", "loss", "step"),
+    "trajectories": ("positions", "loss", "step", "diverged_step", "residual", "group"),
+}
+_Stored = TypeVar("_Stored", Surface, Trajectory, Trajectories)
 # A fixed entry time, so that equal contents give byte-identical files.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 # Caps on what a load reads before trusting a file: the metadata entry, an .npy header, the
@@ -70,11 +78,12 @@ _MAX_FILE_BYTES = 2**40
 
 @dataclass(frozen=True)
 class Saved:
-    """What a surface file holds; ``surface`` and ``trajectory`` may each be absent.
+    """What a surface file holds; ``surface``, ``trajectory`` and ``trajectories`` may each be absent.
 
     Attributes:
         surface: the stored ``Surface``; its ``loss_tensor`` is a CPU float64 tensor.
         trajectory: the stored ``Trajectory``.
+        trajectories: the stored ``Trajectories`` (many runs, ``train_many``).
         plane: the stored ``Plane`` (CPU tensors in their saved dtype).
         metadata: the file's verified JSON metadata; ``metadata["provenance"]`` holds
             the package versions and what the caller passed as ``provenance``.
@@ -84,6 +93,7 @@ class Saved:
     trajectory: Trajectory | None
     plane: Plane | None
     metadata: dict[str, Any]
+    trajectories: Trajectories | None = None
 
 
 def save(
@@ -91,21 +101,22 @@ def save(
     *,
     surface: Surface | None = None,
     trajectory: Trajectory | None = None,
+    trajectories: Trajectories | None = None,
     plane: Plane | None = None,
     provenance: dict[str, Any] | None = None,
     timing: bool = False,
 ) -> Path:
-    """Write a surface and/or a trajectory to ``path`` (``.npz``), atomically.
+    """Write a surface, a trajectory and/or many runs' trajectories to ``path`` (``.npz``), atomically.
 
     Args:
         path: the file; its folder must exist. An existing file is replaced only once
             the new one is complete.
-        surface, trajectory: what to store; at least one.
-        plane: the plane both were computed on, stored with its direction tensors.
+        surface, trajectory, trajectories: what to store; at least one.
+        plane: the plane they were computed on, stored with its direction tensors.
         provenance: JSON-serialisable facts about the run (``seed``, data size, ...);
             the fastsurface, torch, numpy and Python versions are added (and cannot be
             overridden).
-        timing: also store the surface's ``seconds``, outside the content hash (then two
+        timing: also store the ``seconds`` of the surface and the trajectories, outside the content hash (then two
             runs of equal work give files that differ in that field only).
 
     Returns:
@@ -119,9 +130,9 @@ def save(
     42
     """
     target = check_writable("path", path, (".npz",))
-    stored = {"surface": surface, "trajectory": trajectory}
-    if surface is None and trajectory is None:
-        raise FastsurfaceError("`surface` or `trajectory` must be given, got neither")
+    stored = {"surface": surface, "trajectory": trajectory, "trajectories": trajectories}
+    if all(value is None for value in stored.values()):
+        raise FastsurfaceError("`surface`, `trajectory` or `trajectories` must be given, got none")
     for kind, value in stored.items():
         if value is not None and not isinstance(value, _KINDS[kind]):
             raise FastsurfaceError(
@@ -145,10 +156,9 @@ def save(
     for kind, value in stored.items():
         if value is not None:
             metadata[kind] = _flatten(kind, value, arrays)
-    if surface is not None:
-        del metadata["surface"]["seconds"]  # not part of the content: equal work, equal bytes
-        if timing:
-            metadata[_TIMING] = {"surface.seconds": surface.seconds}
+    times = {f"{kind}.seconds": metadata[kind].pop("seconds") for kind in _TIMED if kind in metadata}
+    if timing and times:  # otherwise not part of the file: equal work, equal bytes
+        metadata[_TIMING] = times
     if plane is not None:
         metadata["plane"] = {"labels": list(plane.labels), "parameters": list(plane.origin)}
         for part in _PLANE_PARTS:
@@ -184,6 +194,7 @@ def load(path: str | os.PathLike[str]) -> Saved:
         return Saved(
             surface=_rebuild("surface", Surface, metadata, entries),
             trajectory=_rebuild("trajectory", Trajectory, metadata, entries),
+            trajectories=_rebuild("trajectories", Trajectories, metadata, entries),
             plane=_rebuild_plane(metadata, entries),
             metadata=metadata,
         )
@@ -216,7 +227,9 @@ def _as_array(array: np.ndarray | torch.Tensor) -> np.ndarray:
     return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
 
 
-def _flatten(kind: str, value: Surface | Trajectory, arrays: dict[str, np.ndarray | torch.Tensor]) -> dict[str, Any]:
+def _flatten(
+    kind: str, value: Surface | Trajectory | Trajectories, arrays: dict[str, np.ndarray | torch.Tensor]
+) -> dict[str, Any]:
     """Array and tensor fields go to ``arrays`` as ``kind/field``; the rest is returned as JSON values."""
     scalars: dict[str, Any] = {}
     for field in fields(value):
@@ -236,8 +249,8 @@ def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: d
     if not isinstance(metadata[kind], dict):
         raise FastsurfaceError(f"the file's {kind} metadata must be a JSON object, got {type(metadata[kind]).__name__}")
     values: dict[str, Any] = {}
-    if kind == "surface":
-        values["seconds"] = _stored_seconds(metadata)
+    if kind in _TIMED:
+        values["seconds"] = _stored_seconds(kind, metadata)
     for field in fields(cls):
         name = f"{kind}/{field.name}"
         if name in entries:
@@ -253,16 +266,16 @@ def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: d
     return cls(**values)
 
 
-def _stored_seconds(metadata: dict[str, Any]) -> float:
-    """The surface's ``seconds`` if the file keeps it (``timing``, or a file from before timings
-    left the content), else NaN."""
+def _stored_seconds(kind: str, metadata: dict[str, Any]) -> float:
+    """The ``seconds`` of ``kind`` if the file keeps it (``timing``, or a file from before
+    timings left the content), else NaN."""
     timing = metadata.get(_TIMING, {})
-    seconds = timing.get("surface.seconds") if isinstance(timing, dict) else None
-    seconds = metadata["surface"].get("seconds", seconds)
+    seconds = timing.get(f"{kind}.seconds") if isinstance(timing, dict) else None
+    seconds = metadata[kind].get("seconds", seconds)
     if seconds is None:
         return math.nan
     if type(seconds) not in (int, float):
-        raise FastsurfaceError(f"the file's surface seconds must be a number, got {seconds!r}")
+        raise FastsurfaceError(f"the file's {kind} seconds must be a number, got {seconds!r}")
     return float(seconds)
 
 
@@ -274,16 +287,27 @@ def _check_fields(kind: str, values: dict[str, Any], blame: str) -> None:
         if not _fits(hints[name], value):
             raise FastsurfaceError(f"`{blame}`: the {kind}'s {name} must be {hints[name]}, got {value!r:.200}")
     shapes = {name: tuple(np.shape(value)) for name, value in values.items() if name in _ARRAYS[kind]}
+    if not _shapes_fit(kind, shapes):
+        raise FastsurfaceError(
+            f"`{blame}`: the {kind}'s arrays must fit together (a surface: 1-D axes and a loss of shape "
+            "(len(w1), len(w2)); a trajectory: 1-D arrays of one length; trajectories: positions (K, T, 2), "
+            f"loss and residual (K, T), step (T,), diverged_step and group (K,)), got shapes {shapes}"
+        )
+
+
+def _shapes_fit(kind: str, shapes: dict[str, tuple[int, ...]]) -> bool:
     if kind == "surface":
         axes = len(shapes["w1"]) == len(shapes["w2"]) == 1
-        fit = axes and shapes["loss_tensor"] == shapes["w1"] + shapes["w2"]
-    else:
-        fit = len(shapes["w1"]) == 1 and len(set(shapes.values())) == 1
-    if not fit:
-        raise FastsurfaceError(
-            f"`{blame}`: the {kind}'s arrays must fit together (1-D axes and a loss of shape (len(w1), len(w2)) "
-            f"for a surface; 1-D arrays of one length for a trajectory), got shapes {shapes}"
-        )
+        return axes and shapes["loss_tensor"] == shapes["w1"] + shapes["w2"]
+    if kind == "trajectory":
+        return len(shapes["w1"]) == 1 and len(set(shapes.values())) == 1
+    positions = shapes["positions"]
+    if len(positions) != 3 or positions[2] != 2:
+        return False
+    runs, records = positions[:2]
+    expected = {"loss": (runs, records), "residual": (runs, records), "step": (records,)}
+    expected |= {"diverged_step": (runs,), "group": (runs,)}
+    return all(shapes[name] == shape for name, shape in expected.items())
 
 
 def _fits(hint: Any, value: object) -> bool:
@@ -292,8 +316,12 @@ def _fits(hint: Any, value: object) -> bool:
         return hint in (np.ndarray, torch.Tensor) and not value.is_complex() and value.dtype != torch.bool
     if hint in (np.ndarray, torch.Tensor):
         return isinstance(value, np.ndarray) and value.dtype.kind in "fiu"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(option, value) for option in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         items = typing.get_args(hint)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return isinstance(value, tuple) and all(_fits(items[0], item) for item in value)
         return isinstance(value, tuple) and len(value) == len(items) and all(map(_fits, items, value))
     if hint is float:
         return type(value) in (int, float) or isinstance(value, np.floating)
