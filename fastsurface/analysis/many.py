@@ -81,7 +81,8 @@ def train_many(
     Each run is what ``record_path`` (space ``"full"``) or ``train_sgd`` (space ``"plane"``
     with SGD) computes from its start with the same batches: the training loss is the
     batch mean of the per-sample ``loss``, the model runs in training mode (batch norm
-    with batch statistics; dropout draws independent masks per run). The runs advance
+    with batch statistics; dropout draws independent masks per run, from torch's generator
+    seeded with the first run's ``seed`` inside ``torch.random.fork_rng``). The runs advance
     together in one vectorised program, tile by tile; see ``fastsurface.analysis._stacked``
     for why they stay independent, and the README's "Basin maps" for the guarantees.
 
@@ -154,7 +155,7 @@ def train_many(
     _check_records(first.count, _record_count(record, epochs, per_epoch))
     run = _Run(model, plane, first, options, space)
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
-        torch.manual_seed(int(seeds.min()))  # random layers (dropout) draw from torch's generators
+        torch.manual_seed(int(seeds[0]))  # random layers (dropout) draw from torch's generators
         tiles, records, method_used = run.train(groups, seeds, train, epochs, keep, training_method, tile_runs)
     positions, residual = records.arrays()
     losses = _test_losses(model, plane, test, positions, evaluate, options)
