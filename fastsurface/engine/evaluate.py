@@ -154,9 +154,7 @@ def grid_surface(
     options: EvalOptions,
 ) -> Surface:
     """``loss_surface`` with its options in ``options``."""
-    first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
-    second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
-    check_fits((len(first), len(second)), options.compute_device, options.budget, options.tile_points)
+    first, second = checked_grid(w1, w2, options)
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
     check_representable("w1", first, options.compute_dtype)
@@ -211,6 +209,19 @@ def evaluate_points(
         loss, reduction, batch_size, device, dtype, memory_budget, tile_points, method, progress, train_mode
     )
     return point_losses(model, plane, data, points, options)
+
+
+def checked_grid(
+    w1: Sequence[float] | np.ndarray | torch.Tensor | None,
+    w2: Sequence[float] | np.ndarray | torch.Tensor | None,
+    options: EvalOptions,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The grid's axes, float64 (the article's ``axis(-2, 2, 0.05)`` where ``None``), checked,
+    and refused up front when the grid's surface would not fit in memory."""
+    first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
+    second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
+    check_fits((len(first), len(second)), options.compute_device, options.budget, options.tile_points)
+    return first, second
 
 
 def point_losses(

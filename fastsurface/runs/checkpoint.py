@@ -39,9 +39,7 @@ from torch import nn
 from fastsurface._support.files import atomic_write_text
 from fastsurface._support.identity import architecture, describe, tensor_digest
 from fastsurface.engine import _stream as stream
-from fastsurface.engine._tiles import check_fits
-from fastsurface.engine.axes import as_axis, axis
-from fastsurface.engine.evaluate import grid_surface
+from fastsurface.engine.evaluate import checked_grid, grid_surface
 from fastsurface.engine.options import OPTION_NAMES, EvalOptions, surface_keywords
 from fastsurface.errors import FastsurfaceError, check_bool, check_positive_int
 from fastsurface.planes.plane import Plane, check_plane, default_plane
@@ -155,9 +153,7 @@ class Checkpoint:
         options: EvalOptions,
     ) -> Checkpoint:
         """``open`` with the plane and evaluation options already checked."""
-        first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
-        second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
-        check_fits((len(first), len(second)), options.compute_device, options.budget, options.tile_points)
+        first, second = checked_grid(w1, w2, options)
         rows = block_rows if block_rows is not None else default_block_rows(len(second))
         blocks = plan_blocks(len(first), rows)
         stream.check_reusable("data", data, len(blocks), "once per block")

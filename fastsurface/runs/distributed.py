@@ -41,9 +41,7 @@ from torch import nn
 from fastsurface._support.choices import SHARDS
 from fastsurface._support.devices import resolve_device
 from fastsurface.engine import _stream as stream
-from fastsurface.engine._tiles import check_fits
-from fastsurface.engine.axes import as_axis, axis
-from fastsurface.engine.evaluate import grid_surface
+from fastsurface.engine.evaluate import checked_grid, grid_surface
 from fastsurface.engine.options import EvalOptions, surface_keywords
 from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_positive_int
 from fastsurface.planes.plane import Plane
@@ -126,9 +124,7 @@ def sharded_loss_surface(
     check_choice("shard", shard, SHARDS)
     check_bool("keep", keep)
     plane, evaluation = surface_keywords(options)
-    first = as_axis("w1", axis(-2, 2, 0.05) if w1 is None else w1)
-    second = as_axis("w2", axis(-2, 2, 0.05) if w2 is None else w2)
-    check_fits((len(first), len(second)), evaluation.compute_device, evaluation.budget, evaluation.tile_points)
+    first, second = checked_grid(w1, w2, evaluation)
     rows = default_block_rows(len(second)) if block_rows is None else block_rows
     check_positive_int("block_rows", rows)
     blocks = plan_blocks(len(first), rows)
