@@ -15,7 +15,6 @@ Run: ``python -m pytest benchmarks/test_explore.py -s --benchmark-json=explore.j
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 
 import numpy as np
@@ -26,10 +25,10 @@ from fastsurface.explorer.problem import SeedProblem
 
 pytest.importorskip("PIL")
 pytest.importorskip("starlette")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
+from tests.system.browser import CHROMIUM, NEEDS_CHROMIUM, Browser, ExplorerPage
 
-from tests.system.browser import Browser, ExplorerPage  # noqa: E402
+pytestmark = NEEDS_CHROMIUM
+
 
 WINDOW_ROUNDS, PATH_ROUNDS = 20, 5
 

@@ -28,7 +28,7 @@ from fastsurface._support.memory import format_bytes, usable_bytes
 from fastsurface.analysis._optimisers import OptimizerFactory, OptimizerGroup, group_runs
 from fastsurface.analysis._stacked import COORDINATES, Layout, StackedTile, step_function
 from fastsurface.analysis.paths import PlaneBasis, recorder
-from fastsurface.analysis.training import _check_steps, training_batches
+from fastsurface.analysis.training import check_steps, training_batches
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._kernels import compile_available
 from fastsurface.engine._losses import PerSampleLoss
@@ -144,7 +144,7 @@ def train_many(
     if tile_runs is not None:
         check_positive_int("tile_runs", tile_runs)
     options = EvalOptions(loss, reduction, batch_size, device, dtype, memory_budget, None, method, progress)
-    _check_steps(train, epochs, batch_size)
+    check_steps(train, epochs, batch_size)
     keep = recorder(record)
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)

@@ -78,7 +78,7 @@ def train_sgd(
     _check_training(lr, epochs, start, record)
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
-    _check_steps(train, epochs, batch_size)
+    check_steps(train, epochs, batch_size)
     stream.check_data("train", train)
     stream.check_reusable("train", train, epochs, "once per epoch")
     stream.check_data("test", test)
@@ -146,7 +146,7 @@ def _check_training(lr: float, epochs: int, start: tuple[float, float], record: 
     check_choice("record", record, RECORDS)
 
 
-def _check_steps(train: object, epochs: int, batch_size: int) -> None:
+def check_steps(train: object, epochs: int, batch_size: int) -> None:
     if stream.is_pair(train):
         per_epoch = math.ceil(len(train[0]) / batch_size)
     else:

@@ -17,13 +17,19 @@ import io
 import json
 import os
 import queue
+import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
+
+# The browser the tests drive, and the mark that skips them where there is none.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NEEDS_CHROMIUM = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
 
 FLAGS = [
     "--headless",

@@ -3,20 +3,18 @@
 Skipped where no ``chromium`` is installed; ``.ci/run`` installs it.
 """
 
-import shutil
-
 import pytest
 
 from fastsurface.cli import main
 
 pytest.importorskip("PIL")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from tests.system.browser import CHROMIUM, NEEDS_CHROMIUM, Browser, drawn_share, plot_area_picture
+
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)"),
+    NEEDS_CHROMIUM,
     pytest.mark.slow,
 ]
 
-from tests.system.browser import Browser, drawn_share, plot_area_picture  # noqa: E402
 
 # A drawn map: at least this share of the plot area off the background, in this many colours.
 MIN_SHARE, MIN_COLOURS = 0.5, 6

@@ -3,7 +3,6 @@
 Skipped where no ``chromium`` is installed; ``.ci/run`` installs it.
 """
 
-import shutil
 import time
 
 import plotly.graph_objects as go
@@ -13,13 +12,13 @@ import fastsurface as fs
 from fastsurface.cli import main
 
 pytest.importorskip("PIL")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from tests.system.browser import CHROMIUM, NEEDS_CHROMIUM, Browser, drawn_share, plot_area_picture
+
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)"),
+    NEEDS_CHROMIUM,
     pytest.mark.slow,
 ]
 
-from tests.system.browser import Browser, drawn_share, plot_area_picture  # noqa: E402
 
 CLI_VIEWS = ("surface", "contour", "heatmap", "animation")
 EPOCHS = 3

@@ -7,7 +7,6 @@ Skipped where no ``chromium`` is installed; ``.ci/run`` installs it.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
@@ -19,13 +18,13 @@ from fastsurface.explorer.problem import SeedProblem
 
 pytest.importorskip("PIL")
 pytest.importorskip("starlette")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from tests.system.browser import CHROMIUM, NEEDS_CHROMIUM, Browser, ExplorerPage, drawn_share, plot_area_picture
+
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)"),
+    NEEDS_CHROMIUM,
     pytest.mark.slow,
 ]
 
-from tests.system.browser import Browser, ExplorerPage, drawn_share, plot_area_picture  # noqa: E402
 
 # Small data, so that paths train in a fraction of a second.
 SMALL = {"epochs": 2, "samples": 1000}  # typing fires on the last: samples, which trains nothing
