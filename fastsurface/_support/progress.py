@@ -41,7 +41,7 @@ class Progress:
         if enabled:
             from tqdm.auto import tqdm  # only for a bar: importing it costs tens of milliseconds
 
-            self.bar = tqdm(desc=description, unit=unit, leave=False)
+            self.bar = tqdm(desc=description, unit=unit, total=total, leave=False)
         self.plan(total)
 
     def plan(self, total: int | None, *, exact: bool = True, skip: int | None = None) -> None:
