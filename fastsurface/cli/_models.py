@@ -178,6 +178,7 @@ def problem(arguments: argparse.Namespace) -> Problem:
     """The grid, the data and the model of the flags, checked in that order (the data
     are loaded before the model, so a bad loader costs no model)."""
     from fastsurface.cli import _shared
+    from fastsurface.engine import _stream as stream
 
     w1, w2 = _shared.grid_axes(arguments)
     train: object
@@ -187,6 +188,11 @@ def problem(arguments: argparse.Namespace) -> Problem:
     else:
         test = load_data("--data", arguments.data, "data")
         train = test
+    if plane_kind(arguments) == "hessian" and not stream.is_pair(test):
+        raise FastsurfaceError(
+            "`--plane` hessian needs `--data` to return an (x, y) pair (the Hessian is of the loss on all of it), "
+            f"got {type(test).__name__}"
+        )
     train_spec = getattr(arguments, "train_data", None)
     if train_spec is not None:
         train = load_data("--train-data", train_spec, "train")

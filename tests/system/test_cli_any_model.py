@@ -184,6 +184,7 @@ BAD = [
     (["--data", "{file}:generator_of_batches"], "`--data`", "one-shot iterator"),
     (["--model", "{file}:mlp", "--data", "{file}:images"], "`--model`", "fails on the inputs"),
     (["--model", "{file}:mlp", "--plane", "entries"], "`--entries`", "needs it"),
+    (["--data", "{file}:regression_batches", "--plane", "hessian"], "`--plane`", "(x, y) pair"),
     (["--model", "{file}:mlp", "--plane", "weights"], "`--plane`", "exactly two parameter entries"),
     (["--model", "{file}:mlp", "--loss", "hinge"], "`--loss`", "'mse'"),
     (["--model", "{file}:mlp", "--lr", "-1"], "`--lr`", "> 0"),
