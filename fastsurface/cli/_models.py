@@ -35,6 +35,10 @@ PLANES = ("weights", "random", "pca", "hessian", "interpolation", "entries")
 NORMALIZATIONS = ("filter", "layer", "model", "none")
 # --optimizer names and the torch optimiser each builds with --lr.
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
+_TOO_SHORT = (
+    "`--plane` pca needs a training path of at least 3 recorded points, got {points}: "
+    "use `--epochs` 2 or more, or `--record step`"
+)
 _TRUST = (
     "Naming a file or module runs its code, with your permissions, as `python FILE` would: use only code you trust."
 )
@@ -226,6 +230,8 @@ def check_plane_flags(arguments: argparse.Namespace, command: str) -> None:
             "`--plane` pca is the plane of a training path, which `surface` does not train; use "
             "`fastsurface run --plane pca` (it trains --model with --optimizer and takes the plane of its path)"
         )
+    if kind == "pca" and arguments.record == "epoch" and arguments.epochs < 2:
+        raise FastsurfaceError(_TOO_SHORT.format(points=f"{arguments.epochs + 1} (`--epochs` {arguments.epochs})"))
     if (arguments.plane_end is not None) != (kind == "interpolation"):
         raise FastsurfaceError("`--plane-end` goes with `--plane interpolation`, and that plane needs it")
     if arguments.plane_end is not None and len(arguments.plane_end) > 2:
@@ -262,6 +268,8 @@ def build_plane(
         )
     if kind == "pca":
         assert path is not None  # check_plane_flags: `run` only, which trains
+        if len(path.step) < 3:
+            raise FastsurfaceError(_TOO_SHORT.format(points=len(path.step)))
         principal = fs.pca_plane(path)
         ratio = ", ".join(f"{r:.3g}" for r in principal.explained_variance_ratio)
         return principal.plane, f"pca of the {len(path.step)}-point training path, explained variance {ratio}"

@@ -185,6 +185,7 @@ BAD = [
     (["--model", "{file}:mlp", "--data", "{file}:images"], "`--model`", "fails on the inputs"),
     (["--model", "{file}:mlp", "--plane", "entries"], "`--entries`", "needs it"),
     (["--data", "{file}:regression_batches", "--plane", "hessian"], "`--plane`", "(x, y) pair"),
+    (["--model", "{file}:mlp", "--plane", "pca"], "`--plane`", "at least 3 recorded points, got 2 (`--epochs` 1)"),
     (["--model", "{file}:mlp", "--plane", "weights"], "`--plane`", "exactly two parameter entries"),
     (["--model", "{file}:mlp", "--loss", "hinge"], "`--loss`", "'mse'"),
     (["--model", "{file}:mlp", "--lr", "-1"], "`--lr`", "> 0"),
