@@ -15,10 +15,11 @@ from torch import nn
 from torch.func import functional_call, grad, vjp
 
 from fastsurface._support.copying import private_copy
+from fastsurface._support.progress import Progress
 from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.engine._stream import PROBE_SAMPLES, is_pair, pair_tensors
 from fastsurface.engine._tiles import model_errors
-from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
+from fastsurface.errors import FastsurfaceError, check_bool, check_positive_int, check_seed
 from fastsurface.planes.directions import parameters_of
 from fastsurface.planes.plane import Plane, TensorDict, unflattener
 
@@ -47,6 +48,7 @@ def hessian_plane(
     iterations: int = 50,
     chunk_samples: int = 4096,
     seed: int = 0,
+    progress: bool = False,
 ) -> HessianPlane:
     """The top-2 eigenvectors of the Hessian of the mean loss at ``model``'s parameters.
 
@@ -67,10 +69,13 @@ def hessian_plane(
         iterations: most Lanczos steps per eigenvector, >= 2.
         chunk_samples: samples per Hessian-vector product pass.
         seed: seed of the start vector (a private generator).
+        progress: show a progress bar of Hessian-vector products on stderr (at most
+            ``2 * min(iterations, parameter count)``; Lanczos may stop sooner).
     """
     check_positive_int("iterations", iterations)
     check_positive_int("chunk_samples", chunk_samples)
     check_seed("seed", seed)
+    check_bool("progress", progress)
     if iterations < 2:
         raise FastsurfaceError(f"`iterations` must be >= 2 to find two eigenvectors, got {iterations}")
     theta = parameters_of(model)
@@ -83,8 +88,10 @@ def hessian_plane(
     generator = torch.Generator().manual_seed(int(seed))
     steps = min(iterations, size)
     starts = torch.randn(2, size, generator=generator, dtype=torch.float64)
-    value1, vector1, taken1 = _lanczos_top(product, starts[0], steps, [])
-    value2, vector2, taken2 = _lanczos_top(product, starts[1], steps, [vector1])
+    with Progress("hessian", "Hv", progress, total=2 * steps) as bar:
+        counted = _counted(product, bar.update)
+        value1, vector1, taken1 = _lanczos_top(counted, starts[0], steps, [])
+        value2, vector2, taken2 = _lanczos_top(counted, starts[1], steps, [vector1])
     if value2 > value1:  # too few steps to converge on the first: keep the documented order
         (value1, vector1), (value2, vector2) = (value2, vector2), (value1, vector1)
     unflatten = unflattener(theta)
@@ -116,6 +123,19 @@ def _hessian_vector_product(
         return total
 
     return product
+
+
+def _counted(
+    product: Callable[[torch.Tensor], torch.Tensor], done: Callable[[], object]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``product``, calling ``done`` after each call."""
+
+    def counted(vector: torch.Tensor) -> torch.Tensor:
+        result = product(vector)
+        done()
+        return result
+
+    return counted
 
 
 def _lanczos_top(

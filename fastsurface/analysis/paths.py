@@ -18,6 +18,7 @@ from torch import nn
 
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface._support.progress import Progress, step_total
 from fastsurface.analysis._optimisers import OptimizerFactory, default_optimizer
 from fastsurface.analysis.training import training_batches
 from fastsurface.engine import _stream as stream
@@ -25,7 +26,7 @@ from fastsurface.engine._losses import PerSampleLoss, resolve_loss
 from fastsurface.engine._tiles import model_errors
 from fastsurface.engine.evaluate import point_losses
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
-from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
+from fastsurface.errors import FastsurfaceError, check_bool, check_positive_int, check_seed
 from fastsurface.planes.plane import Plane, TensorDict, check_model, check_plane, unflatten
 from fastsurface.results import Trajectory
 
@@ -80,6 +81,7 @@ def record_path(
     seed: int = 0,
     device: DeviceLike = "cpu",
     dtype: DTypeLike = torch.float32,
+    progress: bool = False,
 ) -> ParameterPath:
     """Train a copy of ``model`` (train mode) and record its parameters.
 
@@ -98,6 +100,7 @@ def record_path(
         seed: seeds the batch shuffling and, inside ``torch.random.fork_rng`` (the global
             state is restored afterwards), the random layers such as dropout.
         loss, device, dtype: as in ``loss_surface``.
+        progress: show a progress bar of optimiser steps on stderr.
 
     >>> from fastsurface import ANN, piecewise_dataset
     >>> path = record_path(ANN(1, 2, 1), piecewise_dataset(256), epochs=3)
@@ -107,6 +110,7 @@ def record_path(
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_seed("seed", seed)
+    check_bool("progress", progress)
     check_model(model)
     stream.check_data("train", train)
     stream.check_reusable("train", train, epochs, "once per epoch")
@@ -119,7 +123,8 @@ def record_path(
     generator = torch.Generator().manual_seed(int(seed))
     rows, steps, taken = [_flat(parameters.values())], [0], 0
     # Random layers (dropout) draw from torch's generators, seeded here and restored after.
-    with torch.random.fork_rng(devices=[resolved] if resolved.type == "cuda" else []):
+    bar = Progress("training", "step", progress, total=step_total(train, stream.is_pair(train), batch_size, epochs))
+    with bar, torch.random.fork_rng(devices=[resolved] if resolved.type == "cuda" else []):
         torch.manual_seed(int(seed))
         for _ in range(epochs):
             for x, y in training_batches(train, batch_size, generator, resolved, compute):
@@ -131,6 +136,7 @@ def record_path(
                 objective.per_sample(prediction, y).mean().backward()
                 optimiser.step()
                 taken += 1
+                bar.update()
                 if keep(taken, epoch_end=False):
                     rows.append(_flat(parameters.values()))
                     steps.append(taken)

@@ -30,7 +30,12 @@ if TYPE_CHECKING:
     from fastsurface import ANN, Surface
 
 # Library argument names that differ from the flag they come from.
-_LIBRARY_NAMES = {"n": "samples", "trajectory": "fit_trajectory"}
+_LIBRARY_NAMES = {
+    "n": "samples",
+    "trajectory": "fit_trajectory",
+    "train": "train_data",
+    "iterations": "hessian_iterations",
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,7 +152,7 @@ class SeedProblem:
 def seed_problem(arguments: argparse.Namespace) -> SeedProblem:
     """The grid, the data split and the model of the seed problem flags, checked in that order."""
     w1, w2 = grid_axes(arguments)
-    train, test = _seed_split(arguments)
+    train, test = seed_split(arguments)
     return SeedProblem(w1, w2, train, test, fs.ANN(1, 1, 1))
 
 
@@ -173,7 +178,7 @@ def save_path(arguments: argparse.Namespace) -> Path | None:
     return None if arguments.save is None else check_writable("--save", arguments.save, (".npz",))
 
 
-def _seed_split(arguments: argparse.Namespace) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def seed_split(arguments: argparse.Namespace) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The seed data set, split into ``(train, test)`` pairs of ``(x, y)``."""
     for name in ("seed", "split_seed", "train_seed"):  # one library name, `seed`, for three flags
         if name in vars(arguments):

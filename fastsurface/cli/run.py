@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import fastsurface as fs
 from fastsurface._support.files import all_or_nothing, check_writable
-from fastsurface.cli import _shared
+from fastsurface.cli import _models, _shared
 from fastsurface.cli.exit_codes import ExitCode
 from fastsurface.errors import FastsurfaceError
 
 if TYPE_CHECKING:
+    import numpy as np
     import plotly.graph_objects as go
 
-    from fastsurface import CriticalPoint, Surface, Trajectory
+    from fastsurface import CriticalPoint, Plane, Surface, Trajectory
 
 # --view names and the figure each draws from (surface, path, critical points, log colouring); the 3-D
 # surface is built as plain figure data (views.surface.surface_figure), skipping plotly's validators.
@@ -38,9 +39,10 @@ def declare(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="grow the grid by whole steps to cover the whole SGD path (a window that holds it stays as it is)",
     )
-    parser.add_argument("--lr", type=float, default=1e-2, help="SGD learning rate")
-    parser.add_argument("--epochs", type=int, default=25, help="SGD epochs")
+    parser.add_argument("--lr", type=float, default=1e-2, help="learning rate")
+    parser.add_argument("--epochs", type=int, default=25, help="training epochs")
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the training batches' shuffling")
+    _models.add_training_flags(parser)
     parser.add_argument(
         "--record", choices=("epoch", "step"), default="epoch", help="record the path per epoch or per step"
     )
@@ -73,12 +75,10 @@ def handle(arguments: argparse.Namespace) -> ExitCode:
 
     outputs = _outputs(arguments)
     saved = _shared.save_path(arguments)
+    if not _models.uses_seed(arguments):
+        return _any_model(arguments, outputs, saved)
     problem = _shared.seed_problem(arguments)
-    if arguments.critical_points and min(len(problem.w1), len(problem.w2)) < 3:
-        raise FastsurfaceError(
-            f"`--critical-points` needs at least 3 grid values per axis to find candidates, got "
-            f"{len(problem.w1)} x {len(problem.w2)}; use a smaller `--step` or a wider window"
-        )
+    _check_critical_points(arguments, problem.w1, problem.w2)
     path = fs.train_sgd(problem.model, problem.train, problem.test, **_training_options(arguments))
     first, second = problem.w1, problem.w2
     if arguments.fit_trajectory:
@@ -95,6 +95,94 @@ def handle(arguments: argparse.Namespace) -> ExitCode:
             device=arguments.device,
             dtype="float64",
         )
+    if _write(arguments, outputs, saved, surface, path, points, fs.default_plane(problem.model)):
+        return ExitCode.INTERRUPTED
+    written = [str(output) for output in outputs.values()] + ([str(saved)] if saved else [])
+    print(_summary(surface, path, arguments, points, written))
+    return ExitCode.OK
+
+
+def _any_model(arguments: argparse.Namespace, outputs: dict[str, Path], saved: Path | None) -> ExitCode:
+    """``run`` for ``--model``/``--data``/``--plane``: train with ``record_path``, build the
+    plane at the trained weights, project the path onto it and evaluate the surface there."""
+    from fastsurface._support.memory import check_figure_fits
+    from fastsurface.engine import _stream as stream
+
+    _models.check_plane_flags(arguments, "run")
+    factory = _models.optimizer_factory(arguments)
+    problem = _models.problem(arguments)
+    _check_critical_points(arguments, problem.w1, problem.w2)
+    stream.check_reusable("data", problem.test, 2, "by the surface and by the path's projection")
+    options = _shared.evaluation_options(arguments)
+    recorded = fs.record_path(
+        problem.model,
+        problem.train,
+        optimizer=factory,
+        epochs=arguments.epochs,
+        record=arguments.record,
+        loss=arguments.loss,
+        batch_size=arguments.batch_size,
+        seed=arguments.train_seed,
+        device=arguments.device,
+        dtype=arguments.dtype,
+        progress=arguments.progress,
+    )
+    trained = _models.with_parameters(problem.model, recorded.vectors[-1])
+    plane, described = _models.build_plane(arguments, trained, problem.test, recorded)
+    projected = fs.project_path(trained, plane, recorded, problem.test, loss=arguments.loss, **options)
+    path = projected.trajectory()
+    first, second = problem.w1, problem.w2
+    if arguments.fit_trajectory:
+        first, second = fs.fit_window(first, second, path, arguments.step)
+    check_figure_fits(len(first) * len(second), "--fit-trajectory" if arguments.fit_trajectory else "--step")
+    surface = fs.loss_surface(
+        trained, problem.test, first, second, plane=plane, loss=arguments.loss, **_shared.surface_options(arguments)
+    )
+    points = []
+    if arguments.critical_points:
+        points = fs.critical_points(
+            surface,
+            trained,
+            problem.test,
+            plane=plane,
+            loss=arguments.loss,
+            batch_size=arguments.batch_size,
+            device=arguments.device,
+            dtype="float64",
+        )
+    if _write(arguments, outputs, saved, surface, path, points, plane):
+        return ExitCode.INTERRUPTED
+    written = [str(output) for output in outputs.values()] + ([str(saved)] if saved else [])
+    lines = [
+        f"model     {problem.source}, {recorded.vectors.shape[1]:,} parameters",
+        f"plane     {described}",
+        f"training  {arguments.optimizer or 'sgd'} lr={arguments.lr:g}, {arguments.epochs} epochs, "
+        f"{int(recorded.step[-1]):,} steps; on the plane: loss {path.loss[0]:.6g} -> {path.loss[-1]:.6g}, "
+        f"path off the plane by up to {projected.relative_residual.max():.3g} (relative)",
+    ]
+    print("\n".join([*lines, _summary(surface, path, arguments, points, written, training=False)]))
+    return ExitCode.OK
+
+
+def _check_critical_points(arguments: argparse.Namespace, w1: np.ndarray, w2: np.ndarray) -> None:
+    if arguments.critical_points and min(len(w1), len(w2)) < 3:
+        raise FastsurfaceError(
+            f"`--critical-points` needs at least 3 grid values per axis to find candidates, got "
+            f"{len(w1)} x {len(w2)}; use a smaller `--step` or a wider window"
+        )
+
+
+def _write(
+    arguments: argparse.Namespace,
+    outputs: dict[str, Path],
+    saved: Path | None,
+    surface: Surface,
+    path: Trajectory,
+    points: list[CriticalPoint],
+    plane: Plane,
+) -> bool:
+    """Write every figure and the ``--save`` file, or none; whether Ctrl-C cut it short
+    after some were written (then it says which)."""
     published: list[Path] = []
     try:
         with all_or_nothing() as published:  # an interrupted run leaves every output as it was
@@ -102,26 +190,25 @@ def handle(arguments: argparse.Namespace) -> ExitCode:
                 figure = VIEWS[view](surface, path, points, arguments.log_color)
                 fs.write_figure(figure, output, plotlyjs=arguments.plotlyjs)
             if saved is not None:
-                plane = fs.default_plane(problem.model)
                 fs.save(saved, surface=surface, trajectory=path, plane=plane, provenance=_shared.provenance(arguments))
     except KeyboardInterrupt:
         if not published:
             raise
         print(f"fastsurface: interrupted after writing {', '.join(map(str, published))}", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    written = [str(output) for output in outputs.values()] + ([str(saved)] if saved else [])
-    print(_summary(surface, path, arguments, points, written))
-    return ExitCode.OK
+        return True
+    return False
 
 
 COMMAND = _shared.Command(
     name="run",
-    summary="the seed article end to end: data, SGD, loss surface, HTML figure",
+    summary="a model end to end (the seed article's by default): data, training, loss surface, HTML figure",
     description="Train the seed article's two-weight network with SGD, evaluate its test loss on a "
-    "w1 x w2 grid and write an interactive HTML figure of the surface with the SGD path.",
+    "w1 x w2 grid and write an interactive HTML figure of the surface with the SGD path. With --model and "
+    "--data, the same for your own model: trained with --optimizer, its surface on --plane through the "
+    "trained weights, with the training path projected onto it.",
     declare=declare,
     handle=handle,
-    flag_groups=_shared.SEED_PROBLEM_FLAGS,
+    flag_groups=(*_shared.SEED_PROBLEM_FLAGS, _models.add_model_flags),
 )
 
 
@@ -159,24 +246,31 @@ def _outputs(arguments: argparse.Namespace) -> dict[str, Path]:
 
 
 def _summary(
-    surface: Surface, path: Trajectory, arguments: argparse.Namespace, points: list[CriticalPoint], outputs: list[str]
+    surface: Surface,
+    path: Trajectory,
+    arguments: argparse.Namespace,
+    points: list[CriticalPoint],
+    outputs: list[str],
+    training: bool = True,
 ) -> str:
-    lines = [
-        *_shared.surface_lines(surface),
-        f"training  SGD lr={arguments.lr:g}, {arguments.epochs} epochs: ({path.w1[0]:.4g}, {path.w2[0]:.4g}) -> "
-        f"({path.w1[-1]:.4g}, {path.w2[-1]:.4g}), test loss {path.loss[0]:.6g} -> {path.loss[-1]:.6g}",
-    ]
+    lines = _shared.surface_lines(surface)
+    if training:  # the seed's SGD line; a --model's is its own
+        lines.append(
+            f"training  SGD lr={arguments.lr:g}, {arguments.epochs} epochs: ({path.w1[0]:.4g}, {path.w2[0]:.4g}) -> "
+            f"({path.w1[-1]:.4g}, {path.w2[-1]:.4g}), test loss {path.loss[0]:.6g} -> {path.loss[-1]:.6g}"
+        )
+    walk = "SGD path" if training else "training path"
     outside = _outside(surface, path)
     if outside:
         lines.append(
-            f"note      the SGD path leaves the grid ({outside}); without --no-fit-trajectory it grows to cover it"
+            f"note      the {walk} leaves the grid ({outside}); without --no-fit-trajectory it grows to cover it"
         )
     elif arguments.fit_trajectory:
         window = " x ".join(f"[{start:g}, {stop:g})" for start, stop in (arguments.w1, arguments.w2))
         given = _shared.grid_axes(arguments)
         axes = zip(surface.labels, given, (surface.w1, surface.w2), strict=True)
         grown = " and ".join(label for label, before, fitted in axes if len(fitted) > len(before))
-        fit = f"grown along {grown} to cover the SGD path" if grown else "holds the whole SGD path"
+        fit = f"grown along {grown} to cover the {walk}" if grown else f"holds the whole {walk}"
         lines.append(f"window    {window} {fit}")
     if arguments.critical_points:
         lines.append(f"critical  {len(points)} point(s) inside the grid" + (":" if points else ""))

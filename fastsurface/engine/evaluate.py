@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_
-from tqdm.auto import tqdm
 
 from fastsurface._support.choices import Method, Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable, synchronize
+from fastsurface._support.progress import Progress, tile_total
 from fastsurface._support.values import real_values
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
@@ -251,11 +251,13 @@ def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, opti
     unbatched = functools.partial(_check_unbatched, module, local_plane, options.objective)
     strategy: _BruteForce | _ClosedForm | None = None
     samples = batches = 0
-    bar = tqdm(desc="surface", unit="tile", disable=not options.progress, leave=False)
+    bar = Progress("surface", "tile", options.progress)
     with torch.no_grad(), bar, _private_randomness(options):
         for chunk in _checked_chunks(data, options, module, local_plane, _chunk_rule(data, sizer, options)):
             if strategy is None:
                 strategy = _strategy(module, local_plane, data, points, chunk, sizer, options)
+                total, exact = tile_total(data, stream.is_pair(data), chunk.samples, _tiles_per_chunk(strategy))
+                bar.plan(total, exact=exact, skip=int(strategy.method == "compiled"))  # compiling: not timed
             _add(strategy, chunk, bar.update, unbatched)
             samples += chunk.samples
             batches += chunk.batches
@@ -292,6 +294,12 @@ def _strategy(
         kernel = CompiledKernel(module, plane, options.objective, points.count, tile)
         return _BruteForce(kernel, points, kernel.tile, "compiled")
     return _BruteForce(vmap_kernel(module, plane, options.objective), points, tile, "vmap")
+
+
+def _tiles_per_chunk(strategy: _BruteForce | _ClosedForm) -> int:
+    """Kernel calls ``strategy.add`` makes per chunk, one per tile (the progress bar's unit)."""
+    count = len(strategy.free) if isinstance(strategy, _ClosedForm) else strategy.points.count
+    return -(-count // strategy.tile)
 
 
 def _chunk_rule(data: object, sizer: TileSizer, options: EvalOptions) -> Callable[[torch.Tensor], int]:
