@@ -195,6 +195,7 @@ def _surface_plane(surface: Surface, model: nn.Module, plane: Plane | None) -> P
                 "has one); pass the plane the surface was computed on"
             )
         return default_plane(model)
+    check_plane(model, plane)
     if surface.plane is not None and not plane.same_as(surface.plane):
         raise FastsurfaceError(
             "`plane` differs from the plane the surface was computed on (its origin, directions or labels); "
