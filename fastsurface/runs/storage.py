@@ -288,24 +288,57 @@ def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: d
         return None
     if not isinstance(metadata[kind], dict):
         raise FastsurfaceError(f"the file's {kind} metadata must be a JSON object, got {type(metadata[kind]).__name__}")
-    values: dict[str, Any] = {}
-    if kind in _TIMED:
-        values["seconds"] = _stored_seconds(kind, metadata)
+    arrays = {
+        name.removeprefix(f"{kind}/"): torch.from_numpy(array) if metadata["arrays"][name]["tensor"] else array
+        for name, array in entries.items()
+        if name.startswith(f"{kind}/")
+    }
+    seconds = _stored_seconds(kind, metadata) if kind in _TIMED else None
+    return _built(kind, cls, metadata[kind], arrays, seconds, blame="path")
+
+
+def _built(
+    kind: str,
+    cls: type[_Stored],
+    scalars: dict[str, Any],
+    arrays: dict[str, np.ndarray | torch.Tensor],
+    seconds: float | None,
+    blame: str,
+) -> _Stored:
+    """A stored object from its JSON fields ``scalars`` and its ``arrays``, every field
+    checked (``seconds``, where not ``None``, in place of a stored one)."""
+    values: dict[str, Any] = {} if seconds is None else {"seconds": seconds}
     hints = typing.get_type_hints(cls)
     for field in fields(cls):
-        name = f"{kind}/{field.name}"
         if field.name in _NOT_STORED:
             continue
-        if name in entries:
-            values[field.name] = (
-                torch.from_numpy(entries[name]) if metadata["arrays"][name]["tensor"] else entries[name]
-            )
-        elif field.name in metadata[kind]:
-            values[field.name] = _from_json(hints[field.name], metadata[kind][field.name])
+        if field.name in arrays:
+            values[field.name] = arrays[field.name]
+        elif field.name in scalars and field.name not in values:
+            values[field.name] = _from_json(hints[field.name], scalars[field.name])
         elif field.default is MISSING and field.name not in values:  # later fields keep their defaults
-            raise FastsurfaceError(f"the file's {kind} has no {field.name!r}: it is not a complete fastsurface file")
-    _check_fields(kind, values, blame="path")
+            raise FastsurfaceError(
+                f"`{blame}`: the {kind} has no {field.name!r}: it is not a complete fastsurface file"
+            )
+    _check_fields(kind, values, blame=blame)
     return cls(**values)
+
+
+def surface_fields(surface: Surface) -> dict[str, Any]:
+    """What a file holds of ``surface`` besides its axes and losses, as JSON values,
+    checked as ``save`` checks them (for other file formats: ``interchange``)."""
+    _check_fields("surface", {f.name: getattr(surface, f.name) for f in _stored_fields(surface)}, blame="surface")
+    return _flatten("surface", surface, {})
+
+
+def surface_from_fields(
+    scalars: dict[str, Any], w1: np.ndarray, w2: np.ndarray, loss: np.ndarray, blame: str
+) -> Surface:
+    """A ``Surface`` from ``surface_fields``' JSON values and its arrays, checked as ``load``
+    checks a file's; ``seconds`` NaN where not given."""
+    arrays: dict[str, np.ndarray | torch.Tensor] = {"w1": w1, "w2": w2, "loss_tensor": torch.from_numpy(loss)}
+    seconds = None if "seconds" in scalars else math.nan
+    return _built("surface", Surface, scalars, arrays, seconds, blame)
 
 
 def _from_json(hint: Any, stored: object) -> object:
