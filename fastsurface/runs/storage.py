@@ -509,7 +509,7 @@ def _check_directory(source: Path, infos: dict[str, zipfile.ZipInfo]) -> None:
                 f"(more than {_MAX_RATIO}x): refused as a decompression bomb"
             )
         total += info.file_size
-    limit = _read_limit()
+    limit = read_limit()
     if infos[f"{_METADATA}.npy"].file_size > _MAX_METADATA or total > limit:
         raise FastsurfaceError(
             f"`path` {str(source)!r} would expand to {total:,} bytes, more than the {limit:,} this process may read "
@@ -517,8 +517,8 @@ def _check_directory(source: Path, infos: dict[str, zipfile.ZipInfo]) -> None:
         )
 
 
-def _read_limit() -> int:
-    """Bytes a load may expand to: the memory guard's share of what is free now."""
+def read_limit() -> int:
+    """Bytes a load may expand to (of any file format): the memory guard's share of what is free now."""
     limits = usable_bytes(torch.device("cpu"))
     return _MAX_FILE_BYTES if limits is None else min(_MAX_FILE_BYTES, limits[0] // 2)
 

@@ -76,9 +76,9 @@ def test_an_optimiser_instance_brings_its_state(data):
 
 def test_an_optimiser_of_other_tensors_is_refused_saying_what_to_pass(data):
     model = _model()
-    with pytest.raises(fs.FastsurfaceError, match="no parameters of `model`.*factory"):
+    with pytest.raises(fs.FastsurfaceError, match=r"no parameters of `model`.*factory"):
         fs.record_path(model, data, optimizer=torch.optim.SGD(small_mlp().parameters(), lr=1e-2))
-    with pytest.raises(fs.FastsurfaceError, match="a factory .* or an optimiser of `model`'s parameters"):
+    with pytest.raises(fs.FastsurfaceError, match=r"a factory .* or an optimiser of `model`'s parameters"):
         fs.record_path(model, data, optimizer="adam")
 
 
@@ -111,7 +111,7 @@ def test_critical_points_of_a_piecewise_constant_loss_are_refused():
     plane = fs.random_plane(model, seed=0)
     grid = np.linspace(-3, 3, 31)
     surface = fs.loss_surface(model, data, grid, grid, plane=plane, loss=fs.accuracy)
-    with pytest.raises(fs.FastsurfaceError, match="piecewise constant.*watershed"):
+    with pytest.raises(fs.FastsurfaceError, match=r"piecewise constant.*watershed"):
         fs.critical_points(surface, model, data)
     smooth = fs.loss_surface(model, data, grid, grid, plane=plane, loss="cross_entropy")
     assert fs.critical_points(smooth, model, data)  # the same plane's cross-entropy has its points

@@ -30,7 +30,7 @@ def problem():
 
 
 def test_a_surface_carries_its_plane_loss_and_a_description_of_its_data(problem):
-    model, (x, y), plane, surface = problem
+    _, _, plane, surface = problem
     assert surface.plane is plane and surface.loss_function is None and surface.loss_name == "mse"
     description = surface.data_description
     assert (description.samples, description.input_shape, description.target_shape) == (96, (3,), (2,))
@@ -142,7 +142,7 @@ def test_a_description_of_the_wrong_types_is_refused_on_load(problem, tmp_path, 
     path = fs.save(tmp_path / "s.npz", surface=surface)
     metadata = _metadata(path)
     metadata["surface"]["data_description"] |= description
-    with pytest.raises(fs.FastsurfaceError, match="data description|data_description"):
+    with pytest.raises(fs.FastsurfaceError, match=r"data description|data_description"):
         fs.load(_rewritten(path, metadata))
 
 
@@ -154,7 +154,7 @@ def test_a_description_of_the_wrong_types_is_refused_on_save(problem, tmp_path):
 
 
 def test_a_checkpointed_surface_remembers_as_a_direct_one_and_its_blocks_hold_no_plane(problem, tmp_path):
-    model, data, plane, surface = problem
+    model, data, plane, _ = problem
     run = fs.Checkpoint.open(tmp_path, model, data, AXIS, AXIS, block_rows=3, plane=plane, reduction="batch_mean")
     run.compute()
     assembled = run.assemble()
