@@ -161,3 +161,9 @@ def test_a_checkpointed_surface_remembers_as_a_direct_one_and_its_blocks_hold_no
     assert assembled.plane is plane and assembled.data_description == describe_data(data)
     assert all("plane" not in _metadata(run.block_path(block)) for block in run.blocks)
     assert storage.FORMAT_VERSION == 2
+
+
+def test_a_data_sharded_surface_describes_the_whole_data_not_a_share(problem):
+    model, data, plane, surface = problem
+    sharded = fs.sharded_loss_surface(model, data, AXIS, AXIS, shard="data", plane=plane, reduction="batch_mean")
+    assert sharded.surface.plane is plane and sharded.surface.data_description == surface.data_description
