@@ -1,4 +1,5 @@
-"""What fastsurface computes: surfaces, optimiser paths in plane coordinates, critical points.
+"""What fastsurface computes: surfaces, optimiser paths in plane coordinates, critical points,
+and what a surface is computed on: its plane and a description of its data.
 
 A leaf module: it imports nothing of the package, so loading a file or drawing a figure
 never pulls in the engine.
@@ -6,11 +7,103 @@ never pulls in the engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import torch
+
+TensorDict = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Plane:
+    """A 2-D affine slice of a model's parameters; buffers are never touched.
+
+    Only the parameters a direction moves are stored: ``origin``, ``first`` and
+    ``second`` share their keys (parameter names as in ``model.named_parameters()``)
+    and each key's three tensors share the parameter's shape. Every other parameter
+    keeps the model's own value.
+
+    Attributes:
+        origin: ``θ₀`` of the moving parameters.
+        first: ``d₁``, the direction of the first coordinate ``w1``.
+        second: ``d₂``, the direction of the second coordinate ``w2``.
+        labels: names of the two coordinates, used on axes and in messages.
+    """
+
+    origin: TensorDict
+    first: TensorDict
+    second: TensorDict
+    labels: tuple[str, str] = ("a", "b")
+
+    def params(self, w1: torch.Tensor, w2: torch.Tensor) -> TensorDict:
+        """The moving parameters at coordinates ``(w1, w2)`` (0-d tensors; vmap-safe)."""
+        return {name: self.origin[name] + w1 * self.first[name] + w2 * self.second[name] for name in self.origin}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the plane's tensors."""
+        return next(iter(self.origin.values())).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the plane's tensors."""
+        return next(iter(self.origin.values())).device
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Plane:
+        """A copy with every tensor on ``device`` in ``dtype``."""
+
+        def move(tensors: TensorDict) -> TensorDict:
+            return {name: t.detach().to(device=device, dtype=dtype) for name, t in tensors.items()}
+
+        return Plane(move(self.origin), move(self.first), move(self.second), self.labels)
+
+    def same_as(self, other: Plane) -> bool:
+        """Whether ``other`` has the same labels, parameters and values (compared on the
+        CPU in float64, so a copy in another dtype or on another device counts as the same)."""
+        names = list(self.origin)
+        if tuple(self.labels) != tuple(other.labels) or any(
+            list(part) != names for part in (other.origin, other.first, other.second)
+        ):
+            return False
+        return all(
+            torch.equal(mine[name].detach().to("cpu", torch.float64), theirs[name].detach().to("cpu", torch.float64))
+            for mine, theirs in ((self.origin, other.origin), (self.first, other.first), (self.second, other.second))
+            for name in self.origin
+        )
+
+
+@dataclass(frozen=True)
+class DataDescription:
+    """What identifies an ``(x, y)`` pair of evaluation data, without holding it.
+
+    Attributes:
+        samples: number of samples (axis 0).
+        input_shape, target_shape: one sample's input and target shape (``x.shape[1:]``).
+        input_dtype, target_dtype: the dtypes as given, e.g. ``"float32"`` (recorded, not
+            compared: the engine casts inputs to its compute dtype).
+        fingerprint: SHA-256 (16 hex digits) of the inputs' and targets' shapes and values
+            as float64, so equal values give equal fingerprints in any dtype, array type
+            or device.
+    """
+
+    samples: int
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    target_shape: tuple[int, ...]
+    target_dtype: str
+    fingerprint: str
+
+    def differences(self, other: DataDescription) -> list[str]:
+        """What differs from ``other``, in words (empty when they match); dtypes do not count."""
+        compared = ("samples", "input_shape", "target_shape", "fingerprint")
+        return [
+            f"{name} {getattr(self, name)!r} recorded, {getattr(other, name)!r} given"
+            for name in compared
+            if getattr(self, name) != getattr(other, name)
+        ]
 
 
 @dataclass(frozen=True)
@@ -37,6 +130,16 @@ class Surface:
         tile_points: grid points evaluated together in one kernel call.
         train_mode: whether the model ran in training mode (``loss_surface``'s
             ``train_mode``).
+        plane: the plane the surface was computed on (the object passed, or the seed
+            model's default plane), so that ``critical_points``, ``refine`` and ``save``
+            need not be told again; ``None`` where unknown.
+        loss_function: the callable per-sample loss, when ``loss`` was one (a string loss
+            is ``loss_name``); ``None`` otherwise, and after ``load`` (a file cannot hold
+            code).
+        data_description: what identifies the evaluation data (an ``(x, y)`` pair); ``None``
+            for an iterable of batches (which cannot be read twice to check) and for
+            surfaces from older files. Functions continuing from the surface check the
+            data they are given against it.
     """
 
     w1: np.ndarray
@@ -53,6 +156,10 @@ class Surface:
     method: str
     tile_points: int
     train_mode: bool = False
+    # What the surface was computed on (surfaces that remember); defaults for older callers and files.
+    plane: Plane | None = field(default=None, repr=False)
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    data_description: DataDescription | None = None
 
     @cached_property
     def loss(self) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Stable descriptions of what decides a run's numbers besides its parameters and buffers:
 a model's structure and the callables it uses, as text that is equal across processes for
-equal behaviour (the run keys of ``checkpoint``).
+equal behaviour (the run keys of ``checkpoint``); and evaluation data as a description
+(counts, shapes, a fingerprint of the values) that a surface keeps instead of the data.
 
 A function is described by its qualified name, its code (bytecode, names, constants,
 nested code), its defaults and the values it closes over; a ``functools.partial`` by its
@@ -22,11 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastsurface.results import DataDescription
+
 _PLAIN = (bool, int, float, complex, str, bytes, torch.dtype, torch.device, type(None))
 # What every nn.Module holds (parameters, buffers, submodules and hooks are described apart).
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
 # Nesting followed before a value counts by its type only (Python's recursion limit is 1,000).
 _MAX_DEPTH = 200
+# Values converted and hashed at a time when fingerprinting data (8 MiB of float64).
+_DIGEST_CHUNK = 2**20
 
 
 def architecture(model: nn.Module) -> str:
@@ -147,3 +152,43 @@ def _code_digest(code: types.CodeType) -> str:
     for constant in code.co_consts:
         digest.update((_code_digest(constant) if isinstance(constant, types.CodeType) else describe(constant)).encode())
     return digest.hexdigest()[:16]
+
+
+def describe_data(data: object) -> DataDescription | None:
+    """What identifies ``data``: for an ``(x, y)`` pair of arrays or tensors, its sample
+    count, per-sample shapes, dtypes and a fingerprint of its values; ``None`` for anything
+    else (an iterable of batches cannot be read again to check, and a shuffling loader's
+    order would change a fingerprint without changing the loss)."""
+    if not (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(part, (np.ndarray, torch.Tensor)) and part.ndim >= 1 for part in data)
+    ):
+        return None
+    x, y = data
+    digest = hashlib.sha256()
+    for part in (x, y):
+        _digest_values(digest, part)
+    return DataDescription(
+        samples=len(x),
+        input_shape=tuple(x.shape[1:]),
+        input_dtype=_dtype_name(x),
+        target_shape=tuple(y.shape[1:]),
+        target_dtype=_dtype_name(y),
+        fingerprint=digest.hexdigest()[:16],
+    )
+
+
+def _digest_values(digest: hashlib._Hash, values: np.ndarray | torch.Tensor) -> None:
+    """Add ``values``' shape and its values as float64 to ``digest``, a bounded chunk at a
+    time (a dataset on a GPU is copied to the host in pieces)."""
+    digest.update(f"{tuple(values.shape)}\n".encode())
+    flat = values.detach().reshape(-1) if isinstance(values, torch.Tensor) else np.ravel(values)
+    for start in range(0, len(flat), _DIGEST_CHUNK):
+        piece = flat[start : start + _DIGEST_CHUNK]
+        host = piece.cpu().numpy() if isinstance(piece, torch.Tensor) else piece
+        digest.update(np.ascontiguousarray(host, dtype=np.float64).tobytes())
+
+
+def _dtype_name(values: np.ndarray | torch.Tensor) -> str:
+    return str(values.dtype).removeprefix("torch.")

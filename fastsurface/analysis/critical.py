@@ -19,13 +19,14 @@ from torch.func import functional_call, grad_and_value, jacrev, vmap
 from fastsurface._support.choices import Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike
+from fastsurface._support.identity import describe_data
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine.axes import as_axis
 from fastsurface.engine.evaluate import check_prediction_shape
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int
-from fastsurface.planes.plane import Plane, check_plane, default_plane
+from fastsurface.planes.plane import Plane, check_model, check_plane, default_plane
 from fastsurface.results import CriticalPoint, Surface
 
 # An eigenvalue this small relative to the largest one counts as zero (kind "degenerate").
@@ -66,9 +67,12 @@ def critical_points(
 
     Args:
         surface: the grid whose neighbourhoods give the candidates.
-        model, data, plane, batch_size, device: as in ``loss_surface``.
-        loss: the per-sample loss; ``surface.loss_name`` by default (a callable must be
-            passed again).
+        model, data, batch_size, device: as in ``loss_surface``; a pair of data is checked
+            against ``surface.data_description`` (sample count, shapes, a fingerprint).
+        plane: the surface's own (``surface.plane``) by default; a model with two
+            weights has a default plane for surfaces that carry none.
+        loss: the surface's per-sample loss by default (a callable loss must be passed
+            again to a surface loaded from a file).
         reduction: ``surface.reduction`` by default.
         dtype: compute dtype of the Newton steps; float64 by default, so that points
             are located to about 1e-8.
@@ -77,6 +81,10 @@ def critical_points(
     Returns:
         The critical points inside the grid's extent, sorted by loss, one per location
         (candidates converging within half a grid step of each other are merged).
+
+    Raises:
+        FastsurfaceError: for a piecewise-constant loss (an accuracy), whose exact
+            gradient and Hessian are zero at every candidate and its grid neighbours.
 
     >>> from fastsurface import ANN, piecewise_dataset, axis, loss_surface
     >>> data = piecewise_dataset(500)
@@ -147,22 +155,25 @@ def surface_options(
     **options: object,
 ) -> tuple[Plane, EvalOptions]:
     """The plane and evaluation options that reproduce ``surface``, checked against it;
-    ``None`` stands for the surface's own plane, loss and reduction (a callable loss cannot
-    be recovered from its name). ``options`` are the other evaluation options."""
+    ``None`` stands for the surface's own plane, loss and reduction (a callable loss is
+    remembered by the surface that computed it, not by one loaded from a file). ``options``
+    are the other evaluation options."""
     check_surface(surface)
-    plane = default_plane(model) if plane is None else plane
+    plane = _surface_plane(surface, model, plane)
     check_plane(model, plane)
     if tuple(plane.labels) != tuple(surface.labels):
         raise FastsurfaceError(
             f"`plane` must be the surface's plane: its labels are {plane.labels}, the surface's {surface.labels}"
         )
-    if loss is None and surface.loss_name not in ("mse", "cross_entropy"):
+    remembered = surface.loss_function if surface.loss_function is not None else surface.loss_name
+    if loss is None and isinstance(remembered, str) and remembered not in ("mse", "cross_entropy"):
         raise FastsurfaceError(
-            f"`loss` must be given: the surface used the callable loss {surface.loss_name!r}, pass it again"
+            f"`loss` must be given: the surface used the callable loss {surface.loss_name!r}, which a surface "
+            "loaded from a file cannot hold; pass it again"
         )
     chosen = EvalOptions.from_keywords(
         {
-            "loss": surface.loss_name if loss is None else loss,
+            "loss": remembered if loss is None else loss,
             "reduction": surface.reduction if reduction is None else reduction,
             **options,
         }
@@ -170,14 +181,39 @@ def surface_options(
     return plane, chosen
 
 
+def _surface_plane(surface: Surface, model: nn.Module, plane: Plane | None) -> Plane:
+    """``plane``, else the surface's own, else the model's default (a two-weight model);
+    an explicit plane must be the surface's own where it carries one."""
+    if plane is None and surface.plane is not None:
+        return surface.plane
+    if plane is None:
+        check_model(model)
+        if sum(p.numel() for p in model.parameters()) != 2:
+            raise FastsurfaceError(
+                "`plane` is required: this surface does not carry its plane (it was built by hand or loaded from "
+                "a file saved without one) and `model` has no default plane (only a model with exactly two weights "
+                "has one); pass the plane the surface was computed on"
+            )
+        return default_plane(model)
+    check_plane(model, plane)
+    if surface.plane is not None and not plane.same_as(surface.plane):
+        raise FastsurfaceError(
+            "`plane` differs from the plane the surface was computed on (its origin, directions or labels); "
+            "leave `plane` out to use the surface's own"
+        )
+    return plane
+
+
 def check_same_data(surface: Surface, data: object, batch_size: int, counts: tuple[int, int] | None = None) -> None:
-    """Refuse data or a batch size other than ``surface``'s, as far as its sample and batch
-    counts tell: for a pair from its length before any work, for any data from the
-    ``(samples, batches)`` an evaluation saw. Batches count where they change the loss
+    """Refuse data or a batch size other than ``surface``'s: for a pair, before any work,
+    against the surface's data description (sample count, per-sample shapes, fingerprint
+    of the values) and batch count; for any data, from the ``(samples, batches)`` an
+    evaluation saw (``counts``). Batches count where they change the loss
     (``"batch_mean"``, training mode)."""
     if counts is None:
         if not stream.is_pair(data):
             return
+        _check_description(surface, data)
         counts = (len(data[0]), math.ceil(len(data[0]) / batch_size))
     samples, batches = counts
     batches_matter = surface.reduction == "batch_mean" or surface.train_mode
@@ -185,6 +221,19 @@ def check_same_data(surface: Surface, data: object, batch_size: int, counts: tup
         raise FastsurfaceError(
             f"`data` and `batch_size` must be the surface's: it was evaluated on {surface.samples} samples in "
             f"{surface.batches} batches, these give {samples} samples in {batches} batches"
+        )
+
+
+def _check_description(surface: Surface, data: object) -> None:
+    recorded = surface.data_description
+    given = describe_data(data)
+    if recorded is None or given is None:
+        return
+    differences = recorded.differences(given)
+    if differences:
+        raise FastsurfaceError(
+            f"`data` must be the data the surface was evaluated on (`surface.data_description`); these differ: "
+            f"{'; '.join(differences)}"
         )
 
 
@@ -212,6 +261,7 @@ def find_critical_points(
     rows, columns = grid_candidates(grid_loss)
     if len(rows) == 0:
         return []
+    rows, columns = _differentiable(rows, columns, w1, w2, derivatives)
     spacing = min(np.diff(w1).min(), np.diff(w2).min())
     start = torch.as_tensor(np.stack([w1[rows], w2[columns]], axis=1))
     points, iterations, converged = _newton(start, derivatives, max_iterations, max_step=spacing)
@@ -252,6 +302,39 @@ def grid_candidates(grid_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     highest = (differences <= 0).all(axis=0) & (differences < 0).any(axis=0)
     rows, columns = np.nonzero(finite & (lowest | highest | (_sign_changes(np.sign(differences)) >= 4)))
     return rows + 1, columns + 1
+
+
+def _differentiable(
+    rows: np.ndarray, columns: np.ndarray, w1: np.ndarray, w2: np.ndarray, derivatives: Derivatives
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates whose derivatives say something: a candidate differs from a neighbour
+    on the grid, so a gradient and Hessian exactly zero there and at all eight neighbours
+    mean a loss that steps between constant pieces (an accuracy, a count), with no critical
+    point to locate. Such candidates are dropped; refused when they are all there is."""
+    start = torch.as_tensor(np.stack([w1[rows], w2[columns]], axis=1))
+    flat = _exactly_flat(derivatives, start)
+    if not flat.any():
+        return rows, columns
+    ring = np.array(_RING)
+    around = torch.as_tensor(
+        np.stack([w1[rows[flat][:, None] + ring[:, 0]], w2[columns[flat][:, None] + ring[:, 1]]], axis=-1)
+    )
+    stepwise = flat.copy()
+    stepwise[flat] = _exactly_flat(derivatives, around.reshape(-1, 2)).reshape(-1, len(_RING)).all(axis=1)
+    if stepwise.all():
+        raise FastsurfaceError(
+            f"`surface`: its loss is piecewise constant on this plane: at every one of the {len(rows)} grid "
+            f"candidates (e.g. ({w1[rows[0]]:g}, {w2[columns[0]]:g})) and at their neighbours the exact gradient and "
+            "Hessian are zero while the grid's values step, as for an accuracy; it has no critical points to locate "
+            "(fastsurface.watershed(surface) gives its basins)"
+        )
+    return rows[~stepwise], columns[~stepwise]
+
+
+def _exactly_flat(derivatives: Derivatives, points: torch.Tensor) -> np.ndarray:
+    """Whether the gradient and Hessian are exactly zero at each point ``(K, 2)``; shape ``(K,)``."""
+    _, gradient, hessian = _grouped(derivatives, points)
+    return ((gradient == 0).all(dim=1) & (hessian == 0).flatten(1).all(dim=1)).numpy()
 
 
 def _sign_changes(signs: np.ndarray) -> np.ndarray:

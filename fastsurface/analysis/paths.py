@@ -9,7 +9,7 @@ there with the surface engine, so the path can be drawn on the surface.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,12 +41,16 @@ class ParameterPath:
         vectors: the parameters flattened and concatenated in ``names`` order, float64,
             shape ``(P, D)``.
         step: optimiser steps taken before each row, int64, shape ``(P,)``.
+        model: the trained model (``record_path``'s private copy after its last step, on
+            the training device and dtype, in the given model's train or eval mode);
+            ``None`` for a path built from snapshots (``from_models``).
     """
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     vectors: np.ndarray
     step: np.ndarray
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_models(cls, models: Sequence[nn.Module], steps: Sequence[int] | None = None) -> ParameterPath:
@@ -73,7 +77,7 @@ def record_path(
     model: nn.Module,
     train: object,
     *,
-    optimizer: OptimizerFactory | None = None,
+    optimizer: OptimizerFactory | torch.optim.Optimizer | None = None,
     epochs: int = 1,
     record: str | Sequence[int] = "epoch",
     loss: str | PerSampleLoss = "mse",
@@ -94,18 +98,26 @@ def record_path(
             generator seeded with ``seed``, or an iterable of batches read once per epoch.
         optimizer: builds the optimizer from the copy's parameters, e.g.
             ``lambda p: torch.optim.Adam(p, lr=1e-3)``; plain SGD with ``lr=1e-2`` by default.
+            An optimiser made for ``model``'s own parameters (``torch.optim.Adam(
+            model.parameters(), lr=1e-3)``) is rebuilt for the copy: its class, its
+            parameter groups' hyperparameters and its state (``state_dict``), so the path
+            is the one its factory gives; it is never stepped itself.
         epochs: passes over ``train``.
         record: ``"epoch"`` (before training and after each epoch), ``"step"`` (before
-            training and after every step) or the step numbers to keep (0 is the start).
+            training and after every step) or the step numbers to keep (0 is the start);
+            a step the training does not reach is refused (before training for a pair).
         seed: seeds the batch shuffling and, inside ``torch.random.fork_rng`` (the global
             state is restored afterwards), the random layers such as dropout.
         loss, device, dtype: as in ``loss_surface``.
         progress: show a progress bar of optimiser steps on stderr.
 
+    Returns:
+        The ``ParameterPath``; its ``model`` is the trained copy.
+
     >>> from fastsurface import ANN, piecewise_dataset
     >>> path = record_path(ANN(1, 2, 1), piecewise_dataset(256), epochs=3)
-    >>> path.vectors.shape, path.step.tolist()
-    ((4, 4), [0, 4, 8, 12])
+    >>> path.vectors.shape, path.step.tolist(), type(path.model).__name__
+    ((4, 4), [0, 4, 8, 12], 'ANN')
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
@@ -115,11 +127,13 @@ def record_path(
     stream.check_data("train", train)
     stream.check_reusable("train", train, epochs, "once per epoch")
     keep = recorder(record)
+    if stream.is_pair(train):
+        _check_reached(record, epochs * -(-len(train[0]) // batch_size))
     objective = resolve_loss(loss)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
     module = private_copy(model).to(device=resolved, dtype=compute).train()
     parameters = dict(module.named_parameters())
-    optimiser = _optimizer(optimizer, module)
+    optimiser = _optimizer(optimizer, model, module)
     generator = torch.Generator().manual_seed(int(seed))
     rows, steps, taken = [_flat(parameters.values())], [0], 0
     # Random layers (dropout) draw from torch's generators, seeded here and restored after.
@@ -150,10 +164,24 @@ def record_path(
         raise FastsurfaceError(
             f"`optimizer` diverged: the parameters are no longer finite at step {diverged[0]}; lower its learning rate"
         )
-    if not rows:
-        raise FastsurfaceError(f"`record` keeps none of this training's steps (0 to {taken}), got {record!r}")
+    _check_reached(record, taken)
     names = tuple(parameters)
-    return ParameterPath(names, tuple(tuple(parameters[n].shape) for n in names), np.stack(rows), np.array(steps))
+    module.zero_grad(set_to_none=True)
+    module.train(model.training)
+    shapes = tuple(tuple(parameters[n].shape) for n in names)
+    return ParameterPath(names, shapes, np.stack(rows), np.array(steps), model=module)
+
+
+def _check_reached(record: str | Sequence[int], last: int) -> None:
+    """Refuse listed steps beyond ``last``, the training's final step."""
+    if isinstance(record, str):
+        return
+    beyond = sorted({int(step) for step in record if int(step) > last})
+    if beyond:
+        raise FastsurfaceError(
+            f"`record` lists steps this training does not reach: {beyond[:5]}; it takes steps 0 to {last} "
+            "(epochs x batches per epoch)"
+        )
 
 
 @dataclass(frozen=True)
@@ -238,22 +266,54 @@ def project_path(
     )
 
 
-def _optimizer(factory: OptimizerFactory | None, module: nn.Module) -> torch.optim.Optimizer:
-    """The optimiser ``factory`` builds for ``module``'s parameters (plain SGD, lr 1e-2, by default)."""
-    if factory is None:
+def _optimizer(
+    given: OptimizerFactory | torch.optim.Optimizer | None, model: nn.Module, module: nn.Module
+) -> torch.optim.Optimizer:
+    """The optimiser for ``module``, ``model``'s private copy: built by the factory ``given``
+    (plain SGD, lr 1e-2, by default), or ``given`` rebuilt for it when it is an optimiser."""
+    if given is None:
         return default_optimizer(module.parameters())
-    if isinstance(factory, torch.optim.Optimizer) or not callable(factory):
+    if isinstance(given, torch.optim.Optimizer):
+        return _rebound(given, model, module)
+    if not callable(given):
         raise FastsurfaceError(
             f"`optimizer` must be a factory that builds an optimiser from parameters, e.g. "
-            f"lambda p: torch.optim.Adam(p, lr=1e-3) (it trains a private copy), got {type(factory).__name__}"
+            f"lambda p: torch.optim.Adam(p, lr=1e-3), or an optimiser of `model`'s parameters, "
+            f"got {type(given).__name__}"
         )
     try:
-        optimiser = factory(module.parameters())
+        optimiser = given(module.parameters())
     except (TypeError, ValueError) as error:
         raise FastsurfaceError(f"`optimizer` fails to build an optimiser from the parameters: {error}") from error
     if not isinstance(optimiser, torch.optim.Optimizer):
         raise FastsurfaceError(f"`optimizer` must return a torch.optim.Optimizer, got {type(optimiser).__name__}")
     return optimiser
+
+
+def _rebound(given: torch.optim.Optimizer, model: nn.Module, module: nn.Module) -> torch.optim.Optimizer:
+    """An optimiser of ``given``'s class over ``module``'s parameters, with the parameter
+    groups (same parameters by name, same hyperparameters) and state of ``given``, which
+    holds ``model``'s parameters; ``given`` itself is neither stepped nor changed."""
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    copies = dict(module.named_parameters())
+    groups = []
+    for group in given.param_groups:
+        foreign = [p for p in group["params"] if id(p) not in names]
+        if foreign:
+            raise FastsurfaceError(
+                f"`optimizer` holds {len(foreign)} tensor(s) that are no parameters of `model`; pass an optimiser made "
+                "for model.parameters(), or a factory such as lambda p: torch.optim.Adam(p, lr=1e-3)"
+            )
+        groups.append({**group, "params": [copies[names[id(p)]] for p in group["params"]]})
+    try:
+        rebuilt = type(given)(groups, **given.defaults)
+        rebuilt.load_state_dict(given.state_dict())
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:
+        raise FastsurfaceError(
+            f"`optimizer`: a {type(given).__name__} cannot be rebuilt for the private copy record_path trains "
+            f"({error}); pass a factory instead, e.g. lambda p: {type(given).__name__}(p, ...)"
+        ) from error
+    return rebuilt
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from torch import nn
 
 from fastsurface._support.choices import Reduction
 from fastsurface._support.devices import DeviceLike, DTypeLike
+from fastsurface._support.identity import describe_data
 from fastsurface.analysis.critical import check_same_data, check_surface, surface_options
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine._tiles import check_fits
@@ -140,8 +141,11 @@ def refine(
 
     Args:
         surface: the coarse surface; its values are reused, never recomputed.
-        model, data, plane, batch_size, device, memory_budget, progress: as in
-            ``loss_surface`` (the same model, data and plane as ``surface``).
+        model, data, batch_size, device, memory_budget, progress: as in
+            ``loss_surface`` (the same model and data as ``surface``; a pair of data is
+            checked against ``surface.data_description``).
+        plane: the surface's own (``surface.plane``) by default; a model with two
+            weights has a default plane for surfaces that carry none.
         window: ``((w1_start, w1_stop), (w2_start, w2_stop))``, stops excluded as in
             ``axis``; see ``window_around`` and ``trajectory_window``. It may reach
             beyond the coarse grid, which then grows to cover it.
@@ -208,6 +212,9 @@ def refine(
         method=evaluation.method,
         tile_points=evaluation.tile_points,
         train_mode=options.train_mode,
+        plane=plane,
+        loss_function=None if isinstance(options.loss, str) else options.loss,
+        data_description=surface.data_description if surface.data_description is not None else describe_data(data),
     )
 
 

@@ -11,11 +11,13 @@ from fastsurface.cli.exit_codes import ExitCode
 
 def declare(parser: argparse.ArgumentParser) -> None:
     """The file to show."""
-    parser.add_argument("path", help="the .npz file")
+    parser.add_argument("path", help="the .npz file, or an HDF5 file in Li et al.'s layout (.h5, .hdf5)")
 
 
 def handle(arguments: argparse.Namespace) -> ExitCode:
     """Verify the file, then print its surface, path, plane and provenance."""
+    if str(arguments.path).lower().endswith((".h5", ".hdf5")):
+        return _show_hdf5(arguments.path)
     stored = fs.load(arguments.path)
     metadata = stored.metadata
     lines = [f"file      {arguments.path}: fastsurface format {metadata['format_version']}, content verified"]
@@ -35,10 +37,23 @@ def handle(arguments: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def _show_hdf5(path: str) -> ExitCode:
+    """Every surface of an HDF5 file in Li et al.'s layout, each checked as it is read."""
+    from fastsurface.runs.interchange import hdf5_surfaces
+
+    names = hdf5_surfaces(path)
+    lines = [f"file      {path}: HDF5, Li et al.'s layout, {len(names)} surface(s)"]
+    for name in names:
+        lines += [f"surface   {name}", *_shared.surface_lines(fs.load_hdf5(path, name))]
+    print("\n".join(lines))
+    return ExitCode.OK
+
+
 COMMAND = _shared.Command(
     name="show",
     summary="print what a saved .npz file holds",
-    description="Verify a file written by --save (or fastsurface.save) and print its contents and provenance.",
+    description="Verify a file written by --save (or fastsurface.save) and print its contents and provenance; "
+    "or print the surfaces of an HDF5 file in Li et al.'s loss-landscape layout (fastsurface.save_hdf5).",
     declare=declare,
     handle=handle,
     formatter_class=argparse.HelpFormatter,

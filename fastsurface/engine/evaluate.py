@@ -22,6 +22,7 @@ from torch.func import functional_call, replace_all_batch_norm_modules_
 from fastsurface._support.choices import Method, Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable, synchronize
+from fastsurface._support.identity import describe_data
 from fastsurface._support.progress import Progress, tile_total
 from fastsurface._support.values import real_values
 from fastsurface.engine import _stream as stream
@@ -176,6 +177,9 @@ def grid_surface(
         method=result.method,
         tile_points=result.tile_points,
         train_mode=options.train_mode,
+        plane=plane,
+        loss_function=None if isinstance(options.loss, str) else options.loss,
+        data_description=describe_data(data),
     )
 
 

@@ -50,18 +50,14 @@ def interpolation_plane(origin: nn.Module, first: nn.Module, second: nn.Module) 
     theta0 = parameters_of(origin)
     theta1 = _same_layout("first", parameters_of(first), theta0)
     theta2 = _same_layout("second", parameters_of(second), theta0)
-    return Plane(
-        theta0,
-        {name: theta1[name] - t for name, t in theta0.items()},
-        {name: theta2[name] - t for name, t in theta0.items()},
-    )
+    return Plane(theta0, _difference("first", theta1, theta0), _difference("second", theta2, theta0))
 
 
 def interpolation_line(start: nn.Module, end: nn.Module) -> Plane:
     """The line ``θ₀ + t(θ₁ - θ₀)`` from ``start`` (``t = 0``) to ``end`` (``t = 1``)."""
     theta0 = parameters_of(start)
     theta1 = _same_layout("end", parameters_of(end), theta0)
-    return line_plane(theta0, {name: theta1[name] - t for name, t in theta0.items()})
+    return line_plane(theta0, _difference("end", theta1, theta0))
 
 
 def line_plane(origin: TensorDict, direction: TensorDict, label: str = "t") -> Plane:
@@ -160,6 +156,18 @@ def random_line(model: nn.Module, seed: int = 0, normalization: str | None = "fi
     if not any(d.any() for d in direction.values()):
         raise FastsurfaceError(_ZERO_DIRECTIONS.format(normalization=normalization, one_dim=one_dim))
     return line_plane(parameters_of(model), direction)
+
+
+def _difference(argument: str, theta: TensorDict, theta0: TensorDict) -> TensorDict:
+    """The direction ``theta - theta0``, refused when it is zero (the model at ``argument``
+    has the origin's parameters: a coordinate that moves nothing)."""
+    direction = {name: theta[name] - t for name, t in theta0.items()}
+    if not any(bool(d.any()) for d in direction.values()):
+        raise FastsurfaceError(
+            f"`{argument}` has the same parameters as the origin model, so its direction is zero and its coordinate "
+            "would move nothing; pass a different model (a trained copy, another checkpoint)"
+        )
+    return direction
 
 
 def _same_layout(argument: str, tensors: TensorDict, reference: TensorDict) -> TensorDict:

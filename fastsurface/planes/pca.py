@@ -28,19 +28,36 @@ class PrincipalPlane(NamedTuple):
 
 
 def pca_plane(path: Any, origin: int = -1) -> PrincipalPlane:
-    """The top-2 principal components of a recorded parameter path (Li et al. 2018, §7).
+    """The top-2 principal components of recorded parameter paths (Li et al. 2018, §7).
 
     The rows ``θ_i`` of ``path.vectors`` are centred on their mean and decomposed by SVD;
     the two leading right singular vectors are the directions. The plane passes through
     ``θ_origin`` (the final point by default, as Li et al. do).
 
     Args:
-        path: a ``fastsurface.analysis.paths.ParameterPath`` with at least 3 points.
-        origin: index of the path point the plane passes through.
+        path: a ``fastsurface.analysis.paths.ParameterPath`` with at least 3 points, or a
+            list of them (runs of one architecture, e.g. from several seeds or optimisers):
+            their points are taken together, in order, as one set of rows.
+        origin: index of the point the plane passes through, among all the points (by
+            default the last point of the last path).
     """
-    if not hasattr(path, "vectors") or not callable(getattr(path, "unflatten", None)):
-        raise FastsurfaceError(f"`path` must be a ParameterPath (see record_path), got {type(path).__name__}")
-    vectors = torch.from_numpy(real_values("path", path.vectors, "a ParameterPath's parameter vectors"))
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    if not paths:
+        raise FastsurfaceError("`path` must be a ParameterPath or a non-empty list of them, got an empty list")
+    for number, each in enumerate(paths):
+        if not hasattr(each, "vectors") or not callable(getattr(each, "unflatten", None)):
+            where = f" (entry {number})" if isinstance(path, (list, tuple)) else ""
+            raise FastsurfaceError(
+                f"`path` must be a ParameterPath (see record_path) or a list of them, got {type(each).__name__}{where}"
+            )
+        if (each.names, each.shapes) != (paths[0].names, paths[0].shapes):
+            raise FastsurfaceError(
+                f"`path` entries must share one architecture (parameter names and shapes); entry {number} differs "
+                "from entry 0"
+            )
+    vectors = torch.from_numpy(
+        np.concatenate([real_values("path", each.vectors, "a ParameterPath's parameter vectors") for each in paths])
+    )
     if vectors.ndim != 2 or len(vectors) < 3:
         raise FastsurfaceError(f"`path` must hold at least 3 parameter vectors, got shape {tuple(vectors.shape)}")
     if (
@@ -59,7 +76,8 @@ def pca_plane(path: Any, origin: int = -1) -> PrincipalPlane:
             "`path` must move in at least two directions, got a path of rank < 2: its principal plane is undefined"
         )
     ratio = (variance[:2] / variance.sum()).numpy()
+    unflatten = paths[0].unflatten
     return PrincipalPlane(
-        Plane(path.unflatten(vectors[origin]), path.unflatten(right[0]), path.unflatten(right[1]), ("pc1", "pc2")),
+        Plane(unflatten(vectors[origin]), unflatten(right[0]), unflatten(right[1]), ("pc1", "pc2")),
         ratio,
     )

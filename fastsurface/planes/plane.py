@@ -1,4 +1,9 @@
-"""Planes through parameter space: ``θ(w1, w2) = θ₀ + w1·d₁ + w2·d₂``."""
+"""Planes through parameter space: ``θ(w1, w2) = θ₀ + w1·d₁ + w2·d₂``.
+
+The ``Plane`` type itself lives in the leaf ``fastsurface.results`` (a ``Surface`` carries
+its plane, and a file loads one without the engine); it is re-exported here with the
+functions that build and check planes.
+"""
 
 from __future__ import annotations
 
@@ -6,61 +11,16 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import nn
 
 from fastsurface.errors import FastsurfaceError
-
-TensorDict = dict[str, torch.Tensor]
+from fastsurface.results import Plane as Plane
+from fastsurface.results import TensorDict as TensorDict
 
 _ENTRY = re.compile(r"^\s*([\w.]+)\s*(?:\[([\d\s,]*)\])?\s*$")
-
-
-@dataclass(frozen=True)
-class Plane:
-    """A 2-D affine slice of a model's parameters; buffers are never touched.
-
-    Only the parameters a direction moves are stored: ``origin``, ``first`` and
-    ``second`` share their keys (parameter names as in ``model.named_parameters()``)
-    and each key's three tensors share the parameter's shape. Every other parameter
-    keeps the model's own value.
-
-    Attributes:
-        origin: ``θ₀`` of the moving parameters.
-        first: ``d₁``, the direction of the first coordinate ``w1``.
-        second: ``d₂``, the direction of the second coordinate ``w2``.
-        labels: names of the two coordinates, used on axes and in messages.
-    """
-
-    origin: TensorDict
-    first: TensorDict
-    second: TensorDict
-    labels: tuple[str, str] = ("a", "b")
-
-    def params(self, w1: torch.Tensor, w2: torch.Tensor) -> TensorDict:
-        """The moving parameters at coordinates ``(w1, w2)`` (0-d tensors; vmap-safe)."""
-        return {name: self.origin[name] + w1 * self.first[name] + w2 * self.second[name] for name in self.origin}
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the plane's tensors."""
-        return next(iter(self.origin.values())).dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the plane's tensors."""
-        return next(iter(self.origin.values())).device
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> Plane:
-        """A copy with every tensor on ``device`` in ``dtype``."""
-
-        def move(tensors: TensorDict) -> TensorDict:
-            return {name: t.detach().to(device=device, dtype=dtype) for name, t in tensors.items()}
-
-        return Plane(move(self.origin), move(self.first), move(self.second), self.labels)
 
 
 def unflatten(vector: torch.Tensor, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> TensorDict:

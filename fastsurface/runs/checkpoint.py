@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from fastsurface._support.files import atomic_write_text
-from fastsurface._support.identity import architecture, describe, tensor_digest
+from fastsurface._support.identity import architecture, describe, describe_data, tensor_digest
 from fastsurface.engine import _stream as stream
 from fastsurface.engine.evaluate import checked_grid, grid_surface
 from fastsurface.engine.options import OPTION_NAMES, EvalOptions, surface_keywords
@@ -209,7 +209,7 @@ class Checkpoint:
             surface = grid_surface(self.model, self.data, rows, self.w2, self.plane, self.options)
             save(
                 self.block_path(block),
-                surface=surface,
+                surface=dataclasses.replace(surface, plane=None),  # one plane for the run, not a copy per block
                 provenance={"block": block.index, "rows": [block.start, block.stop]},
                 timing=True,  # the assembled surface's seconds add up the blocks'
             )
@@ -229,13 +229,14 @@ class Checkpoint:
                 "compute them first"
             )
         parts = [part for part in loaded if part is not None]  # all of them: none is missing
-        return dataclasses.replace(
+        whole = dataclasses.replace(
             parts[0],
             w1=self.w1,
             w2=self.w2,
             loss_tensor=torch.cat([part.loss_tensor for part in parts]),
             seconds=sum(part.seconds for part in parts),
         )
+        return remembered(whole, self.model, self.data, self.plane, self.options)
 
     def remove(self) -> None:
         """Delete the run's folder and its block files, unless another process is still in
@@ -290,6 +291,17 @@ def resumable_loss_surface(
     if not keep:
         checkpoint.remove()
     return surface
+
+
+def remembered(surface: Surface, model: nn.Module, data: object, plane: Plane | None, options: EvalOptions) -> Surface:
+    """``surface`` with the plane, callable loss and data description of the whole run, for a
+    surface assembled from parts (blocks read back from files, ranks' shares)."""
+    return dataclasses.replace(
+        surface,
+        plane=default_plane(model) if plane is None else plane,
+        loss_function=None if isinstance(options.loss, str) else options.loss,
+        data_description=describe_data(data),
+    )
 
 
 def run_key(

@@ -46,7 +46,7 @@ from fastsurface.engine.options import EvalOptions, surface_keywords
 from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_positive_int
 from fastsurface.planes.plane import Plane
 from fastsurface.results import Surface
-from fastsurface.runs.checkpoint import Block, Checkpoint, default_block_rows, plan_blocks
+from fastsurface.runs.checkpoint import Block, Checkpoint, default_block_rows, plan_blocks, remembered
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def sharded_loss_surface(
             )
         else:
             surface, computed = _data_shard(model, data, first, second, world, plane, evaluation), 1
-    surface = _with_seconds(surface, time.perf_counter() - started)
+    surface = _with_seconds(remembered(surface, model, data, plane, evaluation), time.perf_counter() - started)
     return ShardedSurface(surface, chosen, world.size, len(blocks) if chosen == "grid" else 1, computed)
 
 
@@ -298,7 +298,9 @@ def _from_rank_zero(part: Surface | None, world: World) -> Surface:
             raise RuntimeError("rank 0 lacks the first block, which it computes or loads itself")
         if world.size == 1:
             return part
-        shared[0] = _surface_like(part, part.w1, part.w2, torch.empty(0))
+        # Without the plane (tensors on this rank's device) and the loss (perhaps a lambda, which
+        # cannot be pickled): every rank adds its own (`remembered`).
+        shared[0] = Surface(**{**_fields(part), "loss_tensor": torch.empty(0), "plane": None, "loss_function": None})
     dist.broadcast_object_list(shared, src=0)
     template = shared[0]
     if template is None:

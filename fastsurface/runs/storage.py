@@ -1,6 +1,6 @@
 """Surface files: ``.npz`` archives with a JSON metadata entry, never unpickled.
 
-A file (format version 1) is a zip archive of ``.npy`` entries that ``numpy.load(path,
+A file (format version 2) is a zip archive of ``.npy`` entries that ``numpy.load(path,
 allow_pickle=False)`` also reads:
 
 - ``metadata``: UTF-8 JSON as a ``uint8`` array: ``format``, ``format_version``, the
@@ -11,6 +11,11 @@ allow_pickle=False)`` also reads:
   ``trajectory/w1`` ... ``trajectory/step`` (a ``Trajectory``),
   ``trajectories/positions`` ... (the arrays of a ``Trajectories``: many runs),
   ``plane/origin/<parameter>``, ``plane/first/<parameter>``, ``plane/second/<parameter>``.
+
+Version 2 adds the surface's ``data_description`` (a JSON object, or null) and stores the
+surface's own plane (``Surface.plane``) unless another is given; a loaded surface carries the
+file's plane. Files of version 1 load as before, their surfaces without a data description.
+A callable loss (``Surface.loss_function``) is code and is never stored: its name is.
 
 ``content_sha256`` hashes the metadata (without itself and ``timing``) and every array's
 name, dtype, shape and bytes, so a truncated, corrupt or edited file is refused on load. It
@@ -27,6 +32,7 @@ what ``load`` would refuse.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -47,10 +53,10 @@ from fastsurface._support.memory import usable_bytes
 from fastsurface._version import __version__
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
-from fastsurface.results import Surface, Trajectories, Trajectory
+from fastsurface.results import DataDescription, Surface, Trajectories, Trajectory
 
 FORMAT = "fastsurface"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _METADATA = "metadata"
 _HASH = "content_sha256"
 # Wall-clock times, kept only when asked for, outside the content hash.
@@ -59,6 +65,8 @@ _KINDS: dict[str, type] = {"surface": Surface, "trajectory": Trajectory, "trajec
 # The kinds whose `seconds` is a wall-clock time.
 _TIMED = ("surface", "trajectories")
 _PLANE_PARTS = ("origin", "first", "second")
+# Fields of a Surface a file does not hold as such: the plane is stored apart, code never.
+_NOT_STORED = ("plane", "loss_function")
 # The array fields of each stored kind that must fit together.
 _ARRAYS = {
     "surface": ("w1", "w2", "loss_tensor"),
@@ -112,7 +120,9 @@ def save(
         path: the file; its folder must exist. An existing file is replaced only once
             the new one is complete.
         surface, trajectory, trajectories: what to store; at least one.
-        plane: the plane they were computed on, stored with its direction tensors.
+        plane: the plane they were computed on, stored with its direction tensors;
+            ``surface.plane`` by default (a surface carries its plane). A plane other
+            than the surface's own is refused.
         provenance: JSON-serialisable facts about the run (``seed``, data size, ...);
             the fastsurface, torch, numpy and Python versions are added (and cannot be
             overridden).
@@ -140,11 +150,12 @@ def save(
             )
     if plane is not None and not isinstance(plane, Plane):
         raise FastsurfaceError(f"`plane` must be a fastsurface Plane, got {type(plane).__name__}")
+    plane = _stored_plane(surface, plane)
     if not isinstance(timing, bool):
         raise FastsurfaceError(f"`timing` must be True or False, got {timing!r}")
     for kind, value in stored.items():
         if value is not None:
-            _check_fields(kind, {f.name: getattr(value, f.name) for f in fields(value)}, blame=kind)
+            _check_fields(kind, {f.name: getattr(value, f.name) for f in _stored_fields(value)}, blame=kind)
     if plane is not None:
         _check_plane_listing({"labels": list(plane.labels), "parameters": list(plane.origin)}, blame="plane")
     arrays: dict[str, np.ndarray | torch.Tensor] = {}
@@ -191,15 +202,34 @@ def load(path: str | os.PathLike[str]) -> Saved:
     metadata, entries = _read_archive(source)
     _verified_metadata(source, metadata, entries)
     try:
+        plane = _rebuild_plane(metadata, entries)
+        surface = _rebuild("surface", Surface, metadata, entries)
         return Saved(
-            surface=_rebuild("surface", Surface, metadata, entries),
+            surface=None if surface is None else dataclasses.replace(surface, plane=plane),
             trajectory=_rebuild("trajectory", Trajectory, metadata, entries),
             trajectories=_rebuild("trajectories", Trajectories, metadata, entries),
-            plane=_rebuild_plane(metadata, entries),
+            plane=plane,
             metadata=metadata,
         )
     except (KeyError, TypeError, ValueError) as error:
         raise FastsurfaceError(f"`path` {str(path)!r} does not hold a valid fastsurface file: {error!r}") from error
+
+
+def _stored_plane(surface: Surface | None, plane: Plane | None) -> Plane | None:
+    """The plane a file stores: ``plane``, else the surface's own; refused when both are
+    given and differ (the file would describe a surface by another plane)."""
+    own = None if surface is None else surface.plane
+    if plane is not None and own is not None and not plane.same_as(own):
+        raise FastsurfaceError(
+            "`plane` differs from the plane the surface was computed on (`surface.plane`); leave `plane` out to "
+            "store the surface's own"
+        )
+    return own if plane is None else plane
+
+
+def _stored_fields(value: Surface | Trajectory | Trajectories) -> list[dataclasses.Field[Any]]:
+    """The fields a file holds for ``value``."""
+    return [f for f in fields(value) if f.name not in _NOT_STORED]
 
 
 def _provenance(extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -232,15 +262,25 @@ def _flatten(
 ) -> dict[str, Any]:
     """Array and tensor fields go to ``arrays`` as ``kind/field``; the rest is returned as JSON values."""
     scalars: dict[str, Any] = {}
-    for field in fields(value):
+    for field in _stored_fields(value):
         item = getattr(value, field.name)
         if isinstance(item, (np.ndarray, torch.Tensor)):
             arrays[f"{kind}/{field.name}"] = item
-        elif isinstance(item, np.generic):  # a NumPy scalar, e.g. a count given as np.int64
-            scalars[field.name] = item.item()
         else:
-            scalars[field.name] = list(item) if isinstance(item, tuple) else item
+            scalars[field.name] = _json_value(item)
     return scalars
+
+
+def _json_value(item: object) -> object:
+    """A field's value as JSON: a NumPy scalar as a number, a tuple as a list, a dataclass
+    (a ``DataDescription``) as an object of its fields."""
+    if isinstance(item, np.generic):  # a NumPy scalar, e.g. a count given as np.int64
+        return item.item()
+    if isinstance(item, tuple):
+        return [_json_value(part) for part in item]
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return {f.name: _json_value(getattr(item, f.name)) for f in fields(item)}
+    return item
 
 
 def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: dict[str, np.ndarray]) -> _Stored | None:
@@ -248,22 +288,70 @@ def _rebuild(kind: str, cls: type[_Stored], metadata: dict[str, Any], entries: d
         return None
     if not isinstance(metadata[kind], dict):
         raise FastsurfaceError(f"the file's {kind} metadata must be a JSON object, got {type(metadata[kind]).__name__}")
-    values: dict[str, Any] = {}
-    if kind in _TIMED:
-        values["seconds"] = _stored_seconds(kind, metadata)
+    arrays = {
+        name.removeprefix(f"{kind}/"): torch.from_numpy(array) if metadata["arrays"][name]["tensor"] else array
+        for name, array in entries.items()
+        if name.startswith(f"{kind}/")
+    }
+    seconds = _stored_seconds(kind, metadata) if kind in _TIMED else None
+    return _built(kind, cls, metadata[kind], arrays, seconds, blame="path")
+
+
+def _built(
+    kind: str,
+    cls: type[_Stored],
+    scalars: dict[str, Any],
+    arrays: dict[str, np.ndarray | torch.Tensor],
+    seconds: float | None,
+    blame: str,
+) -> _Stored:
+    """A stored object from its JSON fields ``scalars`` and its ``arrays``, every field
+    checked (``seconds``, where not ``None``, in place of a stored one)."""
+    values: dict[str, Any] = {} if seconds is None else {"seconds": seconds}
+    hints = typing.get_type_hints(cls)
     for field in fields(cls):
-        name = f"{kind}/{field.name}"
-        if name in entries:
-            values[field.name] = (
-                torch.from_numpy(entries[name]) if metadata["arrays"][name]["tensor"] else entries[name]
-            )
-        elif field.name in metadata[kind]:
-            stored = metadata[kind][field.name]
-            values[field.name] = tuple(stored) if isinstance(stored, list) else stored
+        if field.name in _NOT_STORED:
+            continue
+        if field.name in arrays:
+            values[field.name] = arrays[field.name]
+        elif field.name in scalars and field.name not in values:
+            values[field.name] = _from_json(hints[field.name], scalars[field.name])
         elif field.default is MISSING and field.name not in values:  # later fields keep their defaults
-            raise FastsurfaceError(f"the file's {kind} has no {field.name!r}: it is not a complete fastsurface file")
-    _check_fields(kind, values, blame="path")
+            raise FastsurfaceError(
+                f"`{blame}`: the {kind} has no {field.name!r}: it is not a complete fastsurface file"
+            )
+    _check_fields(kind, values, blame=blame)
     return cls(**values)
+
+
+def surface_fields(surface: Surface) -> dict[str, Any]:
+    """What a file holds of ``surface`` besides its axes and losses, as JSON values,
+    checked as ``save`` checks them (for other file formats: ``interchange``)."""
+    _check_fields("surface", {f.name: getattr(surface, f.name) for f in _stored_fields(surface)}, blame="surface")
+    return _flatten("surface", surface, {})
+
+
+def surface_from_fields(
+    scalars: dict[str, Any], w1: np.ndarray, w2: np.ndarray, loss: np.ndarray, blame: str
+) -> Surface:
+    """A ``Surface`` from ``surface_fields``' JSON values and its arrays, checked as ``load``
+    checks a file's; ``seconds`` NaN where not given."""
+    arrays: dict[str, np.ndarray | torch.Tensor] = {"w1": w1, "w2": w2, "loss_tensor": torch.from_numpy(loss)}
+    seconds = None if "seconds" in scalars else math.nan
+    return _built("surface", Surface, scalars, arrays, seconds, blame)
+
+
+def _from_json(hint: Any, stored: object) -> object:
+    """A JSON value as the field's type takes it: lists as tuples, an object as a
+    ``DataDescription`` where the field holds one (its fields' types are checked
+    afterwards, by ``_fits``)."""
+    if isinstance(stored, dict) and DataDescription in (typing.get_args(hint) or (hint,)):
+        names = [f.name for f in fields(DataDescription)]
+        if sorted(stored) != sorted(names):
+            raise FastsurfaceError(f"the file's data description must have the fields {names}, got {sorted(stored)}")
+        values: dict[str, Any] = {name: _from_json(Any, stored[name]) for name in names}
+        return DataDescription(**values)
+    return tuple(_from_json(Any, item) for item in stored) if isinstance(stored, list) else stored
 
 
 def _stored_seconds(kind: str, metadata: dict[str, Any]) -> float:
@@ -316,6 +404,9 @@ def _fits(hint: Any, value: object) -> bool:
         return hint in (np.ndarray, torch.Tensor) and not value.is_complex() and value.dtype != torch.bool
     if hint in (np.ndarray, torch.Tensor):
         return isinstance(value, np.ndarray) and value.dtype.kind in "fiu"
+    if dataclasses.is_dataclass(hint):
+        nested = typing.get_type_hints(hint)
+        return type(value) is hint and all(_fits(nested[name], getattr(value, name)) for name in nested)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return any(_fits(option, value) for option in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
@@ -418,7 +509,7 @@ def _check_directory(source: Path, infos: dict[str, zipfile.ZipInfo]) -> None:
                 f"(more than {_MAX_RATIO}x): refused as a decompression bomb"
             )
         total += info.file_size
-    limit = _read_limit()
+    limit = read_limit()
     if infos[f"{_METADATA}.npy"].file_size > _MAX_METADATA or total > limit:
         raise FastsurfaceError(
             f"`path` {str(source)!r} would expand to {total:,} bytes, more than the {limit:,} this process may read "
@@ -426,8 +517,8 @@ def _check_directory(source: Path, infos: dict[str, zipfile.ZipInfo]) -> None:
         )
 
 
-def _read_limit() -> int:
-    """Bytes a load may expand to: the memory guard's share of what is free now."""
+def read_limit() -> int:
+    """Bytes a load may expand to (of any file format): the memory guard's share of what is free now."""
     limits = usable_bytes(torch.device("cpu"))
     return _MAX_FILE_BYTES if limits is None else min(_MAX_FILE_BYTES, limits[0] // 2)
 

@@ -101,11 +101,11 @@ def _map_trace(basins: BasinMap, color: str, log_color: bool) -> go.Heatmap:
     if color == "attractor":
         return _attractor_map(basins, where, common)
     if color == "loss":
-        colour, bar = loss_colouring(np.where(basins.diverged, np.nan, basins.final_loss), log_color)
+        colour, bar = loss_colouring(np.where(basins.diverged, np.nan, basins.final_loss), log_color, "final loss")
         return go.Heatmap(
             z=colour.T,
             customdata=basins.final_loss.T,
-            colorbar=bar | {"title": {"text": "final loss" + (" (log)" if log_color else "")}},
+            colorbar=bar,
             hovertemplate=where + "final loss %{customdata:.6g}<extra></extra>",
             **common,
         )

@@ -120,29 +120,37 @@ def plot_animation(
     return figure
 
 
-def loss_colouring(loss: np.ndarray, log_color: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """The values to colour ``loss`` by, and the matching colour bar.
+def loss_colouring(loss: np.ndarray, log_color: bool, name: str = "loss") -> tuple[np.ndarray, dict[str, Any]]:
+    """The values to colour ``loss`` by, and the matching colour bar titled ``name``.
 
     With ``log_color`` the values are ``log10(loss)`` and the colour bar's ticks are
-    labelled with losses (1, 2, 5 times powers of ten).
+    labelled with losses (1, 2, 5 times powers of ten). Zero losses (a perfect fit, an
+    accuracy of 0) have no logarithm: they are coloured as the smallest positive loss,
+    and the colour bar's title says so.
 
     Raises:
-        FastsurfaceError: with ``log_color``, when a finite loss is not positive.
+        FastsurfaceError: with ``log_color``, when a finite loss is negative or none is
+            positive.
     """
     if not log_color:
-        return loss, {"title": {"text": "loss"}}
+        return loss, {"title": {"text": name}}
     finite = loss[np.isfinite(loss)]
-    if finite.size and finite.min() <= 0:
-        raise FastsurfaceError(f"`log_color` needs positive losses, got a lowest loss of {finite.min():g}")
-    colour = np.log10(np.where(np.isfinite(loss), loss, np.nan))
-    low, high = (finite.min(), finite.max()) if finite.size else (1.0, 10.0)
+    positive = finite[finite > 0]
+    if finite.size and (finite.min() < 0 or not positive.size):
+        raise FastsurfaceError(
+            f"`log_color` needs losses >= 0 with at least one positive (zeros are drawn at the smallest positive), "
+            f"got losses from {finite.min():g} to {finite.max():g}"
+        )
+    low, high = (positive.min(), positive.max()) if positive.size else (1.0, 10.0)
+    colour = np.log10(np.where(np.isfinite(loss), np.maximum(loss, low), np.nan))
     ticks = [
         m * 10.0**e
         for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
         for m in _LOG_TICKS
         if low <= m * 10.0**e <= high
     ]
-    bar = {"title": {"text": "loss (log)"}, "tickvals": np.log10(ticks).tolist(), "ticktext": [f"{t:g}" for t in ticks]}
+    title = f"{name} (log)" + (f"<br>zeros drawn at {low:.3g}" if positive.size < finite.size else "")
+    bar = {"title": {"text": title}, "tickvals": np.log10(ticks).tolist(), "ticktext": [f"{t:g}" for t in ticks]}
     return colour, bar
 
 

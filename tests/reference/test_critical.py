@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -130,7 +132,7 @@ def test_a_general_model_minimum_is_the_least_squares_fit(rng, reduction, device
     assert_close(points[0].loss, np.sum(weight * residual**2) / count, rtol=1e-12)
 
 
-def test_a_callable_loss_is_used_as_given_and_must_be_passed_again(rng):
+def test_a_callable_loss_is_remembered_by_its_surface_and_asked_for_once_forgotten(rng):
     model, (x, y), plane = linear_model_and_data(rng)
 
     def negated_squared_error(prediction, target):
@@ -139,9 +141,11 @@ def test_a_callable_loss_is_used_as_given_and_must_be_passed_again(rng):
     surface = fs.loss_surface(
         model, (x, y), fs.axis(0, 3, 0.13), fs.axis(-2, 1, 0.11), plane=plane, loss=negated_squared_error
     )
+    forgotten = dataclasses.replace(surface, loss_function=None)  # as a surface loaded from a file
     with pytest.raises(fs.FastsurfaceError, match="`loss` must be given"):
-        fs.critical_points(surface, model, (x, y), plane=plane)
-    (point,) = fs.critical_points(surface, model, (x, y), plane=plane, loss=negated_squared_error)
+        fs.critical_points(forgotten, model, (x, y))
+    (point,) = fs.critical_points(surface, model, (x, y))
+    assert [point] == fs.critical_points(forgotten, model, (x, y), plane=plane, loss=negated_squared_error)
     (w, c), _ = weighted_least_squares(x, y, np.ones(len(x)))
     assert point.kind == "maximum" and np.hypot(point.w1 - w, point.w2 - c) < 1e-8
 

@@ -182,7 +182,7 @@ def test_lines_match_the_loop_and_ignore_the_second_coordinate(rng):
         result = fs.loss_line(start, data, t, line=line, device="cpu")
         assert_close(result.loss, _looped_surface(start, line, data, t, [0.0])[:, 0], rtol=1e-5)
     end_loss = fs.loss_line(start, data, [1.0], line=fs.interpolation_line(start, end), device="cpu").loss
-    assert_close(end_loss, _looped_surface(end, fs.interpolation_line(end, end), data, [0.0], [0.0])[0], rtol=1e-5)
+    assert_close(end_loss, _looped_surface(end, fs.interpolation_line(end, start), data, [0.0], [0.0])[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,9 @@ def test_log_colouring_colours_by_log10_and_labels_ticks_with_losses(surface):
     assert np.array_equal(np.asarray(surface_trace.z), surface.loss.T)  # heights stay the loss
     assert np.allclose(np.asarray(surface_trace.surfacecolor), np.log10(surface.loss.T), atol=1e-15)
     with pytest.raises(fs.FastsurfaceError, match="`log_color`"):
-        fs.plot_contour(make_surface(surface.loss - surface.loss.min()), log_color=True)
+        fs.plot_contour(make_surface(surface.loss - surface.loss.mean()), log_color=True)
+    (clipped,) = fs.plot_contour(make_surface(surface.loss - surface.loss.min()), log_color=True).data
+    assert "zeros drawn at" in clipped.colorbar.title.text  # a zero loss is drawn at the smallest positive
 
 
 def test_critical_points_one_marker_trace_per_kind_in_2d_and_3d(surface):
