@@ -39,7 +39,13 @@ def declare(parser: argparse.ArgumentParser) -> None:
         help=f"engine paths (default: {' '.join(BENCH_METHODS)})",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (the median is reported)")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="skip cases estimated to take longer")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=60.0,
+        help="skip cases estimated to take longer (with --model: the seconds each contestant's rounds may "
+        "take on a case; a per-point loop estimated longer is timed on fewer rows and extrapolated)",
+    )
     parser.add_argument(
         "--naive-rows", type=int, default=argparse.SUPPRESS, help="grid rows of the article's loop to time (default: 2)"
     )
