@@ -69,6 +69,7 @@ from fastsurface.engine.options import EvalOptions
 from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int
 from fastsurface.planes.directions import random_plane
 from fastsurface.planes.plane import Plane
+from fastsurface.results import Surface
 from fastsurface.seed.bench import Activation, activation_rate, aligned, maybe, median_seconds, sgemm_rate
 
 # Largest relative difference from the engine's losses that the check accepts: float32 sums
@@ -276,7 +277,7 @@ def loss_landscapes_points(steps: int) -> np.ndarray:
     return np.stack([rows / steps, (columns + (rows % 2 == 0)) / steps], axis=-1)
 
 
-def _loss_landscapes() -> ModuleType | None:
+def loss_landscapes_package() -> ModuleType | None:
     """The loss-landscapes package with its metrics, or None where it is not installed."""
     try:
         package = importlib.import_module("loss_landscapes")
@@ -339,10 +340,12 @@ def run_model_bench(
         raise FastsurfaceError(f"`max_seconds` must be a finite number > 0, got {max_seconds}")
     for device in devices:
         _check_fits(models, device, grid, samples)
-    package = _loss_landscapes()
+    package = loss_landscapes_package()
     ceilings = {str(device): measure_ceilings(device, repeats, max_seconds) for device in devices}
     rows = [
-        measure_case(model_case(name, samples), device, grid, repeats, max_seconds, ceilings[str(device)], package)
+        measure_case(
+            place(model_case(name, samples), device, grid), repeats, max_seconds, ceilings[str(device)], package
+        )
         for device in devices
         for name in models
     ]
@@ -386,41 +389,62 @@ def measure_ceilings(device: torch.device, repeats: int, max_seconds: float = ma
     }
 
 
+@dataclass(frozen=True)
+class PlacedCase:
+    """A case ready to time on one device.
+
+    Attributes:
+        case: the model, its data on the CPU, its loss and activation.
+        plane: ``random_plane(case.model, seed=0)``.
+        axis: both coordinates' values, float64 of shape ``(grid,)``, evenly over [-1, 1].
+        x, y: the data on the device.
+    """
+
+    case: ModelCase
+    plane: Plane
+    axis: np.ndarray
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def surface(self) -> Surface:
+        """fastsurface's surface of the ``grid × grid`` points, with ``loss_surface``'s defaults."""
+        model, loss = self.case.model, self.case.loss
+        return loss_surface(
+            model, (self.x, self.y), self.axis, self.axis, plane=self.plane, loss=loss, device=self.x.device
+        )
+
+
+def place(case: ModelCase, device: torch.device, grid: int) -> PlacedCase:
+    """``case`` on ``device``, on its plane's ``grid × grid`` points."""
+    return PlacedCase(
+        case, random_plane(case.model, seed=0), np.linspace(-1, 1, grid), case.x.to(device), case.y.to(device)
+    )
+
+
 def measure_case(
-    case: ModelCase,
-    device: torch.device,
-    grid: int,
-    repeats: int,
-    max_seconds: float,
-    ceilings: dict[str, float],
-    package: ModuleType | None,
+    placed: PlacedCase, repeats: int, max_seconds: float, ceilings: dict[str, float], package: ModuleType | None
 ) -> ModelRow:
-    """Time ``case`` on ``device`` on a ``grid × grid`` plane against the loop and ``package``
-    (loss-landscapes, or None), check their losses against each other, and make its row."""
-    plane = random_plane(case.model, seed=0)
-    axis = np.linspace(-1, 1, grid)
-    x, y = case.x.to(device), case.y.to(device)
-    loop = PerPointLoop(case.model, plane, x, y, case.loss)
+    """Time ``placed`` against the loop and ``package`` (loss-landscapes, or None), check their
+    losses against the engine's, and make its row; ``ceilings`` are its device's."""
+    case, axis, device, grid = placed.case, placed.axis, placed.x.device, len(placed.axis)
+    loop = PerPointLoop(case.model, placed.plane, placed.x, placed.y, case.loss)
     results: dict[str, Any] = {}
-
-    def engine() -> None:
-        results["engine"] = loss_surface(case.model, (x, y), axis, axis, plane=plane, loss=case.loss, device=device)
-
-    engine()  # warm-up: caches, CUDA context, a compilation where `auto` takes one
+    works = {"engine": lambda: results.__setitem__("engine", placed.surface())}
+    works["engine"]()  # warm-up: caches, CUDA context, a compilation where `auto` takes one
     probe = min(grid, _PROBE_POINTS)
     row_seconds = grid / probe * median_seconds(lambda: loop.losses(axis[:1], axis[:probe]), device, 1, math.inf)
     rows = np.arange(grid)
     if row_seconds * grid > max_seconds:
         rows = np.unique(np.linspace(0, grid - 1, max(1, int(max_seconds / row_seconds))).round().astype(int))
-    works = {"engine": engine, "loop": lambda: results.__setitem__("loop", loop.losses(axis[rows], axis))}
+    works["loop"] = lambda: results.__setitem__("loop", loop.losses(axis[rows], axis))
     note = _package_note(package, row_seconds * grid, max_seconds)
     if not note:
         assert package is not None  # no note: installed and within the time allowed
         works["package"] = lambda: results.__setitem__("package", _package_plane(package, loop, grid))
     seconds = _interleaved(works, device, repeats, max_seconds)
     errors = [_relative_difference(results["loop"], results["engine"].loss[rows])]
-    errors += _package_errors(case, plane, results, grid, device)
-    return _row(case, device, plane, grid, results["engine"].method, seconds, len(rows), max(errors), ceilings, note)
+    errors += _package_errors(placed, results)
+    return _row(placed, results["engine"].method, seconds, len(rows), max(errors), ceilings, note)
 
 
 def _package_note(package: ModuleType | None, loop_estimate: float, max_seconds: float) -> str:
@@ -439,18 +463,17 @@ def _package_plane(package: ModuleType, loop: PerPointLoop, steps: int) -> np.nd
     return np.asarray(package.planar_interpolation(*corners, metric, steps=steps, deepcopy_model=True))
 
 
-def _package_errors(
-    case: ModelCase, plane: Plane, results: dict[str, Any], steps: int, device: torch.device
-) -> list[float]:
+def _package_errors(placed: PlacedCase, results: dict[str, Any]) -> list[float]:
     """The package's largest relative difference from the engine on its first two rows, at
     the points it evaluated (none where it did not run)."""
     if "package" not in results:
         return []
-    points = loss_landscapes_points(steps)[:2].reshape(-1, 2)
-    expected = (
-        evaluate_points(case.model, plane, (case.x, case.y), points, loss=case.loss, device=device).loss.cpu().numpy()
+    case = placed.case
+    points = loss_landscapes_points(len(placed.axis))[:2].reshape(-1, 2)
+    evaluation = evaluate_points(
+        case.model, placed.plane, (placed.x, placed.y), points, loss=case.loss, device=placed.x.device
     )
-    return [_relative_difference(results["package"][:2].reshape(-1), expected)]
+    return [_relative_difference(results["package"][:2].reshape(-1), evaluation.loss.cpu().numpy())]
 
 
 def _relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -473,10 +496,7 @@ def _interleaved(
 
 
 def _row(
-    case: ModelCase,
-    device: torch.device,
-    plane: Plane,
-    grid: int,
+    placed: PlacedCase,
     method: str,
     seconds: dict[str, float],
     loop_rows: int,
@@ -484,6 +504,7 @@ def _row(
     ceilings: dict[str, float],
     note: str,
 ) -> ModelRow:
+    case, grid = placed.case, len(placed.axis)
     points, samples = grid * grid, len(case.x)
     cost = forward_cost(case.model, case.x[:1])
     flops = cost.flops * points * samples
@@ -498,7 +519,7 @@ def _row(
         notes.append(f"losses differ by {error:.1e} > {TOLERANCE:g}")
     return ModelRow(
         case=case.name,
-        device=str(device),
+        device=str(placed.x.device),
         parameters=sum(parameter.numel() for parameter in case.model.parameters()),
         points=points,
         samples=samples,
@@ -569,8 +590,8 @@ def format_model_table(result: dict[str, Any]) -> str:
         "GFLOP: 2 per multiply-accumulate of every Linear and Conv2d, per point and sample (biases, activations, "
         "pooling, loss not counted); error: largest relative difference of the loop's and l-l's losses from "
         "fastsurface's",
-        f"ceilings measured in this run (torch.mm of square float32 matrices; tanh and relu over 50 M float32, "
-        f"memory-bound): {ceilings}",
+        f"ceilings measured in this run, {result['machine']['threads']} torch threads (torch.mm of square float32 "
+        f"matrices; tanh and relu over 50 M float32, memory-bound): {ceilings}",
     )
     return "\n".join([*aligned(lines), *footer])
 

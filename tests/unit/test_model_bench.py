@@ -132,11 +132,11 @@ def test_the_table_numbers_are_consistent(fixed_ceilings):
         assert 0 <= row["error"] < 1e-5 and "differ" not in row["note"]
     table = model_bench.format_model_table(result)
     assert "mlp-2-8-1-tanh" in table and "cnn-digits" in table and "GFLOP/s" in table
-    assert "sgemm 100 GFLOP/s" in table and "2 per multiply-accumulate" in table
+    assert "sgemm 100 GFLOP/s" in table and "2 per multiply-accumulate" in table and "torch threads" in table
 
 
 def test_a_missing_loss_landscapes_is_said_in_the_table(fixed_ceilings, monkeypatch):
-    monkeypatch.setattr(model_bench, "_loss_landscapes", lambda: None)
+    monkeypatch.setattr(model_bench, "loss_landscapes_package", lambda: None)
     result = run_model_bench(["mlp-2-8-1-tanh"], CPU, grid=2, samples=8, repeats=1)
     (row,) = result["rows"]
     assert row["package_seconds"] is None and row["package_speedup"] is None
@@ -149,7 +149,7 @@ def test_beyond_max_seconds_the_loop_is_extrapolated_and_the_package_skipped(fix
     (row,) = result["rows"]
     assert row["loop_rows"] == 1 and row["package_seconds"] is None
     assert "loop extrapolated from 1 rows" in row["note"]
-    if model_bench._loss_landscapes() is not None:
+    if model_bench.loss_landscapes_package() is not None:
         assert "loss-landscapes skipped: est." in row["note"]
     assert row["error"] < 1e-5  # the row that ran is still checked
 
