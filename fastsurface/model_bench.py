@@ -590,7 +590,7 @@ def format_model_table(result: dict[str, Any]) -> str:
         "GFLOP: 2 per multiply-accumulate of every Linear and Conv2d, per point and sample (biases, activations, "
         "pooling, loss not counted); error: largest relative difference of the loop's and l-l's losses from "
         "fastsurface's",
-        f"ceilings measured in this run, {result['machine']['threads']} torch threads (torch.mm of square float32 "
+        f"ceilings measured in this run, torch threads: {result['machine']['threads']} (torch.mm of square float32 "
         f"matrices; tanh and relu over 50 M float32, memory-bound): {ceilings}",
     )
     return "\n".join([*aligned(lines), *footer])
