@@ -440,7 +440,8 @@ def measure_case(
     note = _package_note(package, row_seconds * grid, max_seconds)
     if not note:
         assert package is not None  # no note: installed and within the time allowed
-        works["package"] = lambda: results.__setitem__("package", _package_plane(package, loop, grid))
+        package_plane = package_work(package, loop, grid)
+        works["package"] = lambda: results.__setitem__("package", package_plane())
     seconds = _interleaved(works, device, repeats, max_seconds)
     errors = [_relative_difference(results["loop"], results["engine"].loss[rows])]
     errors += _package_errors(placed, results)
@@ -455,12 +456,14 @@ def _package_note(package: ModuleType | None, loop_estimate: float, max_seconds:
     return ""
 
 
-def _package_plane(package: ModuleType, loop: PerPointLoop, steps: int) -> np.ndarray:
-    """loss-landscapes' ``planar_interpolation`` through ``θ₀``, ``θ₀ + d₁``, ``θ₀ + d₂``
-    (copies of the loop's model), shape ``(steps, steps)``."""
+def package_work(package: ModuleType, loop: PerPointLoop, steps: int) -> Callable[[], np.ndarray]:
+    """A call of loss-landscapes' ``planar_interpolation`` through ``θ₀``, ``θ₀ + d₁``, ``θ₀ + d₂``
+    (copies of the loop's model, made now) on the loop's data, returning its losses, shape
+    ``(steps, steps)``; it copies the corners itself (``deepcopy_model=True``), so it can be
+    called again."""
     corners = [copy.deepcopy(loop.at(w1, w2)) for w1, w2 in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0))]
     metric = package.metrics.Loss(loop.criterion, loop.x, loop.y)
-    return np.asarray(package.planar_interpolation(*corners, metric, steps=steps, deepcopy_model=True))
+    return lambda: np.asarray(package.planar_interpolation(*corners, metric, steps=steps, deepcopy_model=True))
 
 
 def _package_errors(placed: PlacedCase, results: dict[str, Any]) -> list[float]:
