@@ -22,6 +22,7 @@ from fastsurface.model_bench import (
     TOLERANCE,
     format_model_table,
     loss_landscapes_package,
+    machine,
     measure_case,
     model_case,
     place,
@@ -100,9 +101,10 @@ def test_model_case(benchmark, ceilings, device, name):
     and the bench's row (per-point loop, loss-landscapes, fractions of the ceilings, each
     ratio from interleaved rounds of one run, the losses checked) in ``extra_info``."""
     placed = place(model_case(name, SAMPLES), torch.device(device), STEPS)
-    row = measure_case(placed, 3, 60.0, ceilings[device], loss_landscapes_package())
+    package = loss_landscapes_package()
+    row = measure_case(placed, 3, 60.0, ceilings[device], package)
     surface = benchmark.pedantic(placed.surface, rounds=3, iterations=1, warmup_rounds=1)
     assert surface.loss.shape == (STEPS, STEPS) and row.error < TOLERANCE
     benchmark.extra_info.update(asdict(row))
-    machine = {"ceilings": {device: ceilings[device]}, "threads": torch.get_num_threads()}
-    print("\n" + format_model_table({"rows": [asdict(row)], "machine": machine, "grid": STEPS, "samples": SAMPLES}))
+    described = machine({device: ceilings[device]}, package)
+    print("\n" + format_model_table({"rows": [asdict(row)], "machine": described, "grid": STEPS, "samples": SAMPLES}))

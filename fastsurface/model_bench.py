@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.metadata
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -349,15 +350,33 @@ def run_model_bench(
         for device in devices
         for name in models
     ]
-    machine: dict[str, Any] = {
+    return {
+        "rows": [asdict(row) for row in rows],
+        "machine": machine(ceilings, package),
+        "grid": grid,
+        "samples": samples,
+    }
+
+
+def machine(ceilings: dict[str, dict[str, float]], package: ModuleType | None) -> dict[str, Any]:
+    """What the table's footer and the JSON say of the machine: torch's version and threads,
+    loss-landscapes' version (None: not installed), the ceilings per device, the CUDA devices."""
+    described: dict[str, Any] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "loss_landscapes": None if package is None else getattr(package, "__version__", "installed"),
+        "loss_landscapes": None if package is None else _version("loss-landscapes"),
         "ceilings": ceilings,
     }
     if torch.cuda.is_available():
-        machine["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {"rows": [asdict(row) for row in rows], "machine": machine, "grid": grid, "samples": samples}
+        described["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return described
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:  # importable without being installed (a path entry)
+        return "unknown version"
 
 
 def _check_fits(models: Sequence[str], device: torch.device, grid: int, samples: int) -> None:
@@ -589,7 +608,8 @@ def format_model_table(result: dict[str, Any]) -> str:
     footer = (
         f"{result['grid']} x {result['grid']} points of random_plane(model, seed=0) over [-1, 1]^2, "
         f"{result['samples']:,} samples; seconds: medians of interleaved rounds; loop: vector_to_parameters and "
-        "one forward pass per point; l-l: loss-landscapes 3.0.6 planar_interpolation (random_plane's loop)",
+        f"one forward pass per point; l-l: loss-landscapes {result['machine']['loss_landscapes'] or '(not installed)'} "
+        "planar_interpolation (random_plane's loop)",
         "GFLOP: 2 per multiply-accumulate of every Linear and Conv2d, per point and sample (biases, activations, "
         "pooling, loss not counted); error: largest relative difference of the loop's and l-l's losses from "
         "fastsurface's",

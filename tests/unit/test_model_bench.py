@@ -134,6 +134,7 @@ def test_the_table_numbers_are_consistent(fixed_ceilings):
         assert 0 <= row["error"] < 1e-5 and "differ" not in row["note"]
     table = model_bench.format_model_table(result)
     assert "mlp-2-8-1-tanh" in table and "cnn-digits" in table and "GFLOP/s" in table
+    assert f"loss-landscapes {result['machine']['loss_landscapes'] or '(not installed)'}" in table
     assert "sgemm 100 GFLOP/s" in table and "2 per multiply-accumulate" in table and "torch threads" in table
 
 
@@ -143,7 +144,8 @@ def test_a_missing_loss_landscapes_is_said_in_the_table(fixed_ceilings, monkeypa
     (row,) = result["rows"]
     assert row["package_seconds"] is None and row["package_speedup"] is None
     assert row["note"] == "loss-landscapes not installed" and result["machine"]["loss_landscapes"] is None
-    assert "loss-landscapes not installed" in model_bench.format_model_table(result)
+    table = model_bench.format_model_table(result)
+    assert "loss-landscapes not installed" in table and "loss-landscapes (not installed)" in table
 
 
 def test_beyond_max_seconds_the_loop_is_extrapolated_and_the_package_skipped(fixed_ceilings):
