@@ -1,4 +1,5 @@
-"""Any model, any plane: the loss-landscapes drop-in against the package, and a CNN surface.
+"""Any model, any plane: the loss-landscapes drop-in against the package, and the cases of
+``fastsurface bench --model`` (MLPs, a digits-sized CNN) against the package and a per-point loop.
 
 Run: ``python -m pytest benchmarks/test_any_model.py -s --benchmark-json=bench.json``.
 """
@@ -7,33 +8,29 @@ from __future__ import annotations
 
 import copy
 import time
-from itertools import pairwise
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import fastsurface as fs
 import fastsurface.compat.loss_landscapes as drop_in
+from fastsurface._support.choices import BENCH_MODELS
 from fastsurface._support.devices import synchronize
+from fastsurface.model_bench import (
+    TOLERANCE,
+    format_model_table,
+    loss_landscapes_package,
+    machine,
+    measure_case,
+    model_case,
+    place,
+)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 STEPS = 41
 SAMPLES = 2_000
-
-
-def _mlp_case(device: str, widths: tuple[int, ...]):
-    """A tanh MLP ``widths[0] -> ... -> widths[-1] -> 1`` and 2,000 regression samples on ``device``."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(SAMPLES, widths[0], generator=generator)
-    y = torch.randn(SAMPLES, 1, generator=generator)
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for fan_in, fan_out in pairwise(widths):
-        layers += [nn.Linear(fan_in, fan_out), nn.Tanh()]
-    model = nn.Sequential(*layers, nn.Linear(widths[-1], 1))
-    return model.to(device), x.to(device), y.to(device)
 
 
 def _ends(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -64,8 +61,8 @@ def _plane(library: object, plane: str, model: nn.Module, x: torch.Tensor, y: to
 # model (not yet tried on one); its interpolation planes stay on the model's device.
 # The issue's small MLP is 10 -> 32 -> 32 -> 1; the 2 -> 8 -> 1 case shows a tiny model,
 # where the package's fixed cost per point dominates.
-SMALL_MLP = (10, 32, 32)
-TINY_MLP = (2, 8)
+SMALL_MLP = "mlp-10-32-32-1-tanh"
+TINY_MLP = "mlp-2-8-1-tanh"
 MLP_CASES = [
     pytest.param("cpu", "random_plane", SMALL_MLP, id="cpu-random_plane-small"),
     pytest.param("cpu", "planar_interpolation", SMALL_MLP, id="cpu-planar_interpolation-small"),
@@ -76,11 +73,12 @@ MLP_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("device", "plane", "widths"), MLP_CASES)
-def test_drop_in_against_loss_landscapes(benchmark, device, plane, widths):
+@pytest.mark.parametrize(("device", "plane", "name"), MLP_CASES)
+def test_drop_in_against_loss_landscapes(benchmark, device, plane, name):
     package = pytest.importorskip("loss_landscapes")
     pytest.importorskip("loss_landscapes.metrics")
-    model, x, y = _mlp_case(device, widths)
+    case = model_case(name, SAMPLES)
+    model, x, y = case.model.to(device), case.x.to(device), case.y.to(device)
     synchronize(x.device)
     started = time.perf_counter()
     expected = _plane(package, plane, copy.deepcopy(model), x, y)
@@ -91,34 +89,22 @@ def test_drop_in_against_loss_landscapes(benchmark, device, plane, widths):
     ours = benchmark.stats.stats.median
     benchmark.extra_info.update(package_seconds=seconds, drop_in_seconds_median=ours, speedup=seconds / ours)
     print(
-        f"\n41x41 {plane}, MLP {' -> '.join(map(str, widths))} -> 1, {SAMPLES} samples, {device}: "
+        f"\n41x41 {plane}, {name}, {SAMPLES} samples, {device}: "
         f"loss-landscapes {seconds:.2f} s, drop-in {ours * 1e3:.1f} ms, {seconds / ours:.1f}x"
     )
 
 
-def _cnn_case(samples: int = 4_000):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(samples, 1, 12, 12, generator=generator)
-    y = torch.randint(0, 10, (samples,), generator=generator)
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10)
-    )
-    return model, x, y
-
-
 @pytest.mark.parametrize("device", DEVICES)
-def test_cnn_random_plane_51x51(benchmark, device):
-    model, x, y = _cnn_case()
-    plane = fs.random_plane(model, seed=0)
-    grid = np.linspace(-1, 1, 51)
-    kwargs = {"plane": plane, "loss": "cross_entropy", "device": device}
-    fs.loss_surface(model, (x, y), grid[:3], grid[:3], **kwargs)  # warm-up
-    surface = benchmark.pedantic(
-        fs.loss_surface, args=(model, (x, y), grid, grid), kwargs=kwargs, rounds=1, iterations=1
-    )
-    assert surface.loss.shape == (51, 51) and np.isfinite(surface.loss).all()
-    print(
-        f"\n51x51 random plane, CNN ({sum(p.numel() for p in model.parameters())} parameters), "
-        f"{len(x)} samples, {device}: {benchmark.stats.stats.median:.2f} s"
-    )
+@pytest.mark.parametrize("name", BENCH_MODELS)
+def test_model_case(benchmark, ceilings, device, name):
+    """A case of ``fastsurface bench --model``: fastsurface's rounds timed by pytest-benchmark,
+    and the bench's row (per-point loop, loss-landscapes, fractions of the ceilings, each
+    ratio from interleaved rounds of one run, the losses checked) in ``extra_info``."""
+    placed = place(model_case(name, SAMPLES), torch.device(device), STEPS)
+    package = loss_landscapes_package()
+    row = measure_case(placed, 3, 60.0, ceilings[device], package)
+    surface = benchmark.pedantic(placed.surface, rounds=3, iterations=1, warmup_rounds=1)
+    assert surface.loss.shape == (STEPS, STEPS) and row.error < TOLERANCE
+    benchmark.extra_info.update(asdict(row))
+    described = machine({device: ceilings[device]}, package)
+    print("\n" + format_model_table({"rows": [asdict(row)], "machine": described, "grid": STEPS, "samples": SAMPLES}))

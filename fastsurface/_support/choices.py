@@ -18,3 +18,5 @@ TRAINING_METHODS = ("auto", "vmap", "compiled")
 COLOURINGS = ("attractor", "loss", "time")
 # The methods `fastsurface bench` times, in the order of its table.
 BENCH_METHODS: tuple[Method, ...] = ("closed_form", "compiled", "vmap")
+# The model cases `fastsurface bench --model` times (fastsurface.model_bench), in the order of its table.
+BENCH_MODELS = ("mlp-2-8-1-tanh", "mlp-10-32-32-1-tanh", "mlp-8-32-32-1-relu", "mlp-8-128-128-1-relu", "cnn-digits")

@@ -1,27 +1,67 @@
-"""``fastsurface bench``: every method on every device against the article's loop, in one table."""
+"""``fastsurface bench``: every method on every device against the article's loop, in one table;
+with ``--model``, real models against loss-landscapes and a per-point loop (``fastsurface.model_bench``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from typing import TYPE_CHECKING, Any
 
 import fastsurface as fs
-from fastsurface._support.choices import BENCH_METHODS
+from fastsurface._support.choices import BENCH_METHODS, BENCH_MODELS, Method
 from fastsurface._support.files import atomic_write_text, check_writable
 from fastsurface.cli import _shared
 from fastsurface.cli.exit_codes import ExitCode
 from fastsurface.errors import FastsurfaceError, check_positive_int
 
+if TYPE_CHECKING:
+    import torch
+
+
+# The seed bench's flags and the model bench's, with their defaults: each is refused with the
+# other's mode, so they are declared without a default (argparse.SUPPRESS) to see which were given.
+_SEED_DEFAULTS: dict[str, Any] = {"steps": [0.05, 0.01, 0.001], "methods": list(BENCH_METHODS), "naive_rows": 2}
+_MODEL_DEFAULTS: dict[str, Any] = {"grid": 41, "samples": 2_000}
+
 
 def declare(parser: argparse.ArgumentParser) -> None:
-    """Devices, grid steps, methods and the time allowed."""
+    """Devices, grid steps, methods and the time allowed; or model cases, their grid and samples."""
     parser.add_argument("--device", action="append", help="cpu, cuda or cuda:N; repeat for several (default: all)")
-    parser.add_argument("--steps", nargs="+", type=float, default=[0.05, 0.01, 0.001], help="grid steps")
-    parser.add_argument("--methods", nargs="+", choices=BENCH_METHODS, default=list(BENCH_METHODS), help="engine paths")
+    parser.add_argument(
+        "--steps", nargs="+", type=float, default=argparse.SUPPRESS, help="grid steps (default: 0.05 0.01 0.001)"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=BENCH_METHODS,
+        default=argparse.SUPPRESS,
+        help=f"engine paths (default: {' '.join(BENCH_METHODS)})",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (the median is reported)")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="skip cases estimated to take longer")
-    parser.add_argument("--naive-rows", type=int, default=2, help="grid rows of the article's loop to time")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=60.0,
+        help="skip cases estimated to take longer (with --model: the seconds each contestant's rounds may "
+        "take on a case; a per-point loop estimated longer is timed on fewer rows and extrapolated)",
+    )
+    parser.add_argument(
+        "--naive-rows", type=int, default=argparse.SUPPRESS, help="grid rows of the article's loop to time (default: 2)"
+    )
+    parser.add_argument(
+        "--model",
+        nargs="*",
+        metavar="NAME",
+        help="time these model cases instead of the seed problem, against loss-landscapes and a per-point loop "
+        f"(no name: all of {', '.join(BENCH_MODELS)})",
+    )
+    parser.add_argument(
+        "--grid", type=int, default=argparse.SUPPRESS, help="with --model: points per axis of the plane (default: 41)"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=argparse.SUPPRESS, help="with --model: samples of each case (default: 2000)"
+    )
     parser.add_argument("--json", help="also write everything to this JSON file")
 
 
@@ -30,40 +70,66 @@ def handle(arguments: argparse.Namespace) -> ExitCode:
     import torch
 
     from fastsurface._support.devices import resolve_device
-    from fastsurface.seed.bench import format_table, run_bench
 
     output = check_writable("--json", arguments.json, (".json",)) if arguments.json else None
     names = arguments.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     devices = list(dict.fromkeys(resolve_device(name) for name in names))
-    for step in arguments.steps:
-        fs.axis(-2, 2, step)
-    for name in ("repeats", "naive_rows"):
-        check_positive_int(f"--{name.replace('_', '-')}", getattr(arguments, name))
-    rows = len(fs.axis(-2, 2, 0.05))
-    if arguments.naive_rows > rows:
-        raise FastsurfaceError(f"`--naive-rows` must be at most the seed grid's {rows}, got {arguments.naive_rows}")
+    check_positive_int("--repeats", arguments.repeats)
     if not 0 < arguments.max_seconds < math.inf:
         raise FastsurfaceError(f"`--max-seconds` must be a finite number > 0, got {arguments.max_seconds}")
-    result = run_bench(
-        devices,
-        arguments.steps,
-        tuple(arguments.methods),
-        arguments.repeats,
-        arguments.max_seconds,
-        arguments.naive_rows,
-    )
-    print(format_table(result))
+    models = arguments.model
+    for name in _SEED_DEFAULTS if models is not None else _MODEL_DEFAULTS:
+        if name in vars(arguments):
+            applies = "without `--model`" if models is not None else "with `--model`"
+            raise FastsurfaceError(f"`--{name.replace('_', '-')}` applies only {applies}")
+    timing = {"repeats": arguments.repeats, "max_seconds": arguments.max_seconds}
+    if models is None:
+        result = _seed_bench(devices, **_flags(arguments, _SEED_DEFAULTS), **timing)
+    else:
+        from fastsurface.model_bench import format_model_table, run_model_bench
+
+        result = run_model_bench(models or BENCH_MODELS, devices, **_flags(arguments, _MODEL_DEFAULTS), **timing)
+        print(format_model_table(result))
     if output is not None:
         atomic_write_text(output, json.dumps(result, indent=2))
         print(f"wrote {output}")
     return ExitCode.OK
 
 
+def _flags(arguments: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The values of the flags named in ``defaults``: given, or their defaults."""
+    return {name: vars(arguments).get(name, default) for name, default in defaults.items()}
+
+
+def _seed_bench(
+    devices: list[torch.device],
+    steps: list[float],
+    methods: list[Method],
+    naive_rows: int,
+    repeats: int,
+    max_seconds: float,
+) -> dict[str, Any]:
+    """Check the seed bench's own flags, run it and print its table."""
+    from fastsurface.seed.bench import format_table, run_bench
+
+    for step in steps:
+        fs.axis(-2, 2, step)
+    check_positive_int("--naive-rows", naive_rows)
+    rows = len(fs.axis(-2, 2, 0.05))
+    if naive_rows > rows:
+        raise FastsurfaceError(f"`--naive-rows` must be at most the seed grid's {rows}, got {naive_rows}")
+    result = run_bench(devices, steps, tuple(methods), repeats, max_seconds, naive_rows)
+    print(format_table(result))
+    return result
+
+
 COMMAND = _shared.Command(
     name="bench",
     summary="time every path on every device against the article's loop",
     description="Time the seed problem (2,000 test samples) on every available device and path at several "
-    "grid steps over [-2, 2), against the article's loop and the device's tanh throughput, in one table.",
+    "grid steps over [-2, 2), against the article's loop and the device's tanh throughput, in one table. "
+    "With --model: MLPs and a small CNN on a random plane, against loss-landscapes 3.0.6 and a per-point loop, "
+    "with GFLOP/s and the fractions of this machine's sgemm and activation throughput.",
     declare=declare,
     handle=handle,
 )

@@ -12,15 +12,19 @@ computes ``tanh`` as a rational function (``inductor.accurate_tanh``), so it can
 above 100 %.
 The closed form does not evaluate every point and sample, so its rate is an effective
 one and exceeds the ceiling by far.
+
+The ceilings (``activation_rate``: ``tanh`` and ReLU values per second; ``sgemm_rate``),
+the timing (``median_seconds``) and the table's layout (``aligned``) are shared with the
+real models' bench, ``fastsurface.model_bench``.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -29,11 +33,19 @@ from fastsurface._support.choices import BENCH_METHODS, Method
 from fastsurface._support.devices import synchronize
 from fastsurface.engine.axes import axis
 from fastsurface.engine.evaluate import loss_surface
+from fastsurface.errors import check_choice
 from fastsurface.seed.data import piecewise_dataset, train_test_split
 from fastsurface.seed.model import ANN
 from fastsurface.seed.naive import naive_loss_surface
 
-_TANH_ELEMENTS = 50_000_000
+# Elements of the activation ceilings' tensors: far beyond every cache, so they measure
+# the device's streaming rate.
+_ELEMENTWISE_VALUES = 50_000_000
+# Side of the square matrices of the sgemm ceiling, per device type.
+_SGEMM_SIZE = {"cpu": 1024, "cuda": 4096}
+# The activations whose throughput is a ceiling.
+Activation = Literal["tanh", "relu"]
+ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ def run_bench(
     naive_per_point = naive_seconds_per_point(x, y, naive_rows)
     rows, ceilings = [], {}
     for device in devices:
-        ceilings[str(device)] = tanh_rate(device, repeats, max_seconds)
+        ceilings[str(device)] = activation_rate(device, "tanh", repeats, max_seconds)
         for method in methods:
             rate = None
             for step in steps:
@@ -105,25 +117,30 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{row['step']:g}",
                 f"{row['points']:,}",
                 f"{row['samples']:,}",
-                _maybe(row["seconds"], "{:.4g}"),
-                _maybe(row["rate"], "{:.3g}"),
-                _maybe(row["speedup"], "{:,.0f}x"),
-                _maybe(row["ceiling_fraction"], "{:.0%}"),
+                maybe(row["seconds"], "{:.4g}"),
+                maybe(row["rate"], "{:.3g}"),
+                maybe(row["speedup"], "{:,.0f}x"),
+                maybe(row["ceiling_fraction"], "{:.0%}"),
                 row["note"],
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in lines]
     ceilings = ", ".join(f"{d}: {r:.3g}/s" for d, r in result["machine"]["tanh_per_second"].items())
     footer = (
-        f"tanh ceiling (torch.tanh over {_TANH_ELEMENTS:,} float32, memory-bound): {ceilings}; "
+        f"tanh ceiling (torch.tanh over {_ELEMENTWISE_VALUES:,} float32, memory-bound): {ceilings}; "
         "a fused kernel can pass 100 %"
     )
-    return "\n".join([*text, footer])
+    return "\n".join([*aligned(lines), footer])
 
 
-def _maybe(value: float | None, pattern: str) -> str:
-    return "-" if value is None else pattern.format(value)
+def aligned(lines: Sequence[tuple[str, ...]]) -> list[str]:
+    """Rows of cells (the first one the header) as text lines, each column padded to its widest cell."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in lines]
+
+
+def maybe(value: float | None, pattern: str, missing: str = "-") -> str:
+    """``value`` formatted by ``pattern``, or ``missing`` where there is none."""
+    return missing if value is None else pattern.format(value)
 
 
 def _measure(
@@ -150,7 +167,7 @@ def _measure(
         return loss_surface(model, data, grid, grid, device=device, method=method)
 
     evaluate()  # warm-up: compilation, caches, CUDA context
-    seconds = _median_seconds(evaluate, device, repeats, max_seconds)
+    seconds = median_seconds(evaluate, device, repeats, max_seconds)
     work = points * samples / seconds
     note = "effective rate" if method == "closed_form" else ""
     return BenchRow(
@@ -184,7 +201,9 @@ def _naive_row(device: torch.device, step: float, samples: int, per_point: float
     )
 
 
-def _median_seconds(work: Callable[[], object], device: torch.device, repeats: int, max_seconds: float) -> float:
+def median_seconds(work: Callable[[], object], device: torch.device, repeats: int, max_seconds: float) -> float:
+    """Median wall-clock seconds of ``repeats`` calls of ``work`` (the device synchronised
+    around each), fewer once the calls so far took ``max_seconds``; at least one."""
     times: list[float] = []
     while len(times) < repeats and sum(times) < max_seconds:
         synchronize(device)
@@ -205,11 +224,33 @@ def naive_seconds_per_point(x: np.ndarray, y: np.ndarray, rows: int) -> float:
     return (time.perf_counter() - started) / (rows * len(grid))
 
 
-def tanh_rate(device: torch.device, repeats: int, max_seconds: float = float("inf")) -> float:
-    """Elements per second of ``torch.tanh`` over 50 M float32 on ``device`` (median of
-    ``repeats`` runs, at least 3, fewer once ``max_seconds`` is spent)."""
-    values = torch.linspace(-3, 3, _TANH_ELEMENTS, device=device)
+def activation_rate(
+    device: torch.device, activation: Activation, repeats: int, max_seconds: float = float("inf")
+) -> float:
+    """Values per second of ``torch.tanh`` or ReLU (``torch.clamp_min(x, 0)``, what ``torch.relu``
+    computes, written to a preallocated output as ``tanh`` is) over 50 M float32 on ``device``
+    (median of ``repeats`` runs, at least 3, fewer once ``max_seconds`` is spent)."""
+    check_choice("activation", activation, ACTIVATIONS)
+    values = torch.linspace(-3, 3, _ELEMENTWISE_VALUES, device=device)
     out = torch.empty_like(values)
-    torch.tanh(values, out=out)
-    seconds = _median_seconds(lambda: torch.tanh(values, out=out), device, max(repeats, 3), max_seconds)
-    return _TANH_ELEMENTS / seconds
+    functions: dict[str, Callable[[], object]] = {
+        "tanh": lambda: torch.tanh(values, out=out),
+        "relu": lambda: torch.clamp_min(values, 0, out=out),
+    }
+    functions[activation]()  # warm-up: first-touch page faults, CUDA kernels
+    seconds = median_seconds(functions[activation], device, max(repeats, 3), max_seconds)
+    return _ELEMENTWISE_VALUES / seconds
+
+
+def sgemm_rate(device: torch.device, repeats: int, max_seconds: float = float("inf")) -> float:
+    """FLOP per second of one float32 matrix product (``torch.mm``) of two square matrices on
+    ``device``, counting ``2·n³`` (median of ``repeats`` runs, at least 3, fewer once
+    ``max_seconds`` is spent). ``n`` is 1024 on a CPU (large enough for the BLAS's blocked
+    kernels), 4096 on CUDA (enough blocks to fill the device)."""
+    size = _SGEMM_SIZE.get(device.type, _SGEMM_SIZE["cuda"])
+    generator = torch.Generator().manual_seed(0)
+    left, right = (torch.randn(size, size, generator=generator).to(device) for _ in range(2))
+    out = torch.empty(size, size, device=device)
+    torch.mm(left, right, out=out)
+    seconds = median_seconds(lambda: torch.mm(left, right, out=out), device, max(repeats, 3), max_seconds)
+    return 2 * size**3 / seconds

@@ -111,6 +111,20 @@ def test_bench_skips_cases_estimated_beyond_the_time_limit(capsys):
     assert "skipped: est." in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_bench_model_prints_one_table_and_writes_json(tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    arguments = ["bench", "--model", "mlp-2-8-1-tanh", "cnn-digits", "--device", "cpu", "--grid", "3"]
+    assert main([*arguments, "--samples", "32", "--repeats", "1", "--json", str(output)]) == 0
+    table = capsys.readouterr().out
+    assert "mlp-2-8-1-tanh" in table and "cnn-digits" in table and "of sgemm" in table and "ceilings measured" in table
+    result = json.loads(output.read_text())
+    assert [row["case"] for row in result["rows"]] == ["mlp-2-8-1-tanh", "cnn-digits"]
+    assert all(row["points"] == 9 and row["samples"] == 32 and row["error"] < 1e-5 for row in result["rows"])
+    ceilings = result["machine"]["ceilings"]["cpu"]
+    assert set(ceilings) == {"sgemm_flops_per_second", "tanh_per_second", "relu_per_second"}
+
+
 def test_ranges_in_scientific_notation(tmp_path, capsys):
     arguments = ["run", "--output", str(tmp_path / "f.html"), "--w1", "-1e0", "1e0", "--w2", "-2.5e-1", "2.5e-1"]
     arguments.append("--no-fit-trajectory")  # the window as given

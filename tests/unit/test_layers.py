@@ -38,9 +38,11 @@ ALLOWED: dict[str, set[str]] = {
     "seed.naive": _BASE | {"planes", "engine"},
     "seed.bench": _BASE | {"planes", "engine", "seed.model", "seed.data", "seed.naive"},
     "compat": _BASE | {"planes", "engine"},
+    # `fastsurface bench --model`: real models on the engine, with the seed bench's ceilings and table.
+    "model_bench": _BASE | {"planes", "engine", "seed.bench"},
     "cli": _BASE
     | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data"}
-    | {"seed.naive", "seed.bench", "explorer", "__init__"},
+    | {"seed.naive", "seed.bench", "model_bench", "explorer", "__init__"},
     "explorer": _BASE
     | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data", "__init__"},
 }

@@ -283,6 +283,11 @@ CLI_CASES = [
     pytest.param(["run", "--samples", str(10**13)], "`--samples`", id="cli-samples-beyond-memory"),
     pytest.param(["bench", "--naive-rows", "81"], "`--naive-rows`", id="cli-bench-naive-rows"),
     pytest.param(["bench", "--max-seconds", "0"], "`--max-seconds`", id="cli-bench-max-seconds"),
+    pytest.param(["bench", "--model", "resnet"], "`--model`", id="cli-bench-unknown-model"),
+    pytest.param(["bench", "--model", "--samples", "0"], "`--samples`", id="cli-bench-model-no-samples"),
+    pytest.param(["bench", "--model", "--grid", str(10**6)], "`--grid`", id="cli-bench-model-grid-beyond-memory"),
+    pytest.param(["bench", "--model", "--steps", "0.5"], "`--steps`", id="cli-bench-model-seed-flag"),
+    pytest.param(["bench", "--grid", "5"], "`--grid`", id="cli-bench-model-flag-without-model"),
 ]
 
 
