@@ -311,24 +311,6 @@ def optimizer_factory(arguments: argparse.Namespace) -> Callable[[Any], Any]:
     return factories[arguments.optimizer or "sgd"]
 
 
-def with_parameters(model: nn.Module, vector: Any) -> nn.Module:
-    """A copy of ``model`` with its parameters set from the flat float64 ``vector``
-    (``named_parameters()`` order, as a ``ParameterPath`` row); buffers as in ``model``."""
-    import copy
-
-    import torch
-
-    trained = copy.deepcopy(model)
-    offset = 0
-    with torch.no_grad():
-        for parameter in trained.parameters():
-            size = parameter.numel()
-            values = torch.as_tensor(vector[offset : offset + size]).reshape(parameter.shape)
-            parameter.copy_(values)
-            offset += size
-    return trained
-
-
 def _import(flag: str, where: str) -> Any:
     """The module at ``where``: a ``.py`` file, or a dotted module name."""
     if where.endswith(".py"):

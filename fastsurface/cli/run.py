@@ -127,7 +127,8 @@ def _any_model(arguments: argparse.Namespace, outputs: dict[str, Path], saved: P
         dtype=arguments.dtype,
         progress=arguments.progress,
     )
-    trained = _models.with_parameters(problem.model, recorded.vectors[-1])
+    trained = recorded.model
+    assert trained is not None  # record_path always returns its trained copy
     plane, described = _models.build_plane(arguments, trained, problem.test, recorded)
     projected = fs.project_path(trained, plane, recorded, problem.test, loss=arguments.loss, **options)
     path = projected.trajectory()
