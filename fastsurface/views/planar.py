@@ -120,8 +120,8 @@ def plot_animation(
     return figure
 
 
-def loss_colouring(loss: np.ndarray, log_color: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """The values to colour ``loss`` by, and the matching colour bar.
+def loss_colouring(loss: np.ndarray, log_color: bool, metric: str = "loss") -> tuple[np.ndarray, dict[str, Any]]:
+    """The values to colour ``loss`` by, and the matching colour bar, titled ``metric``.
 
     With ``log_color`` the values are ``log10(loss)`` and the colour bar's ticks are
     labelled with losses (1, 2, 5 times powers of ten).
@@ -130,7 +130,7 @@ def loss_colouring(loss: np.ndarray, log_color: bool) -> tuple[np.ndarray, dict[
         FastsurfaceError: with ``log_color``, when a finite loss is not positive.
     """
     if not log_color:
-        return loss, {"title": {"text": "loss"}}
+        return loss, {"title": {"text": metric}}
     finite = loss[np.isfinite(loss)]
     if finite.size and finite.min() <= 0:
         raise FastsurfaceError(f"`log_color` needs positive losses, got a lowest loss of {finite.min():g}")
@@ -142,7 +142,11 @@ def loss_colouring(loss: np.ndarray, log_color: bool) -> tuple[np.ndarray, dict[
         for m in _LOG_TICKS
         if low <= m * 10.0**e <= high
     ]
-    bar = {"title": {"text": "loss (log)"}, "tickvals": np.log10(ticks).tolist(), "ticktext": [f"{t:g}" for t in ticks]}
+    bar = {
+        "title": {"text": f"{metric} (log)"},
+        "tickvals": np.log10(ticks).tolist(),
+        "ticktext": [f"{t:g}" for t in ticks],
+    }
     return colour, bar
 
 
@@ -208,7 +212,7 @@ def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[d
 
 def _surface_trace(surface: Surface, kind: str, log_color: bool) -> go.Contour | go.Heatmap:
     check_choice("kind", kind, CONTOUR_KINDS)
-    colour, bar = loss_colouring(surface.loss, log_color)
+    colour, bar = loss_colouring(surface.loss, log_color, surface.metric)
     trace = go.Contour if kind == "contour" else go.Heatmap
     first, second = surface.labels
     return trace(
@@ -217,8 +221,8 @@ def _surface_trace(surface: Surface, kind: str, log_color: bool) -> go.Contour |
         z=colour.T,
         customdata=surface.loss.T,
         colorbar=bar,
-        name="loss",
-        hovertemplate=f"{first}=%{{x:.4g}}<br>{second}=%{{y:.4g}}<br>loss=%{{customdata:.6g}}<extra></extra>",
+        name=surface.metric,
+        hovertemplate=f"{first}=%{{x:.4g}}<br>{second}=%{{y:.4g}}<br>{surface.metric}=%{{customdata:.6g}}<extra></extra>",
     )
 
 
