@@ -120,8 +120,8 @@ def plot_animation(
     return figure
 
 
-def loss_colouring(loss: np.ndarray, log_color: bool, metric: str = "loss") -> tuple[np.ndarray, dict[str, Any]]:
-    """The values to colour ``loss`` by, and the matching colour bar, titled ``metric``.
+def loss_colouring(loss: np.ndarray, log_color: bool, name: str = "loss") -> tuple[np.ndarray, dict[str, Any]]:
+    """The values to colour ``loss`` by, and the matching colour bar titled ``name``.
 
     With ``log_color`` the values are ``log10(loss)`` and the colour bar's ticks are
     labelled with losses (1, 2, 5 times powers of ten).
@@ -130,7 +130,7 @@ def loss_colouring(loss: np.ndarray, log_color: bool, metric: str = "loss") -> t
         FastsurfaceError: with ``log_color``, when a finite loss is not positive.
     """
     if not log_color:
-        return loss, {"title": {"text": metric}}
+        return loss, {"title": {"text": name}}
     finite = loss[np.isfinite(loss)]
     if finite.size and finite.min() <= 0:
         raise FastsurfaceError(f"`log_color` needs positive losses, got a lowest loss of {finite.min():g}")
@@ -143,7 +143,7 @@ def loss_colouring(loss: np.ndarray, log_color: bool, metric: str = "loss") -> t
         if low <= m * 10.0**e <= high
     ]
     bar = {
-        "title": {"text": f"{metric} (log)"},
+        "title": {"text": f"{name} (log)"},
         "tickvals": np.log10(ticks).tolist(),
         "ticktext": [f"{t:g}" for t in ticks],
     }

@@ -60,7 +60,7 @@ def test_show_names_the_metric_and_its_best_point(tmp_path, capsys, accuracy_sur
 def test_figures_name_the_metric(accuracy_surface):
     (trace,) = fs.plot_contour(accuracy_surface).data
     assert trace.colorbar.title.text == "accuracy" and "accuracy=" in trace.hovertemplate
-    _, bar = loss_colouring(np.array([[0.5, 1.0]]), log_color=True, metric="accuracy")
+    _, bar = loss_colouring(np.array([[0.5, 1.0]]), True, "accuracy")
     assert bar["title"]["text"] == "accuracy (log)"
     three_d = fs.plot_surface(accuracy_surface)
     assert three_d.layout.scene.zaxis.title.text == "Accuracy" and three_d.data[0].colorbar.title.text == "accuracy"
