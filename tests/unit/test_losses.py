@@ -236,3 +236,15 @@ def test_a_weight_with_a_sample_axis_is_refused(rng):
     loss = nn.BCEWithLogitsLoss(weight=torch.ones(20, 3))
     with pytest.raises(fs.FastsurfaceError, match="weight has shape \\(20, 3\\), with a sample axis"):
         fs.loss_surface(_classifier(), (x, y), [0.0], [0.0], plane=fs.random_plane(_classifier()), loss=loss)
+
+
+def test_record_path_trains_on_a_loss_module_as_torch_does(rng):
+    """One full-batch SGD step on the module's per-sample mean is the module's own step."""
+    x, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 3))
+    loss = nn.HuberLoss(delta=0.5)
+    path = fs.record_path(_classifier(), (x, y), loss=loss, batch_size=40, record="step", dtype="float64")
+    model = _classifier().double()
+    loss(model(torch.tensor(x)), torch.tensor(y)).backward()
+    with torch.no_grad():
+        expected = torch.cat([(p - 1e-2 * p.grad).reshape(-1) for p in model.parameters()])
+    assert_close(path.vectors[-1], expected, rtol=1e-12, atol=1e-15)
