@@ -140,6 +140,10 @@ class Surface:
             for an iterable of batches (which cannot be read twice to check) and for
             surfaces from older files. Functions continuing from the surface check the
             data they are given against it.
+        metric: what the values are, as summaries name them: ``"loss"`` for a loss,
+            ``"accuracy"``, or the name given to ``metric_surfaces``.
+        higher_is_better: whether higher values are better (an accuracy), else lower
+            (a loss); ``best`` follows it.
     """
 
     w1: np.ndarray
@@ -160,6 +164,8 @@ class Surface:
     plane: Plane | None = field(default=None, repr=False)
     loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     data_description: DataDescription | None = None
+    metric: str = "loss"
+    higher_is_better: bool = False
 
     @cached_property
     def loss(self) -> np.ndarray:
@@ -167,9 +173,20 @@ class Surface:
         return self.loss_tensor.detach().cpu().numpy()
 
     def argmin(self) -> tuple[float, float, float]:
-        """``(w1, w2, loss)`` at the lowest finite loss on the grid."""
+        """``(w1, w2, value)`` at the lowest finite value on the grid, whichever way is
+        better (for an accuracy it is the worst point: use ``best``)."""
         loss = np.where(np.isfinite(self.loss), self.loss, np.inf)
         i, j = np.unravel_index(np.argmin(loss), loss.shape)
+        return float(self.w1[i]), float(self.w2[j]), float(self.loss[i, j])
+
+    def best(self) -> tuple[float, float, float]:
+        """``(w1, w2, value)`` at the best finite value on the grid: the highest if
+        ``higher_is_better``, else the lowest (``argmin``); the first in row-major order
+        on ties."""
+        if not self.higher_is_better:
+            return self.argmin()
+        values = np.where(np.isfinite(self.loss), self.loss, -np.inf)
+        i, j = np.unravel_index(np.argmax(values), values.shape)
         return float(self.w1[i]), float(self.w2[j]), float(self.loss[i, j])
 
 
@@ -430,3 +447,22 @@ class Watershed:
         while not np.array_equal(target[target], target):  # a merged basin's target may merge too
             target = target[target]
         return np.append(target, -1)[self.basin]  # label -1 (non-finite) indexes the appended -1
+
+
+@dataclass(frozen=True)
+class TrainTest:
+    """One metric's surfaces on training and on test data, and their gap
+    (``train_test_surfaces``).
+
+    Attributes:
+        train, test: the metric on the training and on the test data, on the same grid
+            and plane.
+        gap: the generalisation gap at each point, oriented so that positive means worse
+            on the test data: ``test - train`` for a loss, ``train - test`` for a
+            higher-is-better metric; lower is better. Its counts, device and method are
+            the test pass's, its ``seconds`` both passes'.
+    """
+
+    train: Surface
+    test: Surface
+    gap: Surface

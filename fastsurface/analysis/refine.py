@@ -215,6 +215,8 @@ def refine(
         plane=plane,
         loss_function=None if isinstance(options.loss, str) else options.loss,
         data_description=surface.data_description if surface.data_description is not None else describe_data(data),
+        metric=surface.metric,
+        higher_is_better=surface.higher_is_better,
     )
 
 

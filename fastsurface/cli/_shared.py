@@ -203,22 +203,25 @@ def provenance(arguments: argparse.Namespace) -> dict[str, object]:
 
 
 def surface_lines(surface: Surface) -> list[str]:
-    """Grid, evaluation, lowest point and any non-finite losses of ``surface``."""
+    """Grid, evaluation, best point (named by its metric) and any non-finite values of ``surface``."""
     import numpy as np
 
     n1, n2 = surface.loss.shape
     lines = [
         f"grid      {n1} x {n2} = {n1 * n2:,} points, {surface.labels[0]} in {span(surface.w1)}, "
         f"{surface.labels[1]} in {span(surface.w2)}",
-        f"surface   {surface.samples:,} test samples, {surface.reduction} loss, {surface.device} {surface.dtype}, "
+        f"surface   {surface.samples:,} test samples, {surface.reduction} {surface.metric}, "
+        f"{surface.device} {surface.dtype}, "
         f"method {surface.method}: "
         + (f"{surface.seconds:.3f} s" if np.isfinite(surface.seconds) else "time not recorded in the file"),
     ]
     finite = np.isfinite(surface.loss)
     if finite.any():
-        a, b, lowest = surface.argmin()
+        a, b, best = surface.best()
+        way = "highest" if surface.higher_is_better else "lowest"
         lines.append(
-            f"lowest    loss {lowest:.6g} at {surface.labels[0]}={a:.4g}, {surface.labels[1]}={b:.4g} (grid point)"
+            f"{way:<10}{surface.metric} {best:.6g} at {surface.labels[0]}={a:.4g}, {surface.labels[1]}={b:.4g} "
+            "(grid point)"
         )
     if not finite.all():
         nan = int(np.isnan(surface.loss).sum())

@@ -2,7 +2,8 @@
 
 A kernel maps coordinates ``a``, ``b`` of shape ``(T,)`` and a chunk (inputs ``x``
 ``(S, ...)``, targets ``y``, weights ``w`` ``(S,)``) to ``sum_s w_s * loss_s`` at each
-point, shape ``(T,)``, in the compute dtype.
+point, shape ``(T,)`` (``(T, W)`` for combined losses, ``Loss.weighted_sum``), in the
+compute dtype.
 
 - ``vmap``: ``torch.func.functional_call`` under ``torch.func.vmap``; works for any
   module that vmap supports; every layer's output is materialised for the whole tile.
@@ -49,7 +50,7 @@ def vmap_kernel(module: nn.Module, plane: Plane, loss: Loss, randomness: str = "
 
     def point_sum(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         prediction = functional_call(module, plane.params(a, b), (x,))
-        return loss.per_sample(prediction, y) @ w
+        return loss.weighted_sum(prediction, y, w)
 
     return vmap(point_sum, in_dims=(0, 0, None, None, None), randomness=randomness)
 
@@ -139,7 +140,7 @@ def _cached_compiled(
     ) -> torch.Tensor:
         moving = {name: origin[name] + a * first[name] + b * second[name] for name in origin}
         prediction = functional_call(module, {**state, **moving}, (x,))  # the first caller's copy: a template
-        return loss.per_sample(prediction, y) @ w
+        return loss.weighted_sum(prediction, y, w)
 
     batched = vmap(point_sum, in_dims=(0, 0, None, None, None, None, None, None, None))
     _compiled_cache[key] = torch.compile(batched, dynamic=False, backend=backend(plane.device))

@@ -51,7 +51,8 @@ COMPILE_THRESHOLD = 10**9
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Losses at a set of points, with the counts and timing of their evaluation."""
+    """Losses at a set of points, with the counts and timing of their evaluation; ``loss``
+    has shape ``(P,)``, or ``(P, W)`` for combined losses (``_losses.combine``)."""
 
     loss: torch.Tensor
     samples: int
@@ -154,7 +155,9 @@ def grid_surface(
     plane: Plane | None,
     options: EvalOptions,
 ) -> Surface:
-    """``loss_surface`` with its options in ``options``."""
+    """``loss_surface`` with its options in ``options``; for combined losses
+    (``_losses.combine``) the loss grid has one more axis, ``(n1, n2, W)``, that the caller
+    splits (``analysis.metrics``)."""
     first, second = checked_grid(w1, w2, options)
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
@@ -165,7 +168,7 @@ def grid_surface(
     return Surface(
         w1=first,
         w2=second,
-        loss_tensor=result.loss.reshape(len(first), len(second)),
+        loss_tensor=result.loss.reshape(len(first), len(second), *result.loss.shape[1:]),
         labels=plane.labels,
         loss_name=options.objective.name,
         reduction=options.reduction,
@@ -180,6 +183,8 @@ def grid_surface(
         plane=plane,
         loss_function=None if isinstance(options.loss, str) else options.loss,
         data_description=describe_data(data),
+        metric=options.objective.metric,
+        higher_is_better=options.objective.higher_is_better,
     )
 
 
@@ -388,16 +393,22 @@ class _BruteForce:
 
     def __init__(self, kernel: Kernel, points: Points, tile: int, method: str) -> None:
         self.kernel, self.points, self.tile, self.method = kernel, points, tile, method
-        self.sums = torch.zeros(points.count, dtype=torch.float64, device=points.device)
+        self.sums: torch.Tensor | None = None
 
     def add(self, chunk: stream.Chunk, done: Callable[[], object]) -> None:
         for start in range(0, self.points.count, self.tile):
             stop = min(self.points.count, start + self.tile)
             a, b = self.points.tile(start, stop)
-            self.sums[start:stop] += self.kernel(a, b, chunk.x, chunk.y, chunk.weight)
+            values = self.kernel(a, b, chunk.x, chunk.y, chunk.weight)
+            if self.sums is None:  # shaped by the objective: (points,), or (points, W) for combined losses
+                self.sums = torch.zeros(
+                    (self.points.count, *values.shape[1:]), dtype=torch.float64, device=self.points.device
+                )
+            self.sums[start:stop] += values
             done()
 
     def total(self) -> torch.Tensor:
+        assert self.sums is not None  # every evaluation adds a chunk
         return self.sums
 
 

@@ -216,7 +216,7 @@ def critical_traces(points: Sequence[CriticalPoint], *, three_d: bool) -> list[d
 
 def _surface_trace(surface: Surface, kind: str, log_color: bool) -> go.Contour | go.Heatmap:
     check_choice("kind", kind, CONTOUR_KINDS)
-    colour, bar = loss_colouring(surface.loss, log_color)
+    colour, bar = loss_colouring(surface.loss, log_color, surface.metric)
     trace = go.Contour if kind == "contour" else go.Heatmap
     first, second = surface.labels
     return trace(
@@ -225,8 +225,8 @@ def _surface_trace(surface: Surface, kind: str, log_color: bool) -> go.Contour |
         z=colour.T,
         customdata=surface.loss.T,
         colorbar=bar,
-        name="loss",
-        hovertemplate=f"{first}=%{{x:.4g}}<br>{second}=%{{y:.4g}}<br>loss=%{{customdata:.6g}}<extra></extra>",
+        name=surface.metric,
+        hovertemplate=f"{first}=%{{x:.4g}}<br>{second}=%{{y:.4g}}<br>{surface.metric}=%{{customdata:.6g}}<extra></extra>",
     )
 
 

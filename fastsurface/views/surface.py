@@ -89,7 +89,7 @@ def surface_figure(
     if unknown:
         raise FastsurfaceError(f"`style` accepts {', '.join(sorted(ARTICLE_STYLE))}; got unknown {sorted(unknown)}")
     look = {**ARTICLE_STYLE, **style}
-    colour, bar = loss_colouring(surface.loss, log_color)
+    colour, bar = loss_colouring(surface.loss, log_color, surface.metric)
     first, second = surface.labels
     loss = {
         "type": "surface",
@@ -97,8 +97,8 @@ def surface_figure(
         "y": surface.w2,
         "z": surface.loss.T,
         "colorbar": bar,
-        "name": "loss",
-        "hovertemplate": f"{first}=%{{x:.4g}}<br>{second}=%{{y:.4g}}<br>loss=%{{z:.6g}}<extra></extra>",
+        "name": surface.metric,
+        "hovertemplate": f"{first}=%{{x:.4g}}<br>{second}=%{{y:.4g}}<br>{surface.metric}=%{{z:.6g}}<extra></extra>",
     }
     path = [] if trajectory is None else [_path_trace(trajectory, look)]
     axis_style = {"showgrid": look["showgrid"]}
@@ -107,7 +107,7 @@ def surface_figure(
         "scene": {
             "xaxis": {"title": {"text": first}, **axis_style},
             "yaxis": {"title": {"text": second}, **axis_style},
-            "zaxis": {"title": {"text": "Loss"}, **axis_style},
+            "zaxis": {"title": {"text": surface.metric[:1].upper() + surface.metric[1:]}, **axis_style},
             "aspectmode": "manual",
             "aspectratio": look["aspectratio"],
         },

@@ -4,6 +4,7 @@ from tests.helpers import REPOSITORY
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("sklearn")  # the real-data section's digits (dev extra)
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]  # a Jupyter kernel runs the notebook
 
 NOTEBOOK = REPOSITORY / "examples" / "fastsurface_tour.ipynb"
@@ -18,4 +19,4 @@ def test_the_tour_notebook_runs_from_top_to_bottom(tmp_path, monkeypatch):
     )
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
     printed = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
-    assert "saddle" in printed and "contour.html" in printed
+    assert "saddle" in printed and "contour.html" in printed and "per-class accuracy" in printed

@@ -227,11 +227,6 @@ CATALOGUE = [
         id="generator-record-epochs",
     ),
     pytest.param(
-        lambda: fs.metric_surfaces(_model(), iter([DATA]), *GRID, metrics={"a": "mse", "b": fs.accuracy}),
-        "`data`.*one-shot",
-        id="generator-several-metrics",
-    ),
-    pytest.param(
         lambda: fs.resumable_loss_surface(_model(), iter([DATA]), *GRID, checkpoint_dir=_FOLDER, key="k", block_rows=1),
         "`data`.*one-shot",
         id="generator-several-blocks",

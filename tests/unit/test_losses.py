@@ -92,3 +92,159 @@ def test_cross_entropy_refuses_real_valued_targets(rng):
 def test_unknown_losses_are_refused():
     with pytest.raises(fs.FastsurfaceError, match="`loss`"):
         fs.loss_surface(fs.ANN(1, 1, 1), (np.zeros(3), np.zeros(3)), [0.0], [0.0], loss="hinge")
+
+
+# torch's loss modules, as people write them: each surface point must equal the module's
+# own value on all the data (its reduction='mean', or 'batchmean' for KLDivLoss).
+def _targets(kind, rng, size):
+    if kind == "classes":
+        return rng.integers(0, 3, size=size)
+    if kind == "labels":  # MultiLabelMarginLoss: class indices, padded with -1
+        return np.where(rng.uniform(size=(size, 3)) < 0.5, rng.integers(0, 3, size=(size, 3)), -1)
+    values = {
+        "real": lambda: rng.normal(size=(size, 3)),
+        "unit": lambda: rng.uniform(size=(size, 3)),
+        "binary": lambda: (rng.uniform(size=(size, 3)) < 0.5).astype(float),
+        "sign": lambda: rng.choice([-1.0, 1.0], size=(size, 3)),
+        "probabilities": lambda: torch.softmax(torch.as_tensor(rng.normal(size=(size, 3))), 1).numpy(),
+        "log_probabilities": lambda: torch.log_softmax(torch.as_tensor(rng.normal(size=(size, 3))), 1).numpy(),
+        "counts": lambda: rng.poisson(2.0, size=(size, 3)).astype(float),
+    }
+    return values[kind]()
+
+
+# torch has no vmap batching rule for kl_div, soft_margin_loss, multi_margin_loss and
+# multilabel_margin_loss: it
+# runs them point by point and says so.
+_NO_BATCHING_RULE = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+MODULE_CASES = [
+    pytest.param(nn.L1Loss(), None, "real", id="L1Loss"),
+    pytest.param(nn.SmoothL1Loss(beta=0.3), None, "real", id="SmoothL1Loss-beta"),
+    pytest.param(nn.HuberLoss(delta=0.5), None, "real", id="HuberLoss-delta"),
+    pytest.param(nn.BCELoss(weight=torch.tensor([1.0, 2.0, 0.5])), nn.Sigmoid(), "unit", id="BCELoss-weight"),
+    pytest.param(
+        nn.BCEWithLogitsLoss(weight=torch.tensor([0.5, 1.0, 3.0]), pos_weight=torch.tensor([2.0, 1.0, 0.5])),
+        None,
+        "binary",
+        id="BCEWithLogitsLoss-weights",
+    ),
+    pytest.param(
+        nn.KLDivLoss(reduction="batchmean"),
+        nn.LogSoftmax(1),
+        "probabilities",
+        id="KLDivLoss-batchmean",
+        marks=_NO_BATCHING_RULE,
+    ),
+    pytest.param(
+        nn.KLDivLoss(reduction="batchmean", log_target=True),
+        nn.LogSoftmax(1),
+        "log_probabilities",
+        id="KLDivLoss-log-target",
+        marks=_NO_BATCHING_RULE,
+    ),
+    pytest.param(nn.PoissonNLLLoss(full=True), None, "counts", id="PoissonNLLLoss-full"),
+    pytest.param(nn.SoftMarginLoss(), None, "sign", id="SoftMarginLoss", marks=_NO_BATCHING_RULE),
+    pytest.param(nn.HingeEmbeddingLoss(margin=2.0), None, "sign", id="HingeEmbeddingLoss-margin"),
+    pytest.param(
+        nn.MultiLabelSoftMarginLoss(weight=torch.tensor([1.0, 3.0, 0.5])), None, "binary", id="MultiLabelSoftMargin"
+    ),
+    pytest.param(nn.CrossEntropyLoss(label_smoothing=0.1), None, "classes", id="CrossEntropyLoss-smoothing"),
+    pytest.param(nn.CrossEntropyLoss(), None, "classes", id="CrossEntropyLoss"),
+    pytest.param(nn.NLLLoss(), nn.LogSoftmax(1), "classes", id="NLLLoss"),
+    pytest.param(nn.MSELoss(), None, "real", id="MSELoss"),
+    pytest.param(
+        nn.MultiMarginLoss(p=2, margin=0.5, weight=torch.tensor([1.0, 2.0, 0.5])),
+        None,
+        "classes",
+        id="MultiMarginLoss-options",
+        marks=_NO_BATCHING_RULE,
+    ),
+    pytest.param(nn.MultiLabelMarginLoss(), None, "labels", id="MultiLabelMarginLoss", marks=_NO_BATCHING_RULE),
+]
+
+
+@pytest.mark.parametrize(("module", "last", "targets"), MODULE_CASES)
+def test_a_torch_loss_module_gives_its_own_value_on_all_the_data(rng, module, last, targets):
+    model = _classifier() if last is None else nn.Sequential(*_classifier(), last)
+    x, y = rng.normal(size=(70, 4)), _targets(targets, rng, 70)
+    plane = fs.entry_plane(model, "0.weight[1, 2]", "2.weight[0, 5]")
+    w1, w2 = np.linspace(-1, 1, 3), np.linspace(-2, 2, 2)
+    surface = fs.loss_surface(model, (x, y), w1, w2, plane=plane, loss=module, dtype="float64", batch_size=16)
+    reference = copy.deepcopy(module).double()
+    expected = np.zeros((3, 2))
+    for i, a in enumerate(w1):
+        for j, b in enumerate(w2):
+            probe = copy.deepcopy(model).double()
+            with torch.no_grad():
+                probe[0].weight[1, 2], probe[2].weight[0, 5] = a, b
+                expected[i, j] = reference(probe(torch.tensor(x)), torch.tensor(y)).item()
+    assert_close(surface.loss, expected, rtol=1e-12)
+    assert module.reduction in ("mean", "batchmean") and all(t.dtype == torch.float32 for t in module.buffers())
+
+
+def test_the_default_modules_are_the_named_losses(seed_split):
+    _, test = seed_split
+    grid = fs.axis(-1, 1, 0.5)
+    surface = fs.loss_surface(fs.ANN(1, 1, 1), test, grid, grid, loss=nn.MSELoss())
+    assert surface.loss_name == "mse" and surface.method == "closed_form"
+    named = fs.loss_surface(fs.ANN(1, 1, 1), test, grid, grid, loss="mse")
+    assert np.array_equal(surface.loss, named.loss)
+    assert fs.loss_surface(_classifier(), **_class_problem(), loss=nn.CrossEntropyLoss()).loss_name == "cross_entropy"
+
+
+def _class_problem():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(20, 4)), rng.integers(0, 3, size=20)
+    return {"data": data, "w1": [0.0], "w2": [0.0], "plane": fs.random_plane(_classifier(), seed=0)}
+
+
+def test_nll_and_accuracy_strings(rng):
+    model = nn.Sequential(*_classifier(), nn.LogSoftmax(1))
+    x, y = rng.normal(size=(50, 4)), rng.integers(0, 3, size=50)
+    plane = fs.random_plane(model, seed=1)
+    w = np.linspace(-1, 1, 3)
+    nll = fs.loss_surface(model, (x, y), w, w, plane=plane, loss="nll", dtype="float64")
+    by_module = fs.loss_surface(model, (x, y), w, w, plane=plane, loss=nn.NLLLoss(), dtype="float64")
+    assert np.array_equal(nll.loss, by_module.loss) and nll.loss_name == "nll" and nll.metric == "loss"
+    accuracy = fs.loss_surface(model, (x, y), w, w, plane=plane, loss="accuracy", dtype="float64")
+    same = fs.loss_surface(model, (x, y), w, w, plane=plane, loss=fs.accuracy, dtype="float64")
+    assert np.array_equal(accuracy.loss, same.loss) and (accuracy.metric, accuracy.higher_is_better) == (
+        "accuracy",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("loss", "match"),
+    [
+        (nn.MSELoss(reduction="sum"), r"MSELoss\(reduction='sum'\) is not a mean over samples"),
+        (nn.L1Loss(reduction="none"), r"L1Loss\(reduction='none'\) is not a mean over samples"),
+        (nn.CrossEntropyLoss(weight=torch.ones(3)), "class weight as the denominator"),
+        (nn.NLLLoss(ignore_index=0), r"NLLLoss\(ignore_index=0\) averages over the targets not ignored"),
+        (nn.GaussianNLLLoss(), r"must be one of the strings .*nn\.CrossEntropyLoss.*GaussianNLLLoss\(\)"),
+        (nn.MSELoss, "must be one of the strings"),
+        ("hinge", r"'mse', 'cross_entropy', 'nll', 'accuracy' \('accuracy' is fs\.accuracy\)"),
+    ],
+)
+def test_losses_without_a_per_sample_mean_are_refused_saying_what_exists(loss, match):
+    with pytest.raises(fs.FastsurfaceError, match=match):
+        fs.loss_surface(_classifier(), **_class_problem(), loss=loss)
+
+
+def test_a_weight_with_a_sample_axis_is_refused(rng):
+    x, y = rng.normal(size=(20, 4)), rng.uniform(size=(20, 3))
+    loss = nn.BCEWithLogitsLoss(weight=torch.ones(20, 3))
+    with pytest.raises(fs.FastsurfaceError, match="weight has shape \\(20, 3\\), with a sample axis"):
+        fs.loss_surface(_classifier(), (x, y), [0.0], [0.0], plane=fs.random_plane(_classifier()), loss=loss)
+
+
+def test_record_path_trains_on_a_loss_module_as_torch_does(rng):
+    """One full-batch SGD step on the module's per-sample mean is the module's own step."""
+    x, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 3))
+    loss = nn.HuberLoss(delta=0.5)
+    path = fs.record_path(_classifier(), (x, y), loss=loss, batch_size=40, record="step", dtype="float64")
+    model = _classifier().double()
+    loss(model(torch.tensor(x)), torch.tensor(y)).backward()
+    with torch.no_grad():
+        expected = torch.cat([(p - 1e-2 * p.grad).reshape(-1) for p in model.parameters()])
+    assert_close(path.vectors[-1], expected, rtol=1e-12, atol=1e-15)

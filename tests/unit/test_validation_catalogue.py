@@ -181,7 +181,7 @@ API_CASES = [
     pytest.param(lambda: fs.loss_surface(_Dict(), DATA, *GRID), "model", id="model-returns-a-dict"),
     pytest.param(
         lambda: fs.metric_surfaces(fs.ANN(1, 1, 1), DATA, *GRID, metrics={"accuracy": fs.accuracy}),
-        "loss",
+        "data",
         id="accuracy-of-real-valued-targets",
     ),
     pytest.param(lambda: _surface(data=_uneven_loader(targets=(8,))), "data", id="later-batch-targets-would-broadcast"),
