@@ -198,3 +198,21 @@ def test_a_callable_can_be_marked_higher_is_better(rng):
 def test_metric_arguments_are_checked(kwargs, match):
     with pytest.raises(fs.FastsurfaceError, match=match):
         metric_surfaces(fs.ANN(1, 1, 1), (np.zeros(4), np.zeros(4)), [0.0], [0.0], **kwargs)
+
+
+def test_a_metric_surface_from_one_pass_continues_with_its_own_metric(rng):
+    """Each surface of a combined pass remembers its own metric (not the combined objective),
+    so refining it needs neither plane= nor loss= and equals a fresh pass of that metric."""
+    model = _classifier()
+    x, y = rng.normal(size=(90, 4)), rng.integers(0, 3, size=90)
+    plane = fs.entry_plane(model, *PLANE_ENTRIES)
+    grid = np.linspace(-1, 1, 3)
+    margin = lambda p, t: p.max(dim=1).values - p.min(dim=1).values  # noqa: E731
+    surfaces = metric_surfaces(
+        model, (x, y), grid, grid, plane=plane, metrics={"loss": "cross_entropy", "margin": margin}, dtype="float64"
+    )
+    assert surfaces["loss"].loss_function is None and surfaces["margin"].loss_function is not None
+    finer = fs.refine(surfaces["margin"], model, (x, y), ((-1, 1), (-1, 1)), 0.5)
+    alone = fs.loss_surface(model, (x, y), finer.w1, finer.w2, plane=plane, loss=margin, dtype="float64")
+    assert finer.metric == "margin"
+    assert_close(finer.loss, alone.loss, rtol=1e-12, atol=0)
