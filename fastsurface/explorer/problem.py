@@ -109,7 +109,7 @@ class Problem:
 
     def _path(self, settings: PathSettings) -> fs.Trajectory:
         train, test = self.split(settings.evaluation.data)
-        _check_training_steps(train, settings)
+        _check_training_steps(train, settings.epochs, settings.evaluation.batch_size)
         return self._train(settings, train, test)
 
     def _train(self, settings: PathSettings, train: Data, test: Data) -> fs.Trajectory:
@@ -133,19 +133,19 @@ class Problem:
         """The basin map of ``settings`` with ``train_many`` (the whole model trains, as
         ``_train``'s paths do; for the seed model that is its plane) and ``basin_map``,
         and the runs it was made from."""
-        training = settings.training
-        train, test = self.split(training.evaluation.data)
-        _check_training_steps(train, training)
+        evaluation = settings.surface.evaluation
+        train, test = self.split(evaluation.data)
+        _check_training_steps(train, settings.epochs, evaluation.batch_size)
         runs = fs.train_many(
             self.model,
             train,
             test,
             grid=settings.starts(),
             plane=self.plane,
-            optimizer=_OPTIMISERS[training.optimiser](training.lr),
-            epochs=training.epochs,
+            optimizer=_OPTIMISERS[settings.optimiser](settings.lr),
+            epochs=settings.epochs,
             evaluate="final",
-            **self._evaluation(training.evaluation),
+            **self._evaluation(evaluation),
         )
         return fs.basin_map(runs), runs
 
@@ -197,19 +197,18 @@ def model_at(model: nn.Module, plane: fs.Plane, point: tuple[float, float]) -> n
     return moved
 
 
-def _check_training_steps(train: Data, settings: PathSettings) -> None:
-    """Refuse a path of more than ``MAX_TRAINING_STEPS`` optimiser steps (when the
-    training data's length is known)."""
-    batch_size = settings.evaluation.batch_size
+def _check_training_steps(train: Data, epochs: int, batch_size: int) -> None:
+    """Refuse training of more than ``MAX_TRAINING_STEPS`` optimiser steps a run (when
+    the training data's length is known)."""
     if isinstance(train, (tuple, list)) and len(train) == 2:
         per_epoch = math.ceil(len(train[0]) / batch_size)
     elif hasattr(train, "__len__"):
         per_epoch = len(train)
     else:
         return
-    if settings.epochs * per_epoch > MAX_TRAINING_STEPS:
+    if epochs * per_epoch > MAX_TRAINING_STEPS:
         raise FastsurfaceError(
-            f"`epochs` of {settings.epochs} at {per_epoch} batches per epoch means {settings.epochs * per_epoch:,} "
+            f"`epochs` of {epochs} at {per_epoch} batches per epoch means {epochs * per_epoch:,} "
             f"optimiser steps, more than the {MAX_TRAINING_STEPS:,} the explorer takes per path; lower `epochs` "
             "or raise `batch_size`"
         )

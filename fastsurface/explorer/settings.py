@@ -103,12 +103,14 @@ class PathSettings:
 
 @dataclass(frozen=True)
 class BasinSettings:
-    """A basin map ("many starts"): a run of ``training``'s optimiser, learning rate and
-    epochs from every point of a ``points`` x ``points`` grid over ``surface``'s window
-    (``training.start`` is unused), drawn over that surface."""
+    """A basin map ("many starts"): a run of ``epochs`` of ``optimiser`` at learning rate
+    ``lr`` from every point of a ``points`` x ``points`` grid over ``surface``'s window,
+    on its data, drawn over that surface."""
 
     surface: SurfaceSettings
-    training: PathSettings
+    lr: float
+    epochs: int
+    optimiser: str
     points: int
 
     def starts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -301,25 +303,32 @@ def path_request(body: object, defaults: Mapping[str, object], seed_data: bool) 
 def path_fields(fields: Fields, seed_data: bool) -> PathSettings:
     """``start`` (``[w1, w2]``), ``lr`` (> 0), ``epochs`` (>= 1), ``optimiser`` and the
     evaluation fields."""
-    start, lr = fields.pair("start"), fields.number("lr")
+    start = fields.pair("start")
+    return PathSettings(start, *training_fields(fields), evaluation(fields, seed_data))
+
+
+def training_fields(fields: Fields) -> tuple[float, int, str]:
+    """``lr`` (> 0), ``epochs`` (>= 1) and ``optimiser``."""
+    lr = fields.number("lr")
     if lr <= 0:
         raise FastsurfaceError(f"`lr` must be a finite number > 0, got {lr!r}")
     epochs = fields.integer("epochs")
     check_positive_int("epochs", epochs)
-    return PathSettings(start, lr, epochs, fields.choice("optimiser", OPTIMISERS), evaluation(fields, seed_data))
+    return lr, epochs, fields.choice("optimiser", OPTIMISERS)
 
 
 def basins_request(body: object, defaults: Mapping[str, object], seed_data: bool) -> BasinRequest:
     """A basin map: the fields of a surface request (its window and evaluation), ``lr``,
-    ``epochs`` and ``optimiser`` as in ``path_fields``, and ``points``, the starts per
-    axis (2 to ``MAX_BASIN_POINTS``)."""
+    ``epochs`` and ``optimiser`` (``training_fields``), and ``points``, the starts per
+    axis (2 to ``MAX_BASIN_POINTS``); the runs train on the surface's data."""
     fields = Fields(body, defaults)
     ticket = _ticket(fields)
     surface = SurfaceRequest(None, *surface_fields(fields, seed_data))
+    lr, epochs, optimiser = training_fields(fields)
     points = fields.integer("points")
     if not 2 <= points <= MAX_BASIN_POINTS:
         raise FastsurfaceError(f"`points` must be an integer from 2 to {MAX_BASIN_POINTS}, got {points}")
-    request = BasinRequest(ticket, surface, BasinSettings(surface.settings, path_fields(fields, seed_data), points))
+    request = BasinRequest(ticket, surface, BasinSettings(surface.settings, lr, epochs, optimiser, points))
     fields.finish()
     return request
 
