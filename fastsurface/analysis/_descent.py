@@ -8,9 +8,15 @@ gradient ``g = (⟨∇θ L, d₁⟩, ⟨∇θ L, d₂⟩)``, and a step is ``tor
   copy are set to ``θ(a, b)`` in place and autograd differentiates the model itself; no
   parameter dictionary or ``functional_call`` per step.
 - ``TanhStackDescent``: the mean squared error of a plain ``Linear → Tanh → Linear``
-  stack on the CPU (the seed ``ANN``), its forward and backward pass written out in
-  NumPy, which costs a few microseconds an operation where torch's dispatch and autograd
-  cost tens: the seed's 3,125 steps take a tenth of a second.
+  stack on the CPU, its forward and backward pass written out in NumPy, which costs a
+  microsecond or two an operation where torch's dispatch and autograd cost tens.
+  ``TwoWeightDescent`` is its seed case (``ANN(1, 1, 1)``: one input, one tanh unit, one
+  output, no biases), where every matrix product is a scalar product: eleven NumPy
+  calls on preallocated vectors a step, so the seed's 3,125 steps take a few hundredths
+  of a second.
+
+A descent is handed an epoch's rows at once and takes one step per ``batch_size`` of
+them, so the NumPy routes convert each epoch to arrays once, not each batch.
 
 Both give the path that autograd through ``(a, b)`` gives, to the dtype's rounding: the
 same parameter values, the same products, sums possibly added in another order.
@@ -18,6 +24,7 @@ same parameter values, the same products, sums possibly added in another order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -32,8 +39,10 @@ from fastsurface.seed.model import ANN
 class PlaneDescent(Protocol):
     """SGD on a plane's coordinates, one batch at a time."""
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One SGD step on the batch mean of the per-sample loss of ``(x, y)``."""
+    def steps(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[None]:
+        """One SGD step on the batch mean of the per-sample loss of each run of
+        ``batch_size`` rows of ``(x, y)`` in turn (the last may be shorter), yielding
+        after each step."""
 
     def position(self) -> torch.Tensor:
         """The coordinates ``(a, b)`` now, a copy of shape ``(2,)`` in the compute dtype."""
@@ -46,6 +55,8 @@ def plane_descent(
     in its dtype), ``plane`` and ``loss``, starting from ``start`` with learning rate ``lr``."""
     layers = tanh_stack(module)
     if layers is not None and loss.per_sample is squared_error and plane.device.type == "cpu":
+        if all(weight.shape == (1, 1) and bias is None for weight, bias in layers):
+            return TwoWeightDescent(module, layers, plane, lr=lr, start=start)
         return TanhStackDescent(module, layers, plane, lr=lr, start=start)
     return AutogradDescent(module, plane, loss, lr=lr, start=start)
 
@@ -65,7 +76,12 @@ class AutogradDescent:
         self.module, self.plane, self.loss, self.lr = module, plane, loss, lr
         self.coordinates = torch.tensor(start, dtype=plane.dtype, device=plane.device)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def steps(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[None]:
+        for batch in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            self._step(*batch)
+            yield
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.no_grad():
             for parameter, value in zip(self.moving, self.plane.params(*self.coordinates).values(), strict=True):
                 parameter.copy_(value)
@@ -135,20 +151,12 @@ def _global_hooks() -> bool:
     )
 
 
-class TanhStackDescent:
-    """The seed route: ``p = tanh(x W₁ᵀ + c₁) W₂ᵀ + c₂`` and its mean squared error,
-    differentiated by hand in NumPy, in the compute dtype, on the CPU. On a diverging
-    path NumPy warns of overflow unless the caller silences it (``train_sgd`` does, and
-    reports the divergence itself).
-
-    The stack's parameters ``W₁, c₁, W₂, c₂`` live in one flat vector ``θ = θ₀ + a·d₁ + b·d₂``
-    (``d`` is 0 outside the plane's moving parameters), and their gradients in another,
-    both written in place through fixed views, so that a step is about twenty NumPy
-    operations. With ``e = p − y`` over ``B`` samples of ``k`` elements, autograd's chain
-    is ``∂L/∂p = (1/B/k)·(2e)``, ``∂L/∂W₂ = (∂L/∂p)ᵀ t``, ``∂L/∂h = (∂L/∂p W₂)·(1 − t²)``,
-    ``∂L/∂W₁ = (∂L/∂h)ᵀ x``, the biases summing the same rows; each written as torch
-    writes it, so only sums may round differently.
-    """
+class _NumpyDescent:
+    """What the NumPy routes share: the stack's parameters ``W₁, c₁, W₂, c₂`` as one flat
+    vector ``θ = θ₀ + a·d₁ + b·d₂`` (``d`` is 0 outside the plane's moving parameters),
+    in the compute dtype, and an epoch converted to arrays once. On a
+    diverging path NumPy warns of overflow unless the caller silences it (``train_sgd``
+    does, and reports the divergence itself)."""
 
     def __init__(
         self,
@@ -170,21 +178,59 @@ class TanhStackDescent:
             )
         )
         self.origin, self.first, self.second = origin, first, second
-        self.directions = np.stack([first, second])
-        self.theta, self.gradient = np.empty_like(origin), np.empty_like(origin)
-        self.parameters = _views(self.theta, layers)
-        self.gradients = _views(self.gradient, layers)
-        self.coordinates = np.array(start, dtype=origin.dtype)
+        self.start = np.array(start, dtype=origin.dtype)
         self.rate = origin.dtype.type(-lr)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def steps(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[None]:
+        inputs, targets = self._rows(x.numpy()), self._rows(y.numpy())  # both in the compute dtype
+        for start in range(0, len(inputs), batch_size):
+            end = start + batch_size
+            self._step(inputs[start:end], targets[start:end])
+            yield
+
+    def _rows(self, values: np.ndarray) -> np.ndarray:
+        """An epoch's inputs or targets, ``(N, ...)``, as ``_step`` takes them."""
+        return values
+
+    def _step(self, x: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def position(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TanhStackDescent(_NumpyDescent):
+    """The stack's route: ``p = tanh(x W₁ᵀ + c₁) W₂ᵀ + c₂`` and its mean squared error,
+    differentiated by hand in NumPy, in the compute dtype, on the CPU.
+
+    ``θ`` and its gradient are written in place through fixed views, so that a step is
+    about twenty NumPy operations. With ``e = p − y`` over ``B`` samples of ``k``
+    elements, autograd's chain is ``∂L/∂p = (1/B/k)·(2e)``, ``∂L/∂W₂ = (∂L/∂p)ᵀ t``,
+    ``∂L/∂h = (∂L/∂p W₂)·(1 − t²)``, ``∂L/∂W₁ = (∂L/∂h)ᵀ x``, the biases summing the same
+    rows; each written as torch writes it, so only sums may round differently.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        layers: list[LinearParameters],
+        plane: Plane,
+        *,
+        lr: float,
+        start: tuple[float, float],
+    ) -> None:
+        super().__init__(module, layers, plane, lr=lr, start=start)
+        self.coordinates = self.start
+        self.directions = np.stack([self.first, self.second])
+        self.theta, self.gradient = np.empty_like(self.origin), np.empty_like(self.origin)
+        self.parameters = _views(self.theta, layers)
+        self.gradients = _views(self.gradient, layers)
+
+    def _step(self, x: np.ndarray, y: np.ndarray) -> None:
         a, b = self.coordinates
         np.add(self.origin, a * self.first, out=self.theta)
         self.theta += b * self.second
-        inputs, targets = x.numpy(), y.numpy()
-        if targets.dtype != self.theta.dtype:  # integer targets, which torch would promote
-            targets = targets.astype(self.theta.dtype)
-        self._backward(inputs, targets)
+        self._backward(x, y)
         self.coordinates = self.coordinates + self.rate * (self.directions @ self.gradient)
 
     def _backward(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -206,6 +252,67 @@ class TanhStackDescent:
 
     def position(self) -> torch.Tensor:
         return torch.from_numpy(self.coordinates.copy())
+
+
+class TwoWeightDescent(_NumpyDescent):
+    """The seed's stack, ``p = w₂·tanh(w₁·x)`` with scalar weights, as ``TanhStackDescent``
+    computes it with every matrix product a scalar one: per sample the same products in
+    the same order (``∂L/∂p = (2/B)·e``, ``∂L/∂h = (∂L/∂p·w₂)·(1 − t²)``; ``2/B·e`` equals
+    ``1/B·(2e)`` exactly, doubling being exact), the two sums ``Σ ∂L/∂p·t`` and
+    ``Σ ∂L/∂h·x`` as ``np.dot`` adds them, and the weights and the update in scalars of
+    the compute dtype. Eleven NumPy calls a step on vectors allocated once per batch size.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        layers: list[LinearParameters],
+        plane: Plane,
+        *,
+        lr: float,
+        start: tuple[float, float],
+    ) -> None:
+        super().__init__(module, layers, plane, lr=lr, start=start)
+        self.one = self.origin.dtype.type(1)
+        # Scalars of the compute dtype: a NumPy scalar's arithmetic costs a tenth of a
+        # microsecond, unpacking a NumPy vector two.
+        self.vectors = tuple(tuple(vector) for vector in (self.origin, self.first, self.second))
+        self.point = tuple(self.start)
+        self.work: dict[int, tuple[np.floating, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _rows(self, values: np.ndarray) -> np.ndarray:
+        return values.reshape(len(values))  # (N, 1) -> (N,): one input, one output
+
+    def _step(self, x: np.ndarray, y: np.ndarray) -> None:
+        (o1, o2), (f1, f2), (s1, s2) = self.vectors
+        a, b = self.point
+        w1, w2 = o1 + a * f1 + b * s1, o2 + a * f2 + b * s2  # θ₀ + a·d₁ + b·d₂, as Plane.params adds it
+        twice_scale, hidden, activation, outer, inner = self._work(len(y))
+        multiply, subtract, dot = np.multiply, np.subtract, np.dot  # outputs passed by position: faster
+        multiply(x, w1, hidden)
+        np.tanh(hidden, activation)
+        multiply(activation, w2, outer)
+        subtract(outer, y, outer)
+        multiply(outer, twice_scale, outer)
+        grad_w2 = dot(outer, activation)
+        multiply(activation, activation, hidden)
+        subtract(self.one, hidden, hidden)
+        multiply(outer, w2, inner)
+        multiply(inner, hidden, inner)
+        grad_w1 = dot(inner, x)
+        self.point = (a + self.rate * (grad_w1 * f1 + grad_w2 * f2), b + self.rate * (grad_w1 * s1 + grad_w2 * s2))
+
+    def position(self) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.point, dtype=self.origin.dtype))
+
+    def _work(self, size: int) -> tuple[np.floating, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For a batch of ``size``: ``2/B`` and four work vectors (the hidden values, the
+        activations, ``∂L/∂p`` and ``∂L/∂h``), made once per batch size."""
+        if size not in self.work:
+            dtype = self.origin.dtype
+            vectors = [np.empty(size, dtype=dtype) for _ in range(4)]
+            self.work[size] = (2 * (self.one / size), *vectors)
+        return self.work[size]
 
 
 def _views(flat: np.ndarray, layers: list[LinearParameters]) -> list[tuple[np.ndarray, np.ndarray | None]]:

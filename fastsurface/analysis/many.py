@@ -353,11 +353,13 @@ class _Records:
         positions = np.full((self.count, 2), np.nan)
         residual = np.full(self.count, np.nan)
         for tile in tiles:
-            finite = tile.finite()
+            vectors = tile.vectors()
+            # Still running and finite; a run whose last step overflowed is stopped at the next check.
+            finite = tile.finite() & torch.isfinite(vectors).all(dim=1).numpy()
             if basis is None:
-                coordinates, off_plane = tile.vectors(), torch.zeros(len(tile.runs), dtype=torch.float64)
-            else:
-                coordinates, off_plane, _ = basis.project(tile.vectors())
+                coordinates, off_plane = vectors, torch.zeros(len(tile.runs), dtype=torch.float64)
+            else:  # the least squares refuse non-finite rows: those are not drawn anyway
+                coordinates, off_plane, _ = basis.project(vectors.nan_to_num(0.0, 0.0, 0.0))
             positions[tile.runs] = np.where(finite[:, None], coordinates.numpy(), np.nan)
             residual[tile.runs] = np.where(finite, off_plane.numpy(), np.nan)
         self.steps.append(step)

@@ -95,14 +95,14 @@ def train_sgd(
     taken = 0
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging path is reported below
         for _ in _epochs(epochs, progress):
-            for x, y in training_batches(train, batch_size, generator, resolved, compute):
+            for x, y, size in training_runs(train, batch_size, generator, resolved, compute):
                 if taken == 0:
-                    check_prediction_shape(module, local_plane, objective, x, y)
-                descent.step(x, y)
-                taken += 1
-                if record == "step":
-                    path.append(descent.position())
-                    steps.append(taken)
+                    check_prediction_shape(module, local_plane, objective, x[:size], y[:size])
+                for _ in descent.steps(x, y, size):
+                    taken += 1
+                    if record == "step":
+                        path.append(descent.position())
+                        steps.append(taken)
             if record == "epoch":
                 path.append(descent.position())
                 steps.append(taken)
@@ -163,18 +163,28 @@ def training_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of ``(x, y)`` batches on ``device``: a pair shuffled by ``generator`` into
     batches of ``batch_size``, or an iterable of batches as it comes."""
+    for x, y, size in training_runs(train, batch_size, generator, device, dtype):
+        yield from zip(x.split(size), y.split(size), strict=True)
+
+
+def training_runs(
+    train: object, batch_size: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """One epoch of ``training_batches`` as runs of consecutive batches ``(x, y, size)``,
+    each batch ``size`` rows of ``x`` and ``y`` (the last may be shorter): a pair is one
+    run, the whole epoch shuffled (so a route can convert it at once), and every batch of
+    an iterable is a run of its own."""
     if stream.is_pair(train):
         x, y = (stream.to_device(t, device, dtype) for t in stream.pair_tensors(train))
         order = torch.randperm(len(x), generator=generator).to(device)
         # One gather an epoch; index_select, because advanced indexing runs a threaded kernel
         # that costs milliseconds on a busy machine.
-        shuffled = (t.index_select(0, order).split(batch_size) for t in (x, y))
-        yield from zip(*shuffled, strict=True)
+        yield x.index_select(0, order), y.index_select(0, order), batch_size
         return
     yielded = False
     for number, batch in enumerate(stream.iterate(train)):
         x, y = stream.batch_tensors(number, batch)
         yielded = True
-        yield stream.to_device(x, device, dtype), stream.to_device(y, device, dtype)
+        yield stream.to_device(x, device, dtype), stream.to_device(y, device, dtype), len(x)
     if not yielded:
         raise FastsurfaceError("`train` yielded no batch; pass a pair or a re-iterable loader, not a used-up iterator")

@@ -3,7 +3,8 @@
 A ``Problem`` holds a model, the plane it is sliced along, its data and the engine's
 settings, and answers the page's settings with the public API: ``loss_surface`` for a
 surface, ``critical_points`` for its critical points, ``record_path`` and
-``project_path`` for a training path. The seed problem (``SeedProblem``) draws its
+``project_path`` for a training path, ``train_many`` and ``basin_map`` for a basin
+map of many starts. The seed problem (``SeedProblem``) draws its
 data from the page's size and seeds and trains plain SGD with ``train_sgd``, so a
 faster ``train_sgd`` speeds the explorer up unchanged.
 
@@ -24,13 +25,21 @@ from torch import nn
 
 import fastsurface as fs
 from fastsurface.errors import FastsurfaceError
-from fastsurface.explorer.settings import MAX_TRAINING_STEPS, Evaluation, PathSettings, SeedData, SurfaceSettings
+from fastsurface.explorer.settings import (
+    MAX_TRAINING_STEPS,
+    BasinSettings,
+    Evaluation,
+    PathSettings,
+    SeedData,
+    SurfaceSettings,
+)
 
 Data = Any  # an (x, y) pair or an iterable of batches, as loss_surface takes
 # Heavy-ball momentum of the "momentum" optimiser.
 MOMENTUM = 0.9
-# Results kept per kind: surfaces (up to 2 MB each at MAX_GRID_POINTS), paths, data splits.
-_SURFACES, _PATHS, _SPLITS = 8, 64, 4
+# Results kept per kind: surfaces (up to 2 MB each at MAX_GRID_POINTS), paths, data
+# splits, basin maps (their runs' recorded paths: about 1 MB at MAX_BASIN_POINTS).
+_SURFACES, _PATHS, _SPLITS, _BASINS = 8, 64, 4, 4
 _OPTIMISERS: dict[str, Callable[[float], Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]]] = {
     "sgd": lambda lr: lambda p: torch.optim.SGD(p, lr=lr),
     "momentum": lambda lr: lambda p: torch.optim.SGD(p, lr=lr, momentum=MOMENTUM),
@@ -74,6 +83,7 @@ class Problem:
         self.surface = functools.lru_cache(maxsize=_SURFACES)(self._surface)
         self.critical_points = functools.lru_cache(maxsize=_SURFACES)(self._critical_points)
         self.path = functools.lru_cache(maxsize=_PATHS)(self._path)
+        self.basins = functools.lru_cache(maxsize=_BASINS)(self._basins)
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -99,7 +109,7 @@ class Problem:
 
     def _path(self, settings: PathSettings) -> fs.Trajectory:
         train, test = self.split(settings.evaluation.data)
-        _check_training_steps(train, settings)
+        _check_training_steps(train, settings.epochs, settings.evaluation.batch_size)
         return self._train(settings, train, test)
 
     def _train(self, settings: PathSettings, train: Data, test: Data) -> fs.Trajectory:
@@ -118,6 +128,26 @@ class Problem:
         )
         projected = fs.project_path(self.model, self.plane, recorded, test, **self._evaluation(settings.evaluation))
         return projected.trajectory()
+
+    def _basins(self, settings: BasinSettings) -> tuple[fs.BasinMap, fs.Trajectories]:
+        """The basin map of ``settings`` with ``train_many`` (the whole model trains, as
+        ``_train``'s paths do; for the seed model that is its plane) and ``basin_map``,
+        and the runs it was made from."""
+        evaluation = settings.surface.evaluation
+        train, test = self.split(evaluation.data)
+        _check_training_steps(train, settings.epochs, evaluation.batch_size)
+        runs = fs.train_many(
+            self.model,
+            train,
+            test,
+            grid=settings.starts(),
+            plane=self.plane,
+            optimizer=_OPTIMISERS[settings.optimiser](settings.lr),
+            epochs=settings.epochs,
+            evaluate="final",
+            **self._evaluation(evaluation),
+        )
+        return fs.basin_map(runs), runs
 
     def _evaluation(self, evaluation: Evaluation) -> dict[str, Any]:
         return {**self.engine, "reduction": evaluation.reduction, "batch_size": evaluation.batch_size}
@@ -167,19 +197,18 @@ def model_at(model: nn.Module, plane: fs.Plane, point: tuple[float, float]) -> n
     return moved
 
 
-def _check_training_steps(train: Data, settings: PathSettings) -> None:
-    """Refuse a path of more than ``MAX_TRAINING_STEPS`` optimiser steps (when the
-    training data's length is known)."""
-    batch_size = settings.evaluation.batch_size
+def _check_training_steps(train: Data, epochs: int, batch_size: int) -> None:
+    """Refuse training of more than ``MAX_TRAINING_STEPS`` optimiser steps a run (when
+    the training data's length is known)."""
     if isinstance(train, (tuple, list)) and len(train) == 2:
         per_epoch = math.ceil(len(train[0]) / batch_size)
     elif hasattr(train, "__len__"):
         per_epoch = len(train)
     else:
         return
-    if settings.epochs * per_epoch > MAX_TRAINING_STEPS:
+    if epochs * per_epoch > MAX_TRAINING_STEPS:
         raise FastsurfaceError(
-            f"`epochs` of {settings.epochs} at {per_epoch} batches per epoch means {settings.epochs * per_epoch:,} "
+            f"`epochs` of {epochs} at {per_epoch} batches per epoch means {epochs * per_epoch:,} "
             f"optimiser steps, more than the {MAX_TRAINING_STEPS:,} the explorer takes per path; lower `epochs` "
             "or raise `batch_size`"
         )
@@ -201,6 +230,7 @@ SEED_DEFAULTS: dict[str, object] = {
     "view": "contour",
     "log_color": False,
     "critical_points": False,
+    "points": 30,
 }
 # A model from Python: a window of its plane around the model itself, paths from there.
 MODEL_DEFAULTS: dict[str, object] = {

@@ -9,6 +9,9 @@ Routes:
   losses as base64 float64 (exact, and far faster to write than JSON text), the
   colouring, and critical points on request.
 - ``POST /api/path``: a training path (see ``settings.path_request``).
+- ``POST /api/basins``: a basin map of many starts over the window (see
+  ``settings.basins_request``): the library's ``plot_basins`` figure as plotly JSON and
+  a summary of the runs.
 - ``POST /api/download``: the current view as HTML or PNG (through the library's
   views and ``write_figure``) or the surface as ``.npz`` (``save``).
 
@@ -106,6 +109,11 @@ def build_app(problem: Problem, *, loopback: bool = True, warm_up: bool = True) 
         answer = await _run(worker, query.ticket, ("path", query.path), lambda: path_answer(problem, query.settings))
         return JSONResponse(answer)
 
+    async def basins(request: Request) -> Response:
+        query = settings.basins_request(await _body(request), problem.defaults, problem.seed_data)
+        answer = await _run(worker, query.ticket, ("basins",), lambda: basins_answer(problem, query))
+        return Response(answer, media_type="application/json")
+
     async def download(request: Request) -> Response:
         query = settings.download_request(await _body(request), problem.defaults, problem.seed_data)
         if query.format == "png" and config["png"] is not None:
@@ -132,6 +140,7 @@ def build_app(problem: Problem, *, loopback: bool = True, warm_up: bool = True) 
             Route("/api/config", configuration),
             Route("/api/surface", surface, methods=["POST"]),
             Route("/api/path", path, methods=["POST"]),
+            Route("/api/basins", basins, methods=["POST"]),
             Route("/api/download", download, methods=["POST"]),
             Mount("/static", StaticFiles(packages=[("fastsurface.explorer", "static")])),
         ],
@@ -201,6 +210,30 @@ def path_answer(problem: Problem, path: settings.PathSettings) -> dict[str, Any]
         "step": trajectory.step.tolist(),
         "seconds": time.perf_counter() - started,
     }
+
+
+def basins_answer(problem: Problem, request: settings.BasinRequest) -> str:
+    """The page's basin map, JSON: ``figure`` (``plot_basins`` over the window's surface,
+    with a few sample paths and, on request, the critical points) and the facts the
+    page prints: ``runs``, ``diverged``, ``attractors`` (``w1``, ``w2``, ``size`` each,
+    largest basin first), ``method`` and ``seconds`` (0 when cached)."""
+    started = time.perf_counter()
+    basins, runs = problem.basins(request.settings)
+    surface = problem.surface(request.surface.settings)
+    points = problem.critical_points(request.surface.settings) if request.surface.critical_points else []
+    figure = fs.plot_basins(basins, surface, paths=runs, critical_points=points)
+    facts = {
+        "runs": runs.count,
+        "diverged": int((basins.attractor < 0).sum()),
+        "attractors": [
+            {"w1": float(w1), "w2": float(w2), "size": int(size)}
+            for (w1, w2), size in zip(basins.attractors, basins.sizes, strict=True)
+        ],
+        "method": runs.method,
+        "seconds": time.perf_counter() - started,
+    }
+    # The figure's JSON as plotly writes it (NumPy arrays included), spliced in unparsed.
+    return json.dumps(facts)[:-1] + ', "figure": ' + plotly.io.to_json(figure, validate=False) + "}"
 
 
 def download_file(problem: Problem, request: settings.DownloadRequest) -> tuple[str, bytes]:

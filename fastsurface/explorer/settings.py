@@ -42,6 +42,9 @@ MAX_SAMPLES = 1_000_000
 MAX_TRAINING_STEPS = 25_000
 # Paths one download may draw.
 MAX_PATHS = 20
+# Starts per axis of a basin map ("many starts"): at most 60 x 60 = 3,600 runs, trained
+# together by train_many in seconds (its eager route; the compiled one compiles first).
+MAX_BASIN_POINTS = 60
 # A client's id and a path's id: short, printable, no markup.
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -99,6 +102,27 @@ class PathSettings:
 
 
 @dataclass(frozen=True)
+class BasinSettings:
+    """A basin map ("many starts"): a run of ``epochs`` of ``optimiser`` at learning rate
+    ``lr`` from every point of a ``points`` x ``points`` grid over ``surface``'s window,
+    on its data, drawn over that surface."""
+
+    surface: SurfaceSettings
+    lr: float
+    epochs: int
+    optimiser: str
+    points: int
+
+    def starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """The start grid's axes: ``points`` evenly spaced values across each side of
+        the window (stops excluded, as ``axis``), float64."""
+        return tuple(  # type: ignore[return-value]
+            start + (stop - start) * np.arange(self.points) / self.points
+            for start, stop in (self.surface.w1, self.surface.w2)
+        )
+
+
+@dataclass(frozen=True)
 class Ticket:
     """Who asks: ``client`` (one page) and its request number ``seq`` for one kind of
     work. A queued request is dropped when a higher ``seq`` of the same client and kind
@@ -125,6 +149,15 @@ class PathRequest:
     ticket: Ticket | None
     path: str
     settings: PathSettings
+
+
+@dataclass(frozen=True)
+class BasinRequest:
+    """A basin map to compute, and how to colour and annotate its surface."""
+
+    ticket: Ticket | None
+    surface: SurfaceRequest
+    settings: BasinSettings
 
 
 @dataclass(frozen=True)
@@ -270,12 +303,34 @@ def path_request(body: object, defaults: Mapping[str, object], seed_data: bool) 
 def path_fields(fields: Fields, seed_data: bool) -> PathSettings:
     """``start`` (``[w1, w2]``), ``lr`` (> 0), ``epochs`` (>= 1), ``optimiser`` and the
     evaluation fields."""
-    start, lr = fields.pair("start"), fields.number("lr")
+    start = fields.pair("start")
+    return PathSettings(start, *training_fields(fields), evaluation(fields, seed_data))
+
+
+def training_fields(fields: Fields) -> tuple[float, int, str]:
+    """``lr`` (> 0), ``epochs`` (>= 1) and ``optimiser``."""
+    lr = fields.number("lr")
     if lr <= 0:
         raise FastsurfaceError(f"`lr` must be a finite number > 0, got {lr!r}")
     epochs = fields.integer("epochs")
     check_positive_int("epochs", epochs)
-    return PathSettings(start, lr, epochs, fields.choice("optimiser", OPTIMISERS), evaluation(fields, seed_data))
+    return lr, epochs, fields.choice("optimiser", OPTIMISERS)
+
+
+def basins_request(body: object, defaults: Mapping[str, object], seed_data: bool) -> BasinRequest:
+    """A basin map: the fields of a surface request (its window and evaluation), ``lr``,
+    ``epochs`` and ``optimiser`` (``training_fields``), and ``points``, the starts per
+    axis (2 to ``MAX_BASIN_POINTS``); the runs train on the surface's data."""
+    fields = Fields(body, defaults)
+    ticket = _ticket(fields)
+    surface = SurfaceRequest(None, *surface_fields(fields, seed_data))
+    lr, epochs, optimiser = training_fields(fields)
+    points = fields.integer("points")
+    if not 2 <= points <= MAX_BASIN_POINTS:
+        raise FastsurfaceError(f"`points` must be an integer from 2 to {MAX_BASIN_POINTS}, got {points}")
+    request = BasinRequest(ticket, surface, BasinSettings(surface.settings, lr, epochs, optimiser, points))
+    fields.finish()
+    return request
 
 
 def download_request(body: object, defaults: Mapping[str, object], seed_data: bool) -> DownloadRequest:

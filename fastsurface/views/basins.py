@@ -27,7 +27,8 @@ _PALETTE = plotly.colors.qualitative.Plotly
 # Attractors with a colour of their own, largest first; the rest share OTHER.
 ATTRACTOR_COLOURS = len(_PALETTE)
 OTHER, DIVERGED, DISAGREEMENT = "#8c8c8c", "#000000", "#ff00ff"
-_FIGURE = {"template": "plotly_dark", "width": 850, "height": 750}
+# No width or height: the figure sizes itself to its container (written to HTML, the window).
+_FIGURE = {"template": "plotly_dark"}
 
 
 def plot_basins(

@@ -79,7 +79,12 @@ def _html(figure: go.Figure | Mapping[str, Any], plotlyjs: str) -> bytes:
     """The page of ``figure``, UTF-8."""
     if not isinstance(figure, Mapping):
         include = True if plotlyjs == "embed" else "cdn"
-        return str(figure.to_html(include_plotlyjs=include, full_html=True, auto_play=False)).encode()
+        fragment = figure.to_html(include_plotlyjs=include, full_html=False, auto_play=False)
+        # As figure_html's page: a figure without a size fills the window, without scroll bars.
+        fills = figure.layout.width is None and figure.layout.height is None
+        style = "html, body, body > div {height: 100%; margin: 0;" + (" overflow: hidden;}" if fills else "}")
+        head = f'<!doctype html>\n<html>\n<head>\n<meta charset="utf-8" />\n<style>{style}</style>\n</head>\n<body>\n'
+        return (head + fragment + "\n</body>\n</html>").encode()
     try:
         return figure_html(figure, plotlyjs)
     except TypeError as error:

@@ -3,7 +3,8 @@ animation of a path; plus the colouring and markers that the 3-D view shares.
 
 Every view puts the first coordinate (``surface.w1``) on the x axis and the second
 on the y axis. Plotly reads ``z[row][col]`` at ``(y[row], x[col])``, so the traces
-are given ``loss.T``.
+are given ``loss.T``. No view fixes its size: it takes its container's (written to
+HTML, the browser window; ``figure.update_layout(width=..., height=...)`` fixes one).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ KIND_MARKERS: dict[str, tuple[str, str]] = {
 _SINGLE_PATH = ("red", "yellow")
 # Tick multipliers of a log colour bar, per decade.
 _LOG_TICKS = (1, 2, 5)
-_FIGURE = {"template": "plotly_dark", "width": 800, "height": 700}
+# No width or height: the figure sizes itself to its container (written to HTML, the window).
+_FIGURE = {"template": "plotly_dark"}
 
 
 def plot_contour(

@@ -27,6 +27,12 @@ def _seed_problem(rng, samples=400):
     return model, fs.default_plane(model), fs.piecewise_dataset(samples, seed=int(rng.integers(1000)))
 
 
+def _seed_on_a_random_plane(rng, samples=400):
+    """Both coordinates move both weights: the two-weight route's projection and update."""
+    model = fs.ANN(1, 1, 1)
+    return model, fs.random_plane(model, seed=int(rng.integers(1000))), fs.piecewise_dataset(samples)
+
+
 def _mlp_problem(rng, samples=300):
     torch.manual_seed(int(rng.integers(1000)))
     model = small_mlp()
@@ -35,7 +41,11 @@ def _mlp_problem(rng, samples=300):
     return model, plane, (x, y[:, :2])
 
 
-PROBLEMS = {"seed": _seed_problem, "mlp": _mlp_problem}
+PROBLEMS = {
+    "seed": _seed_problem,
+    "seed-random-plane": _seed_on_a_random_plane,
+    "mlp": _mlp_problem,
+}
 
 
 @pytest.fixture(params=ROUTES)
@@ -142,7 +152,8 @@ def _replaced_forward():
 @pytest.mark.parametrize(
     ("make", "route"),
     [
-        pytest.param(lambda: fs.ANN(1, 1, 1), "numpy", id="seed"),
+        pytest.param(lambda: fs.ANN(1, 1, 1), "two-weight", id="seed"),
+        pytest.param(lambda: _sequential(nn.Linear(1, 1), nn.Tanh(), nn.Linear(1, 1)), "numpy", id="scalar-biases"),
         pytest.param(lambda: fs.ANN(2, 5, 3), "numpy", id="wider-ann"),
         pytest.param(small_mlp, "numpy", id="tanh-mlp-with-biases"),
         pytest.param(
@@ -160,7 +171,8 @@ def _replaced_forward():
 )
 def test_the_numpy_route_takes_only_plain_tanh_stacks(make, route):
     descent = _descent_for(make())
-    assert isinstance(descent, _descent.TanhStackDescent if route == "numpy" else _descent.AutogradDescent)
+    routes = {"two-weight": _descent.TwoWeightDescent, "numpy": _descent.TanhStackDescent}
+    assert type(descent) is routes.get(route, _descent.AutogradDescent)
 
 
 def test_a_weight_normed_layer_and_a_global_hook_take_autograd():

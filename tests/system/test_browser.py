@@ -57,10 +57,11 @@ def test_the_view_renders_without_console_errors(browser, pages, view):
     assert len(picture.getcolors(maxcolors=picture.width * picture.height)) >= MIN_COLOURS
 
 
-def test_the_main_figure_fills_the_window_and_follows_it(browser, pages):
+@pytest.mark.parametrize("view", ["surface", "contour", "animation"])
+def test_the_figure_fills_the_window_and_follows_it(browser, pages, view):
     """No fixed size: the figure takes the window's, and plotly's responsive config follows a resize."""
     size = "[0, 1].map((i) => document.querySelector('.js-plotly-plot')._fullLayout[['width', 'height'][i]])"
-    session = browser.open(pages["surface"], width=1200, height=800)
+    session = browser.open(pages[view], width=1200, height=800)
     assert browser.evaluate(size, session) == [1200, 800]
     metrics = {"width": 700, "height": 500, "deviceScaleFactor": 1, "mobile": False}
     browser.send("Emulation.setDeviceMetricsOverride", metrics, session=session)

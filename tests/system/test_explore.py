@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 
@@ -113,6 +114,24 @@ def test_an_sgd_path_is_train_sgd_bit_for_bit(client, split):
     assert path["name"] == "sgd lr=0.02, 3 epochs from (0.5, -1.25)"
 
 
+def test_a_basin_map_is_the_library_one(client, split):
+    body = {**WINDOW, **DATA, "points": 4, "lr": 0.02, "epochs": 2, "optimiser": "momentum"}
+    basins = answer(client, "basins", body)
+    grid = (np.linspace(-1.5, 1.0, 4, endpoint=False), np.linspace(-1.0, 2.0, 4, endpoint=False))
+    make = lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9)  # noqa: E731
+    runs = fs.train_many(fs.ANN(1, 1, 1), *split, grid=grid, optimizer=make, epochs=2, batch_size=32, evaluate="final")
+    expected = fs.basin_map(runs)
+    assert (basins["runs"], basins["diverged"], basins["method"]) == (16, int(expected.diverged.sum()), runs.method)
+    assert basins["attractors"] == [
+        {"w1": w1, "w2": w2, "size": size}
+        for (w1, w2), size in zip(expected.attractors.tolist(), expected.sizes.tolist(), strict=True)
+    ]
+    figure = go.Figure(basins["figure"])  # plotly's own check of the figure
+    assert figure.data[0].name == "fate" and figure.layout.width is None
+    x = basins["figure"]["data"][0]["x"]  # a typed array, as plotly writes NumPy arrays
+    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]), grid[0])
+
+
 @pytest.mark.parametrize(
     ("optimiser", "make"),
     [
@@ -196,6 +215,12 @@ REFUSED = [
     ("path", {"path": "p", "start": [0]}, "`start` must be two finite numbers"),
     ("path", {"path": "p", "optimiser": "rmsprop"}, "`optimiser` must be one of 'sgd', 'momentum', 'adam'"),
     ("path", {"path": "p", "lr": 1e6, "epochs": 1, **DATA}, "diverge"),  # train_sgd's own check
+    ("basins", {"points": 1}, "`points` must be an integer from 2 to 60, got 1"),
+    ("basins", {"points": 61}, "`points` must be an integer from 2 to 60, got 61"),
+    ("basins", {"points": 2.5}, "`points` must be an integer, got 2.5"),
+    ("basins", {"lr": 0}, "`lr` must be a finite number > 0"),
+    ("basins", {"epochs": 1000}, "125,000 optimiser steps, more than the 25,000"),
+    ("basins", {"start": [0, 0]}, "unknown field(s) `start`"),
     ("download", {"surface": {}, "paths": [], "view": "contour"}, "needs the field `format`"),
     ("download", {"surface": [], "paths": [], "view": "contour", "format": "html"}, "`surface` must be a JSON object"),
     ("download", {"surface": {}, "paths": {}, "view": "contour", "format": "html"}, "`paths` must be a list"),

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 import fastsurface as fs
 from fastsurface.explorer import Explorer
@@ -199,4 +200,39 @@ def test_every_view_draws_with_log_colour_and_critical_points(browser, page, vie
     figure = page.figure()
     assert figure[0]["type"] == view and "saddle" in [trace["name"] for trace in figure]
     assert drawn_share(plot_area_picture(browser, page.session, MIN_SHARE)) >= MIN_SHARE
+    assert page.errors() == []
+
+
+def test_many_starts_shows_the_library_basin_map_until_another_input(browser, page):
+    """A 6 x 6 grid of starts over the window [-2, 2)², two epochs each: the page shows
+    ``plot_basins`` of ``train_many`` and ``basin_map`` for the same settings."""
+    page.type({"points": 6, "step": 0.1, **SMALL})
+    page.click("#many-starts")
+    page.idle()
+    axis = np.linspace(-2, 2, 6, endpoint=False)
+    runs = fs.train_many(
+        fs.ANN(1, 1, 1),
+        *seed_split(1000),
+        grid=(axis, axis),
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.01),
+        epochs=2,
+        evaluate="final",
+    )
+    expected = fs.basin_map(runs)
+    basins = page.state("state.basins")
+    assert basins["runs"] == 36 and basins["diverged"] == int(expected.diverged.sum())
+    assert [a["size"] for a in basins["attractors"]] == expected.sizes.tolist()
+    located = [[a["w1"], a["w2"]] for a in basins["attractors"]]
+    np.testing.assert_allclose(located, expected.attractors, rtol=0, atol=1e-12)
+    figure = page.figure()
+    assert (figure[0]["type"], figure[0]["name"]) == ("heatmap", "fate")
+    # The figure's arrays travel as plotly's typed arrays; plotly.js decodes them for drawing.
+    drawn = page.evaluate("['x', 'y'].map((k) => Array.from(document.getElementById('plot')._fullData[0][k]))")
+    np.testing.assert_allclose(drawn, [axis, axis], rtol=0, atol=1e-12)
+    assert "contour" in [trace["type"] for trace in figure]  # the window's surface over the map
+    assert "basin map: 36 runs" in page.evaluate("document.getElementById('status').textContent")
+    assert drawn_share(plot_area_picture(browser, page.session, MIN_SHARE)) >= MIN_SHARE
+    page.type({"step": 0.2})  # any other input returns to the surface
+    page.idle()
+    assert page.state("state.basins") is None and page.figure()[0]["type"] == "contour"
     assert page.errors() == []

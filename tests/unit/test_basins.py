@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import fastsurface as fs
 from fastsurface.analysis.basins import single_linkage
+from fastsurface.cli import main
 
 
 def _brute_force_clusters(points: np.ndarray, tolerance: float) -> np.ndarray:
@@ -156,3 +158,33 @@ def test_disagreement_needs_the_same_grid():
     other = fs.watershed(fs.loss_surface(fs.ANN(1, 1, 1), fs.piecewise_dataset(50), [0.0, 1.0], [0.0, 1.0]))
     with pytest.raises(fs.FastsurfaceError, match="`watershed`"):
         fs.basin_disagreement(fs.basin_map(runs), other)
+
+
+def test_show_summarises_saved_runs(tmp_path, capsys):
+    """``fastsurface show`` on a ``train_many`` file: runs, divergence, and the basin map's attractors."""
+    data = fs.piecewise_dataset(256)
+    grid = (fs.axis(-2, 2, 1.0), fs.axis(-2, 2, 1.0))
+    lrs = [1e-2] * 15 + [1e6]  # one start diverges
+    factories = [lambda p, lr=lr: torch.optim.SGD(p, lr=lr) for lr in lrs]
+    runs = fs.train_many(
+        fs.ANN(1, 1, 1),
+        data,
+        data,
+        starts=np.stack(np.meshgrid(*grid, indexing="ij"), -1).reshape(-1, 2),
+        optimizer=factories,
+        epochs=2,
+    )
+    assert runs.diverged.sum() == 1
+    saved = fs.save(tmp_path / "runs.npz", trajectories=runs)
+    assert main(["show", str(saved)]) == 0
+    shown = capsys.readouterr().out
+    assert "runs      16 runs x 3 records (epoch, 8 steps), full space" in shown
+    assert "diverged  1 of 16 runs" in shown and "basins" not in shown  # no grid, two optimisers: no map
+    mapped = fs.train_many(fs.ANN(1, 1, 1), data, data, grid=grid, epochs=2)
+    basins = fs.basin_map(mapped)
+    assert main(["show", str(fs.save(tmp_path / "map.npz", trajectories=mapped))]) == 0
+    shown = capsys.readouterr().out
+    (w1, w2), size = basins.attractors[0], basins.sizes[0]
+    assert "diverged  0 of 16 runs" in shown
+    assert f"basins    4 x 4 start grid, {len(basins.sizes)} attractors (within {basins.tolerance:.3g}): " in shown
+    assert f"({w1:.4g}, {w2:.4g}) {size:,} starts" in shown

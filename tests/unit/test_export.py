@@ -84,6 +84,19 @@ def test_a_plain_figure_fills_the_window_unless_it_has_a_size(tmp_path, drawn):
     assert '<div style="height:480px; width:640px;">' in page and "overflow" not in page[: page.index("<body>")]
 
 
+def test_a_plotly_figure_fills_the_window_unless_it_has_a_size(tmp_path, figure):
+    """The 2-D views set no size (as the 3-D one): their page fills the window; a sized figure keeps its size."""
+    surface = fs.loss_surface(fs.ANN(1, 1, 1), fs.piecewise_dataset(100), fs.axis(-1, 1, 0.5), fs.axis(-1, 1, 0.5))
+    contour = fs.plot_contour(surface)
+    assert (contour.layout.width, contour.layout.height) == (None, None)
+    page = fs.write_figure(contour, tmp_path / "fill.html").read_text()
+    head = page[: page.index("<body>")]
+    assert "html, body, body > div {height: 100%; margin: 0; overflow: hidden;}" in head
+    assert 'class="plotly-graph-div" style="height:100%; width:100%;"' in page
+    page = fs.write_figure(figure, tmp_path / "sized.html").read_text()
+    assert 'style="height:240px; width:320px;"' in page and "overflow" not in page[: page.index("<body>")]
+
+
 def test_plain_data_becomes_safe_json(tmp_path):
     label = "</script><script>alert(1)</script>"
     figure = {"data": [{"type": "scatter", "x": np.arange(3), "y": np.array([1.0, np.nan, np.inf]), "name": label}]}

@@ -280,7 +280,7 @@ def test_each_class_of_bad_input_is_refused_by_name(call, match):
 def test_a_train_sgd_test_set_is_checked_before_any_training(monkeypatch):
     from fastsurface.analysis import training
 
-    monkeypatch.setattr(training, "training_batches", lambda *a, **k: pytest.fail("trained before checking `test`"))
+    monkeypatch.setattr(training, "training_runs", lambda *a, **k: pytest.fail("trained before checking `test`"))
     _refused(lambda: fs.train_sgd(_model(), DATA, (np.ones(2), np.ones(1)), epochs=1), "`test`")
 
 

@@ -1,7 +1,8 @@
 // The explorer's page: reads the controls, asks the server for surfaces and paths, draws them
 // with plotly.js. The latest input wins: a new input aborts the request in flight for the same
 // kind of work (the server also drops queued ones). Each interaction is timed from its input
-// event to the plot's redraw with performance marks ('surface' and 'path' measures).
+// event to the plot's redraw with performance marks ('surface', 'path' and 'basins' measures).
+// "Many starts" replaces the view with the library's basin map (plot_basins) until another input.
 'use strict';
 
 (() => {
@@ -18,6 +19,7 @@
     surface: null, // the surface drawn (decoded answer)
     surfaceRequest: null, // the settings it was computed with
     paths: [], // {id, colour, start, lr, epochs, optimiser, answer}
+    basins: null, // the basin map shown instead of the view: {figure, runs, diverged, attractors, ...}
     made: 0, // paths made so far (names their ids and colours)
     active: null, // the path the training controls act on
     animation: null, // {path, index}: the moving marker
@@ -83,7 +85,7 @@
       form.elements[select].replaceChildren(...options.map((option) => new Option(option, option)));
     }
     setWindow(defaults.w1, defaults.w2, defaults.step);
-    for (const name of ['samples', 'seed', 'split_seed', 'batch_size', 'lr', 'epochs']) {
+    for (const name of ['samples', 'seed', 'split_seed', 'batch_size', 'lr', 'epochs', 'points']) {
       if (name in defaults) setValue(name, defaults[name]);
     }
     form.elements.reduction.value = defaults.reduction;
@@ -175,6 +177,7 @@
 
   function surfaceInput() {
     performance.mark('surface-input');
+    state.basins = null;
     return refreshSurface();
   }
 
@@ -220,7 +223,7 @@
   // on each axis (rounded up to 3 significant digits; edges to 6). A double-click (autorange)
   // goes back to the first window.
   function zoomed(event) {
-    if (currentView() === 'surface' || !state.surfaceRequest) return;
+    if (currentView() === 'surface' || !state.surfaceRequest || state.basins) return;
     if (event['xaxis.autorange'] || event['yaxis.autorange']) {
       resetWindow();
       return;
@@ -251,6 +254,7 @@
 
   function addPath(start) {
     performance.mark('path-input');
+    state.basins = null;
     const path = { id: `p${state.made + 1}`, colour: state.config.palette[state.made % state.config.palette.length] };
     state.made += 1;
     Object.assign(path, trainingControls(), { start, answer: null });
@@ -266,6 +270,7 @@
     const path = state.paths.find((p) => p.id === state.active);
     if (!path) return addPath(trainingControls().start);
     performance.mark('path-input');
+    state.basins = null;
     const { lr, epochs } = trainingControls();
     Object.assign(path, { lr, epochs });
     return runPath(path, true);
@@ -282,6 +287,23 @@
       await render();
       if (measured) performance.measure('path', 'path-input');
       animate(state.animation);
+    });
+  }
+
+  // ---- many starts ----
+
+  // The basin map of the window: a run from every point of a `points` x `points` grid with the
+  // training controls' optimiser, learning rate and epochs.
+  function manyStarts() {
+    performance.mark('basins-input');
+    return tracked(async () => {
+      const { lr, epochs, optimiser } = trainingControls();
+      const body = { ...surfaceBody(), lr, epochs, optimiser, points: number('points') };
+      document.getElementById('status').textContent = `many starts: training ${body.points}² runs of ${epochs} epochs…`;
+      state.basins = await (await post('basins', 'api/basins', body)).json();
+      clearError();
+      await render();
+      performance.measure('basins', 'basins-input');
     });
   }
 
@@ -425,6 +447,13 @@
   }
 
   async function render() {
+    if (state.basins) {
+      const { data, layout } = state.basins.figure;
+      await Plotly.react(plot, data, { ...layout, autosize: true }, { responsive: true, displaylogo: false });
+      await painted();
+      showStatus();
+      return;
+    }
     if (!state.surface) return;
     const three = currentView() === 'surface';
     const traces = [surfaceTrace(currentView()), ...criticalTraces(three), ...pathTraces(three)];
@@ -452,7 +481,14 @@
   }
 
   function showStatus() {
-    const { surface } = state;
+    const { surface, basins } = state;
+    if (basins) {
+      const attractors = basins.attractors.length;
+      document.getElementById('status').textContent = `basin map: ${basins.runs.toLocaleString()} runs, `
+        + `${attractors} attractor${attractors === 1 ? '' : 's'}, ${basins.diverged} diverged; `
+        + `${basins.method}: ${basins.seconds.toFixed(2)} s`;
+      return;
+    }
     const paths = state.paths.filter((path) => path.answer).length;
     document.getElementById('status').textContent = `${surface.w1.length} x ${surface.w2.length} grid, `
       + `${surface.samples.toLocaleString()} test samples, ${surface.method} on ${surface.device}: `
@@ -499,10 +535,16 @@
       setValue('epochs', form.elements.epochs_slider.value);
       trainingInput();
     });
-    for (const radio of form.elements.view) radio.addEventListener('change', () => tracked(render));
+    for (const radio of form.elements.view) {
+      radio.addEventListener('change', () => {
+        state.basins = null;
+        return tracked(render);
+      });
+    }
     document.getElementById('reset-window').addEventListener('click', resetWindow);
     document.getElementById('add-path').addEventListener('click', () => addPath(trainingControls().start));
     document.getElementById('clear-paths').addEventListener('click', clearPaths);
+    document.getElementById('many-starts').addEventListener('click', manyStarts);
     for (const button of form.querySelectorAll('[data-download]')) {
       button.addEventListener('click', () => download(button.dataset.download));
     }
