@@ -28,6 +28,7 @@ from fastsurface.engine import _stream as stream
 from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
 from fastsurface.engine._kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
 from fastsurface.engine._losses import Loss, PerSampleLoss
+from fastsurface.engine._shared import SharedKernel, shared_forward
 from fastsurface.engine._stream import PROBE_SAMPLES
 from fastsurface.engine._tiles import (
     GridPoints,
@@ -291,7 +292,13 @@ def _strategy(
     if method == "compiled" or (method == "auto" and _worth_compiling(points, data, chunk, plane.device)):
         kernel = CompiledKernel(module, plane, options.objective, points.count, tile)
         return _BruteForce(kernel, points, kernel.tile, "compiled")
-    return _BruteForce(vmap_kernel(module, plane, options.objective), points, tile, "vmap")
+    return _BruteForce(_vmap_route(module, plane, options.objective), points, tile, "vmap")
+
+
+def _vmap_route(module: nn.Module, plane: Plane, loss: Loss) -> Kernel:
+    """The vmap kernel, sharing what the plane's points share where that is safe (``_shared``)."""
+    forward = shared_forward(module, plane)
+    return vmap_kernel(module, plane, loss) if forward is None else SharedKernel(forward, loss)
 
 
 def _chunk_rule(data: object, sizer: TileSizer, options: EvalOptions) -> Callable[[torch.Tensor], int]:

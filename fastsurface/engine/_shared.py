@@ -1,0 +1,198 @@
+"""Forward passes that share, across the points of a plane, what those points share.
+
+For a model that is an ``nn.Sequential`` (nested ``nn.Sequential``s are flattened), the
+plane ``θ₀ + a·d₁ + b·d₂`` moves the parameters of some of its layers. Two things are then
+the same for every point, and computed once per chunk of samples instead of once per point:
+
+- **the frozen prefix**: the layers before the first one the plane moves see the same
+  inputs and parameters at every point, so their output ``h`` is the same;
+- **the first moving layer**, when it is an ``nn.Linear`` or ``nn.Conv1d/2d/3d`` (a map
+  linear in its weight and bias): its output at ``(a, b)`` is
+  ``L(h; W₀, c₀) + a·L(h; D₁, e₁) + b·L(h; D₂, e₂)``, three products for the whole plane
+  (``W``, ``c``: weight and bias; ``D``, ``e``: their directions). Equal to the product with
+  the moved weights up to float rounding (a different order of the same sums).
+
+Only the layers after that run per point (``functional_call`` under ``vmap``). Nothing here
+applies where it could change a result: other model classes, hooks (on the model, its
+nested ``nn.Sequential``s or the shared layer, or global ones), parametrised or lazy
+layers, and evaluation in train mode (the engine never asks then: batch statistics and
+dropout masks belong to each point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.nn.modules import module as module_internals
+
+from fastsurface.engine._losses import Loss
+from fastsurface.planes.plane import Plane
+
+# Layers whose output is linear in (weight, bias) for fixed inputs.
+_LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Per-chunk tensors every point shares: (h,) for a frozen prefix alone, or the shared
+# layer's three terms (L(h; W₀, c₀), L(h; D₁, e₁), L(h; D₂, e₂)).
+Shared = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One layer of the flattened sequence, with the plane's parameters it uses:
+    ``(its own name for the parameter, the plane's name)``."""
+
+    module: nn.Module
+    moving: tuple[tuple[str, str], ...]
+
+
+class SharedForward:
+    """The model's forward pass cut where the plane starts moving it (see the module docstring).
+
+    ``share(x)`` computes, once per chunk of inputs ``x`` ``(S, ...)``, what every point
+    shares; ``point(a, b, shared)`` is the prediction at one point (0-d ``a``, ``b``;
+    vmap-safe), the model's output for ``x``.
+    """
+
+    def __init__(self, prefix: list[nn.Module], shared: _Layer | None, suffix: list[_Layer], plane: Plane) -> None:
+        self.prefix, self.shared, self.suffix, self.plane = prefix, shared, suffix, plane
+        self.terms = _terms(shared, plane) if shared is not None else None
+        self.needed = sorted({name for layer in suffix for _, name in layer.moving})
+
+    def share(self, x: torch.Tensor) -> Shared:
+        """What every point shares for inputs ``x``: shapes as the cut layer's output."""
+        h = x
+        for layer in self.prefix:
+            h = layer(h)
+        if self.terms is None:
+            return (h,)
+        return tuple(self.terms(h, index) for index in range(3))
+
+    def point(self, a: torch.Tensor, b: torch.Tensor, shared: Shared) -> torch.Tensor:
+        """The model's output at plane point ``(a, b)``, from ``share``'s tensors."""
+        h = shared[0] if self.terms is None else shared[0] + a * shared[1] + b * shared[2]
+        plane = self.plane
+        moving = {name: plane.origin[name] + a * plane.first[name] + b * plane.second[name] for name in self.needed}
+        for layer in self.suffix:
+            parameters = {own: moving[name] for own, name in layer.moving}
+            h = functional_call(layer.module, parameters, (h,)) if parameters else layer.module(h)
+        return h
+
+
+def shared_forward(module: nn.Module, plane: Plane) -> SharedForward | None:
+    """The model's forward pass cut for sharing, or ``None`` where nothing can be shared
+    safely (then the engine evaluates every layer per point, as before)."""
+    layers = _flattened(module)
+    if layers is None or _global_hooks():
+        return None
+    moving_names = _moving_names(module, plane)
+    cut = next((i for i, layer in enumerate(layers) if _uses(layer, moving_names)), None)
+    if cut is None:
+        return None
+    shared = _shareable(layers[cut], moving_names)
+    if cut == 0 and shared is None:
+        return None  # nothing before the first moving layer and that layer not linear: no gain
+    rest = [_Layer(layer, _own_moving(layer, moving_names)) for layer in layers[cut + (shared is not None) :]]
+    return SharedForward(layers[:cut], shared, rest, plane)
+
+
+class SharedKernel:
+    """The engine's kernel on a ``SharedForward``: ``(a, b, x, y, w) -> (T,)`` per-point
+    weighted loss sums, as ``vmap_kernel``'s; the shared tensors are made once per chunk."""
+
+    def __init__(self, forward: SharedForward, loss: Loss) -> None:
+        self.forward = forward
+        self._chunk: torch.Tensor | None = None
+        self._shared: Shared = ()
+
+        def point_sum(
+            a: torch.Tensor, b: torch.Tensor, shared: Shared, y: torch.Tensor, w: torch.Tensor
+        ) -> torch.Tensor:
+            prediction = forward.point(a, b, shared)
+            return loss.per_sample(prediction, y) @ w
+
+        self.batched = vmap(point_sum, in_dims=(0, 0, None, None, None))
+
+    def __call__(
+        self, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        if x is not self._chunk:
+            self._chunk, self._shared = x, self.forward.share(x)
+        return self.batched(a, b, self._shared, y, w)
+
+
+def _flattened(module: nn.Module) -> list[nn.Module] | None:
+    """The layers of an ``nn.Sequential`` without hooks, nested ones expanded; else ``None``."""
+    if type(module) is not nn.Sequential or _hooked(module):
+        return None
+    layers: list[nn.Module] = []
+    for child in module:
+        if type(child) is nn.Sequential:
+            inner = _flattened(child)
+            if inner is None:
+                return None
+            layers += inner
+        else:
+            layers.append(child)
+    return layers
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _global_hooks() -> bool:
+    return bool(module_internals._global_forward_hooks or module_internals._global_forward_pre_hooks)
+
+
+def _moving_names(module: nn.Module, plane: Plane) -> dict[int, str]:
+    """The plane's name of each parameter it moves, by the parameter's identity."""
+    by_name = dict(module.named_parameters())
+    return {id(by_name[name]): name for name in plane.origin}
+
+
+def _uses(layer: nn.Module, moving: dict[int, str]) -> bool:
+    return any(id(p) in moving for p in layer.parameters())
+
+
+def _own_moving(layer: nn.Module, moving: dict[int, str]) -> tuple[tuple[str, str], ...]:
+    """``(the layer's name, the plane's name)`` of each moving parameter the layer uses;
+    a parameter tied to another layer's appears under each of its names."""
+    return tuple((own, moving[id(p)]) for own, p in layer.named_parameters(remove_duplicate=False) if id(p) in moving)
+
+
+def _shareable(layer: nn.Module, moving: dict[int, str]) -> _Layer | None:
+    """The layer, when its output is linear in its parameters and nothing else can change it."""
+    if type(layer) not in _LINEAR_IN_WEIGHTS or _hooked(layer):
+        return None
+    if set(layer._parameters) - {"weight", "bias"} or layer._parameters.get("weight") is None:
+        return None
+    return _Layer(layer, _own_moving(layer, moving))
+
+
+def _terms(layer: _Layer, plane: Plane) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``(h, k) -> L(h; weight, bias)`` of the origin (k = 0) or a direction (k = 1, 2): a
+    direction is zero in the layer's parameters the plane does not move."""
+    module = layer.module
+    names = dict(layer.moving)
+    parts = (plane.origin, plane.first, plane.second)
+
+    def value(own: str, k: int) -> torch.Tensor | None:
+        fixed = module._parameters.get(own)
+        if own in names:
+            return parts[k][names[own]]
+        if k == 0 or fixed is None:
+            return fixed
+        return torch.zeros_like(fixed) if own == "weight" else None
+
+    def term(h: torch.Tensor, k: int) -> torch.Tensor:
+        weight, bias = value("weight", k), value("bias", k)
+        assert weight is not None  # _shareable's rule
+        if isinstance(module, nn.Linear):
+            return F.linear(h, weight, bias)
+        return module._conv_forward(h, weight, bias)  # type: ignore[operator]
+
+    return term
