@@ -15,8 +15,8 @@ the same for every point, and computed once per chunk of samples instead of once
 Only the layers after that run per point (``functional_call`` under ``vmap``). Nothing here
 applies where it could change a result: other model classes, hooks (on the model, its
 nested ``nn.Sequential``s or the shared layer, or global ones), parametrised or lazy
-layers, and evaluation in train mode (the engine never asks then: batch statistics and
-dropout masks belong to each point).
+layers, and layers in training mode that behave differently there (batch statistics and
+dropout masks belong to each point; the engine never asks in train mode).
 """
 
 from __future__ import annotations
@@ -35,6 +35,30 @@ from fastsurface.planes.plane import Plane
 
 # Layers whose output is linear in (weight, bias) for fixed inputs.
 _LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Modules that compute the same in training and eval mode: only these may be shared while
+# in training mode (a callee's model may be; the engine's copy never is). Dropout, batch
+# statistics and the like must be drawn or taken per point.
+_MODE_FREE = (
+    *_LINEAR_IN_WEIGHTS,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.Softplus,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.LayerNorm,
+)
 # Per-chunk tensors every point shares: (h,) for a frozen prefix alone, or the shared
 # layer's three terms (L(h; W₀, c₀), L(h; D₁, e₁), L(h; D₂, e₂)).
 Shared = tuple[torch.Tensor, ...]
@@ -92,6 +116,8 @@ def shared_forward(module: nn.Module, plane: Plane) -> SharedForward | None:
     cut = next((i for i, layer in enumerate(layers) if _uses(layer, moving_names)), None)
     if cut is None:
         return None
+    if not all(_mode_free(layer) for layer in layers[: cut + 1]):
+        return None
     shared = _shareable(layers[cut], moving_names)
     if cut == 0 and shared is None:
         return None  # nothing before the first moving layer and that layer not linear: no gain
@@ -138,6 +164,11 @@ def _flattened(module: nn.Module) -> list[nn.Module] | None:
         else:
             layers.append(child)
     return layers
+
+
+def _mode_free(layer: nn.Module) -> bool:
+    """Whether the layer computes what it computes in eval mode (type by type)."""
+    return all(not m.training or type(m) in _MODE_FREE for m in layer.modules())
 
 
 def _hooked(module: nn.Module) -> bool:

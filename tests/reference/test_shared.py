@@ -136,3 +136,26 @@ def test_a_tied_weight_in_a_later_layer_moves_with_the_shared_layer(rng):
     surface = fs.loss_surface(model, data, w, w, plane=plane, dtype="float64", device="cpu", method="vmap")
     naive = fs.naive_loss_surface(model, data, w, w, plane=plane, reduction="mean")
     assert_close(surface.loss, naive, rtol=1e-12)
+
+
+def test_layers_in_training_mode_are_shared_only_where_the_mode_changes_nothing():
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)).train()
+    dropout_first = nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)).train()
+    assert shared_forward(plain, _plane(plain, None)) is not None
+    assert shared_forward(dropout_first, _plane(dropout_first, None)) is None
+    assert shared_forward(dropout_first.eval(), _plane(dropout_first, None)) is not None
+
+
+def test_the_loss_landscapes_drop_in_shares_the_first_layer_with_the_same_numbers():
+    import fastsurface.compat.loss_landscapes as drop_in
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    x, y = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 1, dtype=torch.float64)
+    metric = drop_in.metrics.Loss(nn.MSELoss(), x, y)
+    torch.manual_seed(1)
+    shared = drop_in.random_plane(model, metric, steps=4)
+    torch.manual_seed(1)
+    wrapped = drop_in.random_plane(drop_in.GeneralModelWrapper(model, [model], lambda m, v: m(v)), metric, steps=4)
+    assert_close(shared, wrapped, rtol=1e-12)  # a general wrapper's forward is opaque: per point, unshared

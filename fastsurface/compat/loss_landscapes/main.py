@@ -12,7 +12,7 @@ import functools
 import math
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -21,7 +21,13 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fastsurface.compat.loss_landscapes.metrics import Loss, Metric, MetricPipeline
-from fastsurface.compat.loss_landscapes.model_wrapper import ModelWrapper, private_wrapper, rand_u_like
+from fastsurface.compat.loss_landscapes.model_wrapper import (
+    ModelWrapper,
+    SimpleModelWrapper,
+    private_wrapper,
+    rand_u_like,
+)
+from fastsurface.engine._shared import shared_forward
 from fastsurface.engine._tiles import check_fits, whole_batch_tile_points
 from fastsurface.engine.options import DEFAULT_BUDGET
 from fastsurface.errors import FastsurfaceError, check_choice
@@ -195,9 +201,11 @@ class _Landscape:
         return np.stack(columns, axis=-1) if isinstance(metric, MetricPipeline) else columns[0]
 
     def _vectorised_loss(self, metric: Loss, plane: Plane, coordinates: torch.Tensor) -> np.ndarray | None:
+        with torch.no_grad():
+            predict = self._predictor(plane, metric.inputs)
+
         def loss_at(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            prediction = functional_call(self.module, plane.params(a, b), (metric.inputs,))
-            return metric.loss_fn(prediction, metric.target)
+            return metric.loss_fn(predict(a, b), metric.target)
 
         kernel = vmap(loss_at)
         tile = whole_batch_tile_points(self.module, metric.inputs, self.device)
@@ -209,6 +217,19 @@ class _Landscape:
         if values.shape[1] != 1:
             return None
         return np.array(values[:, 0].tolist())  # Python numbers, as ``.item()`` gives them
+
+    def _predictor(self, plane: Plane, inputs: Any) -> Callable[[torch.Tensor, torch.Tensor], Any]:
+        """The model's output on ``inputs`` at a plane point ``(a, b)``: for one plain module
+        with tensor inputs, through the engine's shared forward where it applies (what
+        points share computed here, once), else a ``functional_call`` per point."""
+        forward = None
+        if type(self.module.wrapper) is SimpleModelWrapper and isinstance(inputs, torch.Tensor):
+            origin, first, second = ({n.removeprefix("parts.0."): t for n, t in part.items()} for part in _parts(plane))
+            forward = shared_forward(self.module.parts[0], Plane(origin, first, second))
+        if forward is None:
+            return lambda a, b: functional_call(self.module, plane.params(a, b), (inputs,))
+        shared = forward.share(inputs)
+        return lambda a, b: forward.point(a, b, shared)
 
     def _loop(self, metric: Metric, plane: Plane, coordinates: torch.Tensor) -> np.ndarray:
         results = []
@@ -230,6 +251,10 @@ class _WrapperModule(nn.Module):
 
     def forward(self, x: Any) -> Any:
         return self.wrapper.forward(x)
+
+
+def _parts(plane: Plane) -> tuple[dict[str, torch.Tensor], ...]:
+    return plane.origin, plane.first, plane.second
 
 
 def _vectorisable(metric: Metric) -> bool:
