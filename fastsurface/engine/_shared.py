@@ -59,9 +59,6 @@ _MODE_FREE = (
     nn.AvgPool3d,
     nn.LayerNorm,
 )
-# Per-chunk tensors every point shares: (h,) for a frozen prefix alone, or the shared
-# layer's three terms (L(h; W₀, c₀), L(h; D₁, e₁), L(h; D₂, e₂)).
-Shared = tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)
@@ -77,30 +74,50 @@ class SharedForward:
     """The model's forward pass cut where the plane starts moving it (see the module docstring).
 
     ``share(x)`` computes, once per chunk of inputs ``x`` ``(S, ...)``, what every point
-    shares; ``point(a, b, shared)`` is the prediction at one point (0-d ``a``, ``b``;
-    vmap-safe), the model's output for ``x``.
+    shares; ``over_tile`` runs a per-point function of the rest (``suffix``: the layers
+    after the cut) over a tile of points.
     """
 
     def __init__(self, prefix: list[nn.Module], shared: _Layer | None, suffix: list[_Layer], plane: Plane) -> None:
-        self.prefix, self.shared, self.suffix, self.plane = prefix, shared, suffix, plane
+        self.prefix, self.shared, self.suffix_layers, self.plane = prefix, shared, suffix, plane
         self.terms = _terms(shared, plane) if shared is not None else None
         self.needed = sorted({name for layer in suffix for _, name in layer.moving})
 
-    def share(self, x: torch.Tensor) -> Shared:
-        """What every point shares for inputs ``x``: shapes as the cut layer's output."""
+    def share(self, x: torch.Tensor) -> torch.Tensor:
+        """What every point shares for inputs ``x``: the prefix's output ``h``, or the
+        shared layer's three terms stacked, shape ``(3, *output shape)``."""
         h = x
         for layer in self.prefix:
             h = layer(h)
-        if self.terms is None:
-            return (h,)
-        return tuple(self.terms(h, index) for index in range(3))
+        return h if self.terms is None else torch.stack([self.terms(h, k) for k in range(3)])
 
-    def point(self, a: torch.Tensor, b: torch.Tensor, shared: Shared) -> torch.Tensor:
-        """The model's output at plane point ``(a, b)``, from ``share``'s tensors."""
-        h = shared[0] if self.terms is None else shared[0] + a * shared[1] + b * shared[2]
+    def over_tile(
+        self,
+        function: Callable[..., torch.Tensor],
+        a: torch.Tensor,
+        b: torch.Tensor,
+        shared: torch.Tensor,
+        *rest: torch.Tensor,
+    ) -> torch.Tensor:
+        """``function(a, b, h, *rest)`` at each point of the tile ``a``, ``b`` ``(T,)``
+        under ``vmap``, with ``h`` the input of the layers after the cut at that point.
+
+        The shared layer's output at the tile's points is one product, ``[1, a, b]`` of
+        shape ``(T, 3)`` times the three stacked terms (as cheap as the layer's own product
+        with two inputs, cheaper with more)."""
+        if self.terms is None:
+            h, dim = shared, None
+        else:
+            coefficients = torch.stack([torch.ones_like(a), a, b], dim=1)
+            h, dim = (coefficients @ shared.reshape(3, -1)).reshape(len(a), *shared.shape[1:]), 0
+        return vmap(function, in_dims=(0, 0, dim, *(None for _ in rest)))(a, b, h, *rest)
+
+    def suffix(self, a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The model's output at plane point ``(a, b)`` (0-d; vmap-safe) from the input ``h``
+        of the layers after the cut."""
         plane = self.plane
         moving = {name: plane.origin[name] + a * plane.first[name] + b * plane.second[name] for name in self.needed}
-        for layer in self.suffix:
+        for layer in self.suffix_layers:
             parameters = {own: moving[name] for own, name in layer.moving}
             h = functional_call(layer.module, parameters, (h,)) if parameters else layer.module(h)
         return h
@@ -132,22 +149,22 @@ class SharedKernel:
     def __init__(self, forward: SharedForward, loss: Loss) -> None:
         self.forward = forward
         self._chunk: torch.Tensor | None = None
-        self._shared: Shared = ()
+        self._shared = torch.empty(0)
 
         def point_sum(
-            a: torch.Tensor, b: torch.Tensor, shared: Shared, y: torch.Tensor, w: torch.Tensor
+            a: torch.Tensor, b: torch.Tensor, h: torch.Tensor, y: torch.Tensor, w: torch.Tensor
         ) -> torch.Tensor:
-            prediction = forward.point(a, b, shared)
+            prediction = forward.suffix(a, b, h)
             return loss.per_sample(prediction, y) @ w
 
-        self.batched = vmap(point_sum, in_dims=(0, 0, None, None, None))
+        self.point_sum = point_sum
 
     def __call__(
         self, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
     ) -> torch.Tensor:
         if x is not self._chunk:
             self._chunk, self._shared = x, self.forward.share(x)
-        return self.batched(a, b, self._shared, y, w)
+        return self.forward.over_tile(self.point_sum, a, b, self._shared, y, w)
 
 
 def _flattened(module: nn.Module) -> list[nn.Module] | None:

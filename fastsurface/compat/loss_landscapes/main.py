@@ -201,35 +201,38 @@ class _Landscape:
         return np.stack(columns, axis=-1) if isinstance(metric, MetricPipeline) else columns[0]
 
     def _vectorised_loss(self, metric: Loss, plane: Plane, coordinates: torch.Tensor) -> np.ndarray | None:
-        with torch.no_grad():
-            predict = self._predictor(plane, metric.inputs)
-
-        def loss_at(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return metric.loss_fn(predict(a, b), metric.target)
-
-        kernel = vmap(loss_at)
         tile = whole_batch_tile_points(self.module, metric.inputs, self.device)
         with torch.no_grad():
+            tile_losses = self._tile_losses(metric, plane)
             losses = torch.cat(
-                [kernel(*coordinates[start : start + tile].T) for start in range(0, len(coordinates), tile)]
+                [tile_losses(*coordinates[start : start + tile].T) for start in range(0, len(coordinates), tile)]
             )
         values = losses.reshape(len(coordinates), -1)
         if values.shape[1] != 1:
             return None
         return np.array(values[:, 0].tolist())  # Python numbers, as ``.item()`` gives them
 
-    def _predictor(self, plane: Plane, inputs: Any) -> Callable[[torch.Tensor, torch.Tensor], Any]:
-        """The model's output on ``inputs`` at a plane point ``(a, b)``: for one plain module
-        with tensor inputs, through the engine's shared forward where it applies (what
-        points share computed here, once), else a ``functional_call`` per point."""
+    def _tile_losses(self, metric: Loss, plane: Plane) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``(a, b) -> losses`` at a tile of points: for one plain module with tensor inputs
+        through the engine's shared forward where it applies (what the points share made
+        here, once), else a ``functional_call`` per point; both under ``vmap``."""
         forward = None
-        if type(self.module.wrapper) is SimpleModelWrapper and isinstance(inputs, torch.Tensor):
+        if type(self.module.wrapper) is SimpleModelWrapper and isinstance(metric.inputs, torch.Tensor):
             origin, first, second = ({n.removeprefix("parts.0."): t for n, t in part.items()} for part in _parts(plane))
             forward = shared_forward(self.module.parts[0], Plane(origin, first, second))
         if forward is None:
-            return lambda a, b: functional_call(self.module, plane.params(a, b), (inputs,))
-        shared = forward.share(inputs)
-        return lambda a, b: forward.point(a, b, shared)
+
+            def loss_at(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                prediction = functional_call(self.module, plane.params(a, b), (metric.inputs,))
+                return metric.loss_fn(prediction, metric.target)
+
+            return vmap(loss_at)
+        shared, suffix = forward.share(metric.inputs), forward.suffix
+
+        def from_cut(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            return metric.loss_fn(suffix(a, b, h), metric.target)
+
+        return lambda a, b: forward.over_tile(from_cut, a, b, shared)
 
     def _loop(self, metric: Metric, plane: Plane, coordinates: torch.Tensor) -> np.ndarray:
         results = []
