@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from fastsurface._support.choices import Method, Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable, synchronize
+from fastsurface._support.identity import architecture
 from fastsurface._support.memory import usable_bytes
 from fastsurface._support.values import real_values
 from fastsurface.engine import _stream as stream
@@ -35,6 +36,7 @@ from fastsurface.engine._tiles import (
     GridPoints,
     ListedPoints,
     Points,
+    TileChoice,
     TileSizer,
     check_fits,
     model_errors,
@@ -328,6 +330,7 @@ class Prepared:
         self._chunks: list[stream.Chunk] | None = None
         self._coordinate: tuple[int | None, str] | None = None
         self._vmap: Kernel | None = None
+        self._architecture: str | None = None
 
     def evaluate(self, points: Points) -> Evaluation:
         """Losses at ``points``: per-point weighted sums over every chunk, divided by the
@@ -375,7 +378,7 @@ class Prepared:
         if options.train_mode:
             tile = options.tile_points or sizer.tile_points(chunk.samples)
             kernel = vmap_kernel(module, plane, options.objective, randomness="different")
-            return _BruteForce(kernel, points, tile, "vmap")
+            return _BruteForce(kernel, points, TileChoice(tile), "vmap")
         if method in ("auto", "closed_form"):
             if self._coordinate is None:  # the structure probe, once per prepared model
                 self._coordinate = linear_coordinate(module, plane, options.objective, chunk.x[:PROBE_SAMPLES])
@@ -388,10 +391,24 @@ class Prepared:
         tile = options.tile_points or sizer.tile_points(chunk.samples)
         if method == "compiled" or (method == "auto" and _worth_compiling(points, self.data, chunk, plane.device)):
             kernel = CompiledKernel(module, plane, options.objective, points.count, tile)
-            return _BruteForce(kernel, points, kernel.tile, "compiled")
+            return _BruteForce(kernel, points, TileChoice(kernel.tile), "compiled")
         if self._vmap is None:
             self._vmap = _vmap_route(module, plane, options.objective)
-        return _BruteForce(self._vmap, points, tile, "vmap")
+        timed = options.tile_points is None and plane.device.type == "cpu"
+        return _BruteForce(self._vmap, points, TileChoice(tile, self._tile_key(chunk) if timed else None), "vmap")
+
+    def _tile_key(self, chunk: stream.Chunk) -> Hashable:
+        """What the best tile size depends on: the model's structure, the kernel, the
+        dtype and the chunk's size (the device is the CPU)."""
+        if self._architecture is None:
+            self._architecture = architecture(self.module)
+        return (
+            self._architecture,
+            type(self._vmap),
+            self.options.compute_dtype,
+            self.options.objective.name,
+            chunk.samples,
+        )
 
 
 def kept_data_limit(options: EvalOptions) -> int:
@@ -495,17 +512,26 @@ def _worth_compiling(points: Points, data: object, chunk: stream.Chunk, device: 
 
 
 class _BruteForce:
-    """Per-point weighted loss sums, tile by tile, accumulated in float64."""
+    """Per-point weighted loss sums, tile by tile, accumulated in float64; tile sizes from
+    ``choice`` (fixed, or timed on the first tiles)."""
 
-    def __init__(self, kernel: Kernel, points: Points, tile: int, method: str) -> None:
-        self.kernel, self.points, self.tile, self.method = kernel, points, tile, method
+    def __init__(self, kernel: Kernel, points: Points, choice: TileChoice, method: str) -> None:
+        self.kernel, self.points, self.choice, self.method = kernel, points, choice, method
         self.sums = torch.zeros(points.count, dtype=torch.float64, device=points.device)
 
+    @property
+    def tile(self) -> int:
+        return self.choice.tile
+
     def add(self, chunk: stream.Chunk, done: Callable[[], object]) -> None:
-        for start in range(0, self.points.count, self.tile):
-            stop = min(self.points.count, start + self.tile)
+        start = 0
+        while start < self.points.count:
+            stop = min(self.points.count, start + self.choice.next())
+            began = time.perf_counter()
             a, b = self.points.tile(start, stop)
             self.sums[start:stop] += self.kernel(a, b, chunk.x, chunk.y, chunk.weight)
+            self.choice.took(stop - start, time.perf_counter() - began)
+            start = stop
             done()
 
     def total(self) -> torch.Tensor:
