@@ -124,13 +124,16 @@ def loss_surface(
               layer when it is an ``nn.Linear`` or ``nn.ConvNd``, run once per chunk of
               samples instead of once per point (``fastsurface.engine._shared``).
             - ``"compiled"``: brute force through a ``torch.compile``d fused kernel
-              (seconds of compilation on first use, cached per architecture; on CPU,
+              (seconds of compilation on first use, cached per architecture in the
+              process; inductor's on-disk FX graph cache, on by default, keeps the
+              generated code across processes, under ``TORCHINDUCTOR_CACHE_DIR``; on CPU,
               ``tanh`` within 4e-7 relative, see ``fastsurface.engine._inductor``).
             - ``"auto"``: ``"closed_form"`` where it applies (at listed points, only where
               they share values of its free coordinate, two points a value on average,
               since its work is per such value); else ``"compiled"`` when the
-              work (points x samples) reaches ``COMPILE_THRESHOLD`` (1e9) and the
-              toolchain is present; else ``"vmap"``.
+              work (points x samples) reaches ``COMPILE_THRESHOLD`` (1e9), the
+              toolchain is present and the model has no convolution (slower compiled);
+              else ``"vmap"``.
         progress: show a progress bar on stderr.
         train_mode: evaluate the model in training mode instead of eval mode. BatchNorm
             layers then normalise with the statistics of each evaluation batch and
@@ -389,7 +392,9 @@ class Prepared:
             if method == "closed_form":
                 raise FastsurfaceError(f"`method` 'closed_form' does not apply here: {reason}")
         tile = options.tile_points or sizer.tile_points(chunk.samples)
-        if method == "compiled" or (method == "auto" and _worth_compiling(points, self.data, chunk, plane.device)):
+        if method == "compiled" or (
+            method == "auto" and _worth_compiling(module, points, self.data, chunk, plane.device)
+        ):
             kernel = CompiledKernel(module, plane, options.objective, points.count, tile)
             return _BruteForce(kernel, points, TileChoice(kernel.tile), "compiled")
         if self._vmap is None:
@@ -506,8 +511,15 @@ def _closed_form_pays(points: Points, coordinate: int) -> bool:
     return len(torch.unique(free)) * 2 <= points.count
 
 
-def _worth_compiling(points: Points, data: object, chunk: stream.Chunk, device: torch.device) -> bool:
+def _worth_compiling(
+    module: nn.Module, points: Points, data: object, chunk: stream.Chunk, device: torch.device
+) -> bool:
+    """Whether ``auto`` compiles: enough work to repay compilation, the toolchain, and no
+    convolution (under vmap, a convolution with per-point weights becomes a grouped one,
+    and the compiled kernel ran 2.4x slower than vmap on a small CNN, issue 16)."""
     samples = len(data[0]) if stream.is_pair(data) else chunk.samples  # a pair: all its samples
+    if any(isinstance(layer, nn.modules.conv._ConvNd) for layer in module.modules()):
+        return False
     return points.count * samples >= COMPILE_THRESHOLD and compile_available(device)
 
 
