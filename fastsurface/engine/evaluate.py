@@ -128,12 +128,12 @@ def loss_surface(
               process; inductor's on-disk FX graph cache, on by default, keeps the
               generated code across processes, under ``TORCHINDUCTOR_CACHE_DIR``; on CPU,
               ``tanh`` within 4e-7 relative, see ``fastsurface.engine._inductor``).
-            - ``"auto"``: ``"closed_form"`` where it applies (at listed points, only where
-              they share values of its free coordinate, two points a value on average,
-              since its work is per such value); else ``"compiled"`` when the
-              work (points x samples) reaches ``COMPILE_THRESHOLD`` (1e9), the
-              toolchain is present and the model has no convolution (slower compiled);
-              else ``"vmap"``.
+            - ``"auto"``: ``"compiled"`` when the work (points x samples) reaches
+              ``COMPILE_THRESHOLD`` (1e9), the toolchain is present and the model has no
+              convolution (slower compiled), unless ``"closed_form"`` applies and saves
+              work (always on a grid; at listed points where two share each value of its
+              free coordinate on average, since its work is per such value); else
+              ``"closed_form"`` where it applies; else ``"vmap"``.
         progress: show a progress bar on stderr.
         train_mode: evaluate the model in training mode instead of eval mode. BatchNorm
             layers then normalise with the statistics of each evaluation batch and
@@ -382,19 +382,20 @@ class Prepared:
             tile = options.tile_points or sizer.tile_points(chunk.samples)
             kernel = vmap_kernel(module, plane, options.objective, randomness="different")
             return _BruteForce(kernel, points, TileChoice(tile), "vmap")
+        compiling = method == "auto" and _worth_compiling(module, points, self.data, chunk, plane.device)
         if method in ("auto", "closed_form"):
             if self._coordinate is None:  # the structure probe, once per prepared model
                 self._coordinate = linear_coordinate(module, plane, options.objective, chunk.x[:PROBE_SAMPLES])
             coordinate, reason = self._coordinate
-            if coordinate is not None and (method == "closed_form" or _closed_form_pays(points, coordinate)):
+            if coordinate is not None and (
+                method == "closed_form" or not compiling or _shares_free(points, coordinate)
+            ):
                 tile = options.tile_points or sizer.tile_points(chunk.samples) // 3
                 return _ClosedForm(module, plane, points, coordinate, tile)
             if method == "closed_form":
                 raise FastsurfaceError(f"`method` 'closed_form' does not apply here: {reason}")
         tile = options.tile_points or sizer.tile_points(chunk.samples)
-        if method == "compiled" or (
-            method == "auto" and _worth_compiling(module, points, self.data, chunk, plane.device)
-        ):
+        if method == "compiled" or compiling:
             kernel = CompiledKernel(module, plane, options.objective, points.count, tile)
             return _BruteForce(kernel, points, TileChoice(kernel.tile), "compiled")
         if self._vmap is None:
@@ -501,10 +502,10 @@ def _check_unbatched(module: nn.Module, plane: Plane, loss: Loss, chunk: stream.
         raise FastsurfaceError(f"`loss` fails on this chunk of `data` at the plane's origin: {error}") from error
 
 
-def _closed_form_pays(points: Points, coordinate: int) -> bool:
-    """Whether the closed form saves work: its forward passes are per value of the free
-    coordinate, so on listed points only where at least two points share each value on
-    average (points on grid lines); elsewhere brute force does less."""
+def _shares_free(points: Points, coordinate: int) -> bool:
+    """Whether the closed form saves work over brute force: its forward passes are per
+    value of the free coordinate, so at listed points only where two points share each
+    value on average (points on grid lines)."""
     if isinstance(points, GridPoints):
         return True
     free = points.points[:, 1 - coordinate]

@@ -233,16 +233,22 @@ def test_listed_points_in_the_closed_form_match_the_grid_bit_for_bit(rng, seed_s
     assert np.array_equal(on_swapped.loss.numpy(), listed.loss.numpy())
 
 
-def test_auto_takes_the_closed_form_at_listed_points_only_where_they_share_free_values(rng, seed_split):
-    """Its forward passes are per free value: at scattered points brute force does less work."""
+def test_listed_points_sharing_free_values_share_their_sums_and_match_the_reference(rng, seed_split):
+    """The closed form's work is per free value: scattered points give it none to share, so
+    ``auto`` compiles them instead once compiling pays; on grid lines it keeps them."""
+    from fastsurface.engine._tiles import ListedPoints
+    from fastsurface.engine.evaluate import _shares_free
+
     _, (x, y) = seed_split
     model, plane = fs.ANN(1, 1, 1), fs.default_plane(fs.ANN(1, 1, 1))
     scattered = rng.uniform(-2, 2, size=(40, 2))
     on_lines = np.stack([np.repeat([-1.0, 0.5], 20), rng.uniform(-2, 2, 40)], axis=1)
-    for points, method in ((scattered, "vmap"), (on_lines, "closed_form")):
-        listed = fs.evaluate_points(model, plane, (x, y), points, dtype="float64")
-        assert listed.method == method
-        assert_close(listed.loss, numpy_seed_loss(points[:, 0], points[:, 1], x, y).diagonal(), rtol=1e-12)
+    for points, shares in ((scattered, False), (on_lines, True)):
+        listed = ListedPoints(torch.from_numpy(points), torch.device("cpu"), torch.float64)
+        assert _shares_free(listed, coordinate=1) is shares
+        evaluation = fs.evaluate_points(model, plane, (x, y), points, dtype="float64")
+        assert evaluation.method == "closed_form"
+        assert_close(evaluation.loss, numpy_seed_loss(points[:, 0], points[:, 1], x, y).diagonal(), rtol=1e-12)
 
 
 def test_a_model_whose_structure_follows_the_data_is_refused_on_the_chunk_that_shows_it(rng):
