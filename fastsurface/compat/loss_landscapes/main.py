@@ -227,12 +227,9 @@ class _Landscape:
                 return metric.loss_fn(prediction, metric.target)
 
             return vmap(loss_at)
-        shared, suffix = forward.share(metric.inputs), forward.suffix
-
-        def from_cut(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-            return metric.loss_fn(suffix(a, b, h), metric.target)
-
-        return lambda a, b: forward.over_tile(from_cut, a, b, shared)
+        shared = forward.share(metric.inputs)
+        losses = vmap(metric.loss_fn, in_dims=(0, None))
+        return lambda a, b: losses(forward.predictions(a, b, shared), metric.target)
 
     def _loop(self, metric: Metric, plane: Plane, coordinates: torch.Tensor) -> np.ndarray:
         results = []
