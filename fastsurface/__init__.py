@@ -36,6 +36,7 @@ _PUBLIC = {
     "entry_plane": "fastsurface.planes.plane",
     "evaluate_points": "fastsurface.engine.evaluate",
     "Evaluation": "fastsurface.engine.evaluate",
+    "Evaluator": "fastsurface.engine.evaluate",
     "explore": "fastsurface.explorer",
     "Explorer": "fastsurface.explorer",
     "FastsurfaceError": "fastsurface.errors",

@@ -188,9 +188,10 @@ class ClosedFormSums:
             grid[start : start + rows] = _quadratic(a, b, c, values)
         return grid
 
-    def at(self, linear: torch.Tensor) -> torch.Tensor:
-        """Weighted loss sums at the points ``(free[p], linear[p])``, float64, shape ``(n,)``."""
-        a, b, c = self.sums
+    def at(self, linear: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Weighted loss sums at the points ``(free[rows[p]], linear[p])``, float64, shape
+        ``(len(linear),)``; ``rows`` are int64 indices into ``free``."""
+        a, b, c = self.sums[:, rows]
         return _quadratic(a, b, c, linear.to(torch.float64))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 
 import numpy as np
 import torch
@@ -56,6 +56,52 @@ class ListedPoints:
 
 
 Points = GridPoints | ListedPoints
+
+
+# Tile sizes (points) timed on the CPU before the budget's own; the budget caps them.
+CANDIDATE_TILES = (16, 32, 64, 128)
+# The size chosen per model structure, kernel, dtype and chunk size, for this process.
+_chosen: dict[Hashable, int] = {}
+
+
+class TileChoice:
+    """Points per tile: ``most`` (the memory budget's size), or, with a ``key``, the size
+    with the least time per point among ``CANDIDATE_TILES`` and ``most``, timed on real
+    tiles of the first chunk (the first size twice: its first call warms up) and then
+    remembered per ``key`` for the process.
+
+    Where a tile's working set no longer fits in the CPU's caches, time per point grows
+    with the tile; where it is small, per-call overheads dominate: no rule knows where
+    between the two a model lands. The sums are per point, so the choice changes results
+    only by rounding. ``next()`` is the size of the next tile; ``took(points, seconds)``
+    records its time.
+    """
+
+    def __init__(self, most: int, key: Hashable | None = None) -> None:
+        self.key = key
+        known = _chosen.get(key) if key is not None else None
+        self.tile = known or most
+        sizes = [size for size in CANDIDATE_TILES if size < most] + [most]
+        self.trying = [] if key is None or known else [sizes[0], *sizes]
+        self.per_point: dict[int, float] = {}
+
+    @property
+    def timing(self) -> bool:
+        """Whether candidate sizes are still being timed (tile sizes vary until then)."""
+        return bool(self.trying)
+
+    def next(self) -> int:
+        return self.trying[0] if self.trying else self.tile
+
+    def took(self, points: int, seconds: float) -> None:
+        if not self.trying:
+            return
+        size = self.trying.pop(0)
+        if points == size:  # a short last tile is no measure of its size
+            self.per_point[size] = seconds / points
+        if not self.trying and self.per_point:
+            self.tile = min(self.per_point, key=self.per_point.__getitem__)
+            _chosen[self.key] = self.tile
 
 
 class TileSizer:

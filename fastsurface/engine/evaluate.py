@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,18 +22,21 @@ from torch.func import functional_call, replace_all_batch_norm_modules_
 from fastsurface._support.choices import Method, Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable, synchronize
-from fastsurface._support.identity import describe_data
+from fastsurface._support.identity import architecture, describe_data
+from fastsurface._support.memory import usable_bytes
 from fastsurface._support.progress import Progress, tile_total
 from fastsurface._support.values import real_values
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
 from fastsurface.engine._kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
 from fastsurface.engine._losses import Loss, PerSampleLoss
+from fastsurface.engine._shared import SharedKernel, shared_forward
 from fastsurface.engine._stream import PROBE_SAMPLES
 from fastsurface.engine._tiles import (
     GridPoints,
     ListedPoints,
     Points,
+    TileChoice,
     TileSizer,
     check_fits,
     model_errors,
@@ -42,7 +45,7 @@ from fastsurface.engine.axes import as_axis, axis
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane, check_plane, default_plane
-from fastsurface.results import Surface
+from fastsurface.results import DataDescription, Surface
 
 # Brute-force work (points x samples) from which "auto" compiles a fused kernel: below
 # it, torch.compile's seconds of start-up cost more than the vmap kernel's run.
@@ -115,15 +118,23 @@ def loss_surface(
             - ``"closed_form"``: exact quadratic along a coordinate that enters the
               output linearly (MSE loss, direction inside the output ``nn.Linear``;
               the rule is ``closed_form.linear_coordinate``'s); O(|w1|·n) forward work.
-              Refused with the reason where it does not apply. ``evaluate_points``
-              takes it too, so listed points equal grid points bit for bit.
-            - ``"vmap"``: brute force, ``functional_call`` under ``vmap`` per tile.
+              Refused with the reason where it does not apply. At listed points
+              (``evaluate_points``) it equals the grid's values bit for bit.
+            - ``"vmap"``: brute force, ``functional_call`` under ``vmap`` per tile; for an
+              ``nn.Sequential`` the layers before the first one the plane moves, and that
+              layer when it is an ``nn.Linear`` or ``nn.ConvNd``, run once per chunk of
+              samples instead of once per point (``fastsurface.engine._shared``).
             - ``"compiled"``: brute force through a ``torch.compile``d fused kernel
-              (seconds of compilation on first use, cached per architecture; on CPU,
+              (seconds of compilation on first use, cached per architecture in the
+              process; inductor's on-disk FX graph cache, on by default, keeps the
+              generated code across processes, under ``TORCHINDUCTOR_CACHE_DIR``; on CPU,
               ``tanh`` within 4e-7 relative, see ``fastsurface.engine._inductor``).
-            - ``"auto"``: ``"closed_form"`` where it applies; else ``"compiled"`` when the
-              work (points x samples) reaches ``COMPILE_THRESHOLD`` (1e9) and the
-              toolchain is present; else ``"vmap"``.
+            - ``"auto"``: ``"compiled"`` when the work (points x samples) reaches
+              ``COMPILE_THRESHOLD`` (1e9), the toolchain is present and the model has no
+              convolution (slower compiled), unless ``"closed_form"`` applies and saves
+              work (always on a grid; at listed points where two share each value of its
+              free coordinate on average, since its work is per such value); else
+              ``"closed_form"`` where it applies; else ``"vmap"``.
         progress: show a progress bar on stderr.
         train_mode: evaluate the model in training mode instead of eval mode. BatchNorm
             layers then normalise with the statistics of each evaluation batch and
@@ -159,12 +170,16 @@ def grid_surface(
     (``_losses.combine``) the loss grid has one more axis, ``(n1, n2, W)``, that the caller
     splits (``analysis.metrics``)."""
     first, second = checked_grid(w1, w2, options)
-    plane = default_plane(model) if plane is None else plane
-    check_plane(model, plane)
+    return _grid(Prepared(model, data, plane, options), first, second)
+
+
+def _grid(prepared: Prepared, first: np.ndarray, second: np.ndarray) -> Surface:
+    """The surface on the checked grid ``first × second``."""
+    options, plane = prepared.options, prepared.plane
     check_representable("w1", first, options.compute_dtype)
     check_representable("w2", second, options.compute_dtype)
     grid = GridPoints(first, second, options.compute_device, options.compute_dtype)
-    result = _evaluate(model, plane, data, grid, options)
+    result = prepared.evaluate(grid)
     return Surface(
         w1=first,
         w2=second,
@@ -182,7 +197,7 @@ def grid_surface(
         train_mode=options.train_mode,
         plane=plane,
         loss_function=None if isinstance(options.loss, str) else options.loss,
-        data_description=describe_data(data),
+        data_description=prepared.description,
         metric=options.objective.metric,
         higher_is_better=options.objective.higher_is_better,
     )
@@ -238,77 +253,204 @@ def point_losses(
 ) -> Evaluation:
     """``evaluate_points`` with its options in ``options``."""
     check_plane(model, plane)
+    coordinates = checked_points(points, options)
+    return Prepared(model, data, plane, options).evaluate(
+        ListedPoints(coordinates, options.compute_device, options.compute_dtype)
+    )
+
+
+def checked_points(points: object, options: EvalOptions) -> torch.Tensor:
+    """Plane coordinates ``(P, 2)`` (an array, tensor or nested sequence) as a float64
+    tensor, checked: finite and representable in the compute dtype."""
     coordinates = torch.from_numpy(real_values("points", points, "coordinates of shape (P, 2)"))
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or not torch.isfinite(coordinates).all():
         raise FastsurfaceError(
             f"`points` must be finite coordinates of shape (P, 2), got shape {tuple(coordinates.shape)}"
         )
     check_representable("points", coordinates, options.compute_dtype)
-    return _evaluate(
-        model, plane, data, ListedPoints(coordinates, options.compute_device, options.compute_dtype), options
-    )
+    return coordinates
 
 
-def _evaluate(model: nn.Module, plane: Plane, data: object, points: Points, options: EvalOptions) -> Evaluation:
-    started = time.perf_counter()
-    module = _evaluation_copy(model, options.compute_device, options.compute_dtype, options.train_mode)
-    for part in (plane.origin, plane.first, plane.second):
-        for tensor in part.values():
-            check_representable("plane", tensor, options.compute_dtype)
-    local_plane = plane.to(options.compute_device, options.compute_dtype)
-    sizer = TileSizer(module, local_plane, options.budget)
-    unbatched = functools.partial(_check_unbatched, module, local_plane, options.objective)
-    strategy: _BruteForce | _ClosedForm | None = None
-    samples = batches = 0
-    bar = Progress("surface", "tile", options.progress)
-    with torch.no_grad(), bar, _private_randomness(options):
-        for chunk in _checked_chunks(data, options, module, local_plane, _chunk_rule(data, sizer, options)):
-            if strategy is None:
-                strategy = _strategy(module, local_plane, data, points, chunk, sizer, options)
-                total, exact = tile_total(data, stream.is_pair(data), chunk.samples, _tiles_per_chunk(strategy))
-                bar.plan(total, exact=exact, skip=int(strategy.method == "compiled"))  # compiling: not timed
-            _add(strategy, chunk, bar.update, unbatched)
-            samples += chunk.samples
-            batches += chunk.batches
-    assert strategy is not None  # _checked_chunks refuses empty data
-    loss = strategy.total().div_(samples if options.reduction == "mean" else batches)
-    synchronize(options.compute_device)
-    return Evaluation(loss, samples, batches, time.perf_counter() - started, strategy.tile, strategy.method)
+class Evaluator:
+    """A model, its data and a plane prepared once, for many evaluations.
+
+    Construction does what every ``loss_surface`` call otherwise repeats: the checks of the
+    model, plane and options and the private copy of the model on the compute device. The
+    first evaluation reads, checks and moves ``data`` to the device and keeps its chunks
+    there while they fit (``kept_data_limit``: a one-shot iterator must fit; other data
+    are read again each call when they do not); the method's structure probe also runs once. Each
+    later call evaluates only its points, with the same numbers as ``loss_surface`` and
+    ``evaluate_points``.
+
+    Args:
+        model, data, plane: as in ``loss_surface``; the model is copied now, so later
+            changes to it are not seen.
+        **options: ``loss_surface``'s evaluation options (``loss``, ``reduction``, ...).
+
+    >>> from fastsurface import ANN, piecewise_dataset, axis
+    >>> evaluator = Evaluator(ANN(1, 1, 1), piecewise_dataset(200))
+    >>> evaluator.surface(axis(-1, 1, 0.5), axis(0, 1, 0.25)).loss.shape
+    (4, 4)
+    >>> evaluator.losses([[0.5, 0.25], [1.0, -1.0]]).shape
+    (2,)
+    """
+
+    def __init__(self, model: nn.Module, data: object, *, plane: Plane | None = None, **options: object) -> None:
+        self._prepared = Prepared(model, data, plane, EvalOptions.from_keywords(options), keep_data=True)
+
+    @property
+    def plane(self) -> Plane:
+        """The plane evaluated (the model's default plane when none was given)."""
+        return self._prepared.plane
+
+    def surface(
+        self,
+        w1: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        w2: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+    ) -> Surface:
+        """The loss on the grid ``w1 × w2`` (the article's axes by default), as ``loss_surface``."""
+        first, second = checked_grid(w1, w2, self._prepared.options)
+        return _grid(self._prepared, first, second)
+
+    def losses(self, points: object) -> np.ndarray:
+        """The loss at plane points ``(P, 2)``: float64, shape ``(P,)``, as ``evaluate_points``."""
+        options = self._prepared.options
+        listed = ListedPoints(checked_points(points, options), options.compute_device, options.compute_dtype)
+        return self._prepared.evaluate(listed).loss.cpu().numpy()
 
 
-def _strategy(
-    module: nn.Module,
-    plane: Plane,
-    data: object,
-    points: Points,
-    chunk: stream.Chunk,
-    sizer: TileSizer,
-    options: EvalOptions,
-) -> _BruteForce | _ClosedForm:
-    """The evaluation path, chosen on the first chunk (see ``loss_surface``'s ``method``)."""
-    method = options.method
-    if options.train_mode:
+class Prepared:
+    """What evaluations of one model, data and plane share: the model's evaluation copy,
+    the plane on the compute device, the tile sizer, the method's probe and kernel and,
+    with ``keep_data``, the data's chunks on the device."""
+
+    def __init__(
+        self, model: nn.Module, data: object, plane: Plane | None, options: EvalOptions, *, keep_data: bool = False
+    ) -> None:
+        plane = default_plane(model) if plane is None else plane
+        check_plane(model, plane)
+        self.plane, self.data, self.options = plane, data, options
+        self.module = _evaluation_copy(model, options.compute_device, options.compute_dtype, options.train_mode)
+        for part in (plane.origin, plane.first, plane.second):
+            for tensor in part.values():
+                check_representable("plane", tensor, options.compute_dtype)
+        self.local_plane = plane.to(options.compute_device, options.compute_dtype)
+        self.sizer = TileSizer(self.module, self.local_plane, options.budget)
+        self.unbatched = functools.partial(_check_unbatched, self.module, self.local_plane, options.objective)
+        self.keep_data = keep_data
+        self._chunks: list[stream.Chunk] | None = None
+        self._coordinate: tuple[int | None, str] | None = None
+        self._vmap: Kernel | None = None
+        self._architecture: str | None = None
+
+    def evaluate(self, points: Points) -> Evaluation:
+        """Losses at ``points``: per-point weighted sums over every chunk, divided by the
+        reduction's count."""
+        started = time.perf_counter()
+        options = self.options
+        strategy: _BruteForce | _ClosedForm | None = None
+        samples = batches = 0
+        bar = Progress("surface", "tile", options.progress)
+        with torch.no_grad(), bar, _private_randomness(options):
+            for chunk in self.chunks():
+                if strategy is None:
+                    strategy = self.strategy(points, chunk)
+                    _plan(bar, strategy, self.data, chunk)
+                _add(strategy, chunk, bar.update, self.unbatched)
+                samples += chunk.samples
+                batches += chunk.batches
+        assert strategy is not None  # _checked_chunks refuses empty data
+        loss = strategy.total().div_(samples if options.reduction == "mean" else batches)
+        synchronize(options.compute_device)
+        return Evaluation(loss, samples, batches, time.perf_counter() - started, strategy.tile, strategy.method)
+
+    @functools.cached_property
+    def description(self) -> DataDescription | None:
+        """The data's description (``describe_data``), computed once: it hashes every value."""
+        return describe_data(self.data)
+
+    def chunks(self) -> Iterator[stream.Chunk]:
+        """The data's chunks, checked: read from ``data`` (and kept, with ``keep_data``,
+        while they fit in ``kept_data_limit``) or, once kept, from the device."""
+        if self._chunks is not None:
+            yield from self._chunks
+            return
+        rule = _chunk_rule(self.data, self.sizer, self.options)
+        kept: list[stream.Chunk] | None = [] if self.keep_data else None
+        size = 0
+        for chunk in _checked_chunks(self.data, self.options, self.module, self.local_plane, rule):
+            if kept is not None:
+                size += sum(t.numel() * t.element_size() for t in (chunk.x, chunk.y, chunk.weight))
+                kept.append(chunk)
+                if size > kept_data_limit(self.options):  # read again next time: a one-shot iterator cannot be
+                    stream.check_reusable("data", self.data, 2, f"its {size} bytes are too many to keep in memory")
+                    kept = None
+            yield chunk
+        self._chunks = kept
+
+    def strategy(self, points: Points, chunk: stream.Chunk) -> _BruteForce | _ClosedForm:
+        """The evaluation path, chosen on the first chunk (see ``loss_surface``'s ``method``)."""
+        module, plane, options, sizer = self.module, self.local_plane, self.options, self.sizer
+        method = options.method
+        if options.train_mode:
+            tile = options.tile_points or sizer.tile_points(chunk.samples)
+            kernel = vmap_kernel(module, plane, options.objective, randomness="different")
+            return _BruteForce(kernel, points, TileChoice(tile), "vmap")
+        compiling = method == "auto" and _worth_compiling(module, points, self.data, chunk, plane.device)
+        if method in ("auto", "closed_form"):
+            if self._coordinate is None:  # the structure probe, once per prepared model
+                self._coordinate = linear_coordinate(module, plane, options.objective, chunk.x[:PROBE_SAMPLES])
+            coordinate, reason = self._coordinate
+            if coordinate is not None and (
+                method == "closed_form" or not compiling or _shares_free(points, coordinate)
+            ):
+                tile = options.tile_points or sizer.tile_points(chunk.samples) // 3
+                return _ClosedForm(module, plane, points, coordinate, tile)
+            if method == "closed_form":
+                raise FastsurfaceError(f"`method` 'closed_form' does not apply here: {reason}")
         tile = options.tile_points or sizer.tile_points(chunk.samples)
-        return _BruteForce(vmap_kernel(module, plane, options.objective, randomness="different"), points, tile, "vmap")
-    if method in ("auto", "closed_form"):
-        coordinate, reason = linear_coordinate(module, plane, options.objective, chunk.x[:PROBE_SAMPLES])
-        if coordinate is not None:
-            return _ClosedForm(
-                module, plane, points, coordinate, options.tile_points or sizer.tile_points(chunk.samples) // 3
-            )
-        if method == "closed_form":
-            raise FastsurfaceError(f"`method` 'closed_form' does not apply here: {reason}")
-    tile = options.tile_points or sizer.tile_points(chunk.samples)
-    if method == "compiled" or (method == "auto" and _worth_compiling(points, data, chunk, plane.device)):
-        kernel = CompiledKernel(module, plane, options.objective, points.count, tile)
-        return _BruteForce(kernel, points, kernel.tile, "compiled")
-    return _BruteForce(vmap_kernel(module, plane, options.objective), points, tile, "vmap")
+        if method == "compiled" or compiling:
+            kernel = CompiledKernel(module, plane, options.objective, points.count, tile)
+            return _BruteForce(kernel, points, TileChoice(kernel.tile), "compiled")
+        if self._vmap is None:
+            self._vmap = _vmap_route(module, plane, options.objective)
+        timed = options.tile_points is None and plane.device.type == "cpu"
+        return _BruteForce(self._vmap, points, TileChoice(tile, self._tile_key(chunk) if timed else None), "vmap")
+
+    def _tile_key(self, chunk: stream.Chunk) -> Hashable:
+        """What the best tile size depends on: the model's structure, the kernel, the
+        dtype and the chunk's size (the device is the CPU)."""
+        if self._architecture is None:
+            self._architecture = architecture(self.module)
+        return (
+            self._architecture,
+            type(self._vmap),
+            self.options.compute_dtype,
+            self.options.objective.name,
+            chunk.samples,
+        )
 
 
-def _tiles_per_chunk(strategy: _BruteForce | _ClosedForm) -> int:
-    """Kernel calls ``strategy.add`` makes per chunk, one per tile (the progress bar's unit)."""
+def kept_data_limit(options: EvalOptions) -> int:
+    """Bytes of data an ``Evaluator`` keeps on the device: the tile budget, or a quarter
+    of the memory this run may use there when that is more."""
+    limits = usable_bytes(options.compute_device)
+    return options.budget if limits is None else max(options.budget, limits[0] // 4)
+
+
+def _vmap_route(module: nn.Module, plane: Plane, loss: Loss) -> Kernel:
+    """The vmap kernel, sharing what the plane's points share where that is safe (``_shared``)."""
+    forward = shared_forward(module, plane)
+    return vmap_kernel(module, plane, loss) if forward is None else SharedKernel(forward, loss)
+
+
+def _plan(bar: Progress, strategy: _BruteForce | _ClosedForm, data: object, chunk: stream.Chunk) -> None:
+    """The bar's total: kernel calls ``strategy.add`` makes per chunk (one per tile) times
+    the chunks; an estimate while tile sizes are still being timed on the first chunk."""
     count = len(strategy.free) if isinstance(strategy, _ClosedForm) else strategy.points.count
-    return -(-count // strategy.tile)
+    timing = isinstance(strategy, _BruteForce) and strategy.choice.timing
+    total, exact = tile_total(data, stream.is_pair(data), chunk.samples, -(-count // strategy.tile))
+    bar.plan(total, exact=exact and not timing, skip=int(strategy.method == "compiled"))  # compiling: not timed
 
 
 def _chunk_rule(data: object, sizer: TileSizer, options: EvalOptions) -> Callable[[torch.Tensor], int]:
@@ -383,21 +525,45 @@ def _check_unbatched(module: nn.Module, plane: Plane, loss: Loss, chunk: stream.
         raise FastsurfaceError(f"`loss` fails on this chunk of `data` at the plane's origin: {error}") from error
 
 
-def _worth_compiling(points: Points, data: object, chunk: stream.Chunk, device: torch.device) -> bool:
+def _shares_free(points: Points, coordinate: int) -> bool:
+    """Whether the closed form saves work over brute force: its forward passes are per
+    value of the free coordinate, so at listed points only where two points share each
+    value on average (points on grid lines)."""
+    if isinstance(points, GridPoints):
+        return True
+    free = points.points[:, 1 - coordinate]
+    return len(torch.unique(free)) * 2 <= points.count
+
+
+def _worth_compiling(
+    module: nn.Module, points: Points, data: object, chunk: stream.Chunk, device: torch.device
+) -> bool:
+    """Whether ``auto`` compiles: enough work to repay compilation, the toolchain, and no
+    convolution (under vmap, a convolution with per-point weights becomes a grouped one,
+    and the compiled kernel ran 2.4x slower than vmap on a small CNN, issue 16)."""
     samples = len(data[0]) if stream.is_pair(data) else chunk.samples  # a pair: all its samples
+    if any(isinstance(layer, nn.modules.conv._ConvNd) for layer in module.modules()):
+        return False
     return points.count * samples >= COMPILE_THRESHOLD and compile_available(device)
 
 
 class _BruteForce:
-    """Per-point weighted loss sums, tile by tile, accumulated in float64."""
+    """Per-point weighted loss sums, tile by tile, accumulated in float64; tile sizes from
+    ``choice`` (fixed, or timed on the first tiles)."""
 
-    def __init__(self, kernel: Kernel, points: Points, tile: int, method: str) -> None:
-        self.kernel, self.points, self.tile, self.method = kernel, points, tile, method
+    def __init__(self, kernel: Kernel, points: Points, choice: TileChoice, method: str) -> None:
+        self.kernel, self.points, self.choice, self.method = kernel, points, choice, method
         self.sums: torch.Tensor | None = None
 
+    @property
+    def tile(self) -> int:
+        return self.choice.tile
+
     def add(self, chunk: stream.Chunk, done: Callable[[], object]) -> None:
-        for start in range(0, self.points.count, self.tile):
-            stop = min(self.points.count, start + self.tile)
+        start = 0
+        while start < self.points.count:
+            stop = min(self.points.count, start + self.choice.next())
+            began = time.perf_counter()
             a, b = self.points.tile(start, stop)
             values = self.kernel(a, b, chunk.x, chunk.y, chunk.weight)
             if self.sums is None:  # shaped by the objective: (points,), or (points, W) for combined losses
@@ -405,6 +571,8 @@ class _BruteForce:
                     (self.points.count, *values.shape[1:]), dtype=torch.float64, device=self.points.device
                 )
             self.sums[start:stop] += values
+            self.choice.took(stop - start, time.perf_counter() - began)
+            start = stop
             done()
 
     def total(self) -> torch.Tensor:
@@ -414,7 +582,8 @@ class _BruteForce:
 
 class _ClosedForm:
     """The exact quadratic along the affine coordinate (``closed_form.py``), on a grid or
-    at listed points (so a trajectory's losses are the surface's, bit for bit)."""
+    at listed points (equal to the grid's values bit for bit; points sharing a value of
+    the free coordinate share its sums)."""
 
     method = "closed_form"
 
@@ -427,6 +596,8 @@ class _ClosedForm:
         )
         self.free, self.linear = (second, first) if self.swapped else (first, second)
         self.on_grid = isinstance(points, GridPoints)
+        if not self.on_grid:  # listed points sharing a value of the free coordinate share its sums
+            self.free, self.rows = torch.unique(self.free, return_inverse=True)
         self.tile = max(1, tile)
         self.sums = ClosedFormSums(module, plane, self.free, self.tile)
 
@@ -435,7 +606,7 @@ class _ClosedForm:
 
     def total(self) -> torch.Tensor:
         if not self.on_grid:
-            return self.sums.at(self.linear)
+            return self.sums.at(self.linear, self.rows)
         grid = self.sums.grid(self.linear)
         return (grid.T if self.swapped else grid).reshape(-1)
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from tests.helpers import assert_close
+from tests.helpers import assert_close, numpy_seed_loss
 
 
 class Squeezed(nn.Module):
@@ -216,21 +216,39 @@ def test_closed_form_is_not_chosen_where_it_does_not_apply(rng, case, make, entr
         fs.loss_surface(model, (x, y), w, w, plane=plane, loss=loss, method="closed_form")
 
 
-def test_listed_points_take_the_closed_form_and_match_the_grid_bit_for_bit(rng, seed_split):
+def test_listed_points_in_the_closed_form_match_the_grid_bit_for_bit(rng, seed_split):
     _, test = seed_split
     model = fs.ANN(1, 1, 1)
     w1, w2 = np.sort(rng.uniform(-3, 3, 11)), np.sort(rng.uniform(-3, 3, 7))
     grid = fs.loss_surface(model, test, w1, w2)
     picked = [(i, j) for i in range(11) for j in range(7) if rng.random() < 0.3]
     points = np.array([[w1[i], w2[j]] for i, j in picked])
-    listed = fs.evaluate_points(model, fs.default_plane(model), test, points)
+    listed = fs.evaluate_points(model, fs.default_plane(model), test, points, method="closed_form")
     assert listed.method == "closed_form" and grid.method == "closed_form"
     assert np.array_equal(listed.loss.numpy(), [grid.loss[i, j] for i, j in picked])
     swapped = fs.entry_plane(model, "net.Layer_2.weight[0, 0]", "net.Layer_1.weight[0, 0]")  # affine in a
     transposed = fs.loss_surface(model, test, w2, w1, plane=swapped)
     assert np.array_equal(transposed.loss, grid.loss.T)
-    on_swapped = fs.evaluate_points(model, swapped, test, points[:, ::-1])
+    on_swapped = fs.evaluate_points(model, swapped, test, points[:, ::-1], method="closed_form")
     assert np.array_equal(on_swapped.loss.numpy(), listed.loss.numpy())
+
+
+def test_listed_points_sharing_free_values_share_their_sums_and_match_the_reference(rng, seed_split):
+    """The closed form's work is per free value: scattered points give it none to share, so
+    ``auto`` compiles them instead once compiling pays; on grid lines it keeps them."""
+    from fastsurface.engine._tiles import ListedPoints
+    from fastsurface.engine.evaluate import _shares_free
+
+    _, (x, y) = seed_split
+    model, plane = fs.ANN(1, 1, 1), fs.default_plane(fs.ANN(1, 1, 1))
+    scattered = rng.uniform(-2, 2, size=(40, 2))
+    on_lines = np.stack([np.repeat([-1.0, 0.5], 20), rng.uniform(-2, 2, 40)], axis=1)
+    for points, shares in ((scattered, False), (on_lines, True)):
+        listed = ListedPoints(torch.from_numpy(points), torch.device("cpu"), torch.float64)
+        assert _shares_free(listed, coordinate=1) is shares
+        evaluation = fs.evaluate_points(model, plane, (x, y), points, dtype="float64")
+        assert evaluation.method == "closed_form"
+        assert_close(evaluation.loss, numpy_seed_loss(points[:, 0], points[:, 1], x, y).diagonal(), rtol=1e-12)
 
 
 def test_a_model_whose_structure_follows_the_data_is_refused_on_the_chunk_that_shows_it(rng):

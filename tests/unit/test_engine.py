@@ -5,6 +5,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fastsurface as fs
@@ -155,3 +156,19 @@ def test_reversed_views_of_numpy_arrays_are_accepted(seed_split):
     points = np.array([[1.0, 0.5]])[:, ::-1]  # negative strides
     listed = fs.evaluate_points(fs.ANN(1, 1, 1), fs.default_plane(fs.ANN(1, 1, 1)), (x, y), points, dtype="float64")
     assert_close(reversed_view.loss[0, 0], listed.loss[0], rtol=1e-12)
+
+
+def test_auto_compiles_no_convolution(monkeypatch, seed_split):
+    from fastsurface.engine import evaluate
+    from fastsurface.engine._kernels import compile_available
+    from fastsurface.engine._stream import Chunk
+    from fastsurface.engine._tiles import GridPoints
+
+    monkeypatch.setattr(evaluate, "COMPILE_THRESHOLD", 0)
+    cpu = torch.device("cpu")
+    points = GridPoints(np.zeros(3), np.zeros(3), cpu, torch.float32)
+    chunk = Chunk(torch.zeros(2, 1), torch.zeros(2, 1), torch.ones(2), 2, 1)
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 1))
+    assert not evaluate._worth_compiling(cnn, points, seed_split[1], chunk, cpu)
+    mlp = nn.Sequential(nn.Linear(1, 2), nn.Tanh(), nn.Linear(2, 1))
+    assert evaluate._worth_compiling(mlp, points, seed_split[1], chunk, cpu) == compile_available(cpu)

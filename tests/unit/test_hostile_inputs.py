@@ -137,6 +137,18 @@ def test_every_public_function_answers_hostile_arguments_with_a_fastsurface_erro
     _drive(call, argument, data.draw(HOSTILE))
 
 
+@pytest.mark.parametrize("argument", ["model", "data", "plane", "w1", "w2", "points", "loss", "method"])
+def test_the_evaluator_answers_every_hostile_value_with_a_fastsurface_error(argument):
+    for value in HOSTILE.elements:
+        arguments = {"model": _model(), "data": DATA, "w1": GRID[0], "w2": GRID[1], "points": [[0.0, 1.0]]}
+        arguments[argument] = value
+        options = {name: arguments.pop(name) for name in ("plane", "loss", "method") if name in arguments}
+        with contextlib.suppress(fs.FastsurfaceError):
+            evaluator = fs.Evaluator(arguments["model"], arguments["data"], **options)
+            evaluator.surface(arguments["w1"], arguments["w2"])
+            evaluator.losses(arguments["points"])
+
+
 def _refused(call, match):
     with pytest.raises(fs.FastsurfaceError, match=match):
         call()

@@ -12,7 +12,7 @@ import functools
 import math
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -21,7 +21,13 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fastsurface.compat.loss_landscapes.metrics import Loss, Metric, MetricPipeline
-from fastsurface.compat.loss_landscapes.model_wrapper import ModelWrapper, private_wrapper, rand_u_like
+from fastsurface.compat.loss_landscapes.model_wrapper import (
+    ModelWrapper,
+    SimpleModelWrapper,
+    private_wrapper,
+    rand_u_like,
+)
+from fastsurface.engine._shared import shared_forward
 from fastsurface.engine._tiles import check_fits, whole_batch_tile_points
 from fastsurface.engine.options import DEFAULT_BUDGET
 from fastsurface.errors import FastsurfaceError, check_choice
@@ -195,20 +201,35 @@ class _Landscape:
         return np.stack(columns, axis=-1) if isinstance(metric, MetricPipeline) else columns[0]
 
     def _vectorised_loss(self, metric: Loss, plane: Plane, coordinates: torch.Tensor) -> np.ndarray | None:
-        def loss_at(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            prediction = functional_call(self.module, plane.params(a, b), (metric.inputs,))
-            return metric.loss_fn(prediction, metric.target)
-
-        kernel = vmap(loss_at)
         tile = whole_batch_tile_points(self.module, metric.inputs, self.device)
         with torch.no_grad():
+            tile_losses = self._tile_losses(metric, plane)
             losses = torch.cat(
-                [kernel(*coordinates[start : start + tile].T) for start in range(0, len(coordinates), tile)]
+                [tile_losses(*coordinates[start : start + tile].T) for start in range(0, len(coordinates), tile)]
             )
         values = losses.reshape(len(coordinates), -1)
         if values.shape[1] != 1:
             return None
         return np.array(values[:, 0].tolist())  # Python numbers, as ``.item()`` gives them
+
+    def _tile_losses(self, metric: Loss, plane: Plane) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``(a, b) -> losses`` at a tile of points: for one plain module with tensor inputs
+        through the engine's shared forward where it applies (what the points share made
+        here, once), else a ``functional_call`` per point; both under ``vmap``."""
+        forward = None
+        if type(self.module.wrapper) is SimpleModelWrapper and isinstance(metric.inputs, torch.Tensor):
+            origin, first, second = ({n.removeprefix("parts.0."): t for n, t in part.items()} for part in _parts(plane))
+            forward = shared_forward(self.module.parts[0], Plane(origin, first, second))
+        if forward is None:
+
+            def loss_at(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                prediction = functional_call(self.module, plane.params(a, b), (metric.inputs,))
+                return metric.loss_fn(prediction, metric.target)
+
+            return vmap(loss_at)
+        shared = forward.share(metric.inputs)
+        losses = vmap(metric.loss_fn, in_dims=(0, None))
+        return lambda a, b: losses(forward.predictions(a, b, shared), metric.target)
 
     def _loop(self, metric: Metric, plane: Plane, coordinates: torch.Tensor) -> np.ndarray:
         results = []
@@ -230,6 +251,10 @@ class _WrapperModule(nn.Module):
 
     def forward(self, x: Any) -> Any:
         return self.wrapper.forward(x)
+
+
+def _parts(plane: Plane) -> tuple[dict[str, torch.Tensor], ...]:
+    return plane.origin, plane.first, plane.second
 
 
 def _vectorisable(metric: Metric) -> bool:

@@ -1,0 +1,50 @@
+"""Tile sizes chosen by timing candidate tiles, and results that do not depend on the choice."""
+
+import numpy as np
+import torch
+from torch import nn
+
+import fastsurface as fs
+from fastsurface.engine._tiles import CANDIDATE_TILES, TileChoice
+from tests.helpers import assert_close
+
+
+def _timed(choice: TileChoice, seconds_per_point: dict[int, float], points: int) -> list[int]:
+    """Run ``points`` points through ``choice`` with made-up timings; the tile sizes used."""
+    sizes, start = [], 0
+    while start < points:
+        size = min(points - start, choice.next())
+        choice.took(size, size * seconds_per_point.get(size, 1.0))
+        sizes.append(size)
+        start += size
+    return sizes
+
+
+def test_the_size_with_the_least_time_per_point_is_chosen_and_remembered():
+    key = object()
+    rates = {16: 3.0, 32: 1.0, 64: 2.0, 128: 2.5, 200: 4.0}
+    sizes = _timed(TileChoice(200, key), rates, 2000)
+    assert sizes[: len(CANDIDATE_TILES) + 2] == [16, 16, 32, 64, 128, 200]
+    assert set(sizes[6:-1]) == {32}
+    again = TileChoice(200, key)
+    assert again.tile == 32 and again.next() == 32 and _timed(again, rates, 64) == [32, 32]
+
+
+def test_without_a_key_or_with_a_small_budget_the_budget_decides():
+    assert _timed(TileChoice(50), {}, 120) == [50, 50, 20]
+    small = TileChoice(10, object())
+    _timed(small, {10: 1.0}, 100)
+    assert small.tile == 10
+
+
+def test_surfaces_with_timed_tiles_equal_fixed_tiles_in_float64(rng):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1)).double()
+    plane = fs.random_plane(model, seed=0)
+    data = rng.normal(size=(300, 4)), rng.normal(size=(300, 1))
+    w = np.linspace(-1, 1, 21)
+    timed = fs.loss_surface(model, data, w, w, plane=plane, dtype="float64", device="cpu")
+    fixed = fs.loss_surface(model, data, w, w, plane=plane, dtype="float64", device="cpu", tile_points=7)
+    assert_close(timed.loss, fixed.loss, rtol=1e-12)
+    naive = fs.naive_loss_surface(model, data, w[::5], w[::4], plane=plane, reduction="mean")
+    assert_close(timed.loss[::5, ::4], naive, rtol=1e-12)
