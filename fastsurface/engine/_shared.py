@@ -179,7 +179,8 @@ def shared_forward(module: nn.Module, plane: Plane) -> SharedForward | None:
 
 class SharedKernel:
     """The engine's kernel on a ``SharedForward``: ``(a, b, x, y, w) -> (T,)`` per-point
-    weighted loss sums (``(T, W)`` for combined losses), as ``vmap_kernel``'s; the shared tensors are made once per chunk."""
+    weighted loss sums (``(T, W)`` for combined losses), as ``vmap_kernel``'s; the shared
+    tensors are made once per chunk."""
 
     def __init__(self, forward: SharedForward, loss: Loss) -> None:
         self.forward = forward
