@@ -12,7 +12,7 @@ from torch import nn
 
 from fastsurface._support.choices import Reduction
 from fastsurface._support.copying import private_copy
-from fastsurface._support.devices import DeviceLike, DTypeLike
+from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable
 from fastsurface.analysis._descent import plane_descent
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss
@@ -85,6 +85,7 @@ def train_sgd(
     check_bool("progress", progress)
     options = EvalOptions(loss, reduction, batch_size, device, dtype)
     objective, resolved, compute = options.objective, options.compute_device, options.compute_dtype
+    check_representable("lr", np.array([lr], dtype=np.float64), compute)  # an infinite step is no SGD
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
     module = private_copy(model).to(device=resolved, dtype=compute).eval()

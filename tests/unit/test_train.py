@@ -91,6 +91,7 @@ def test_a_loader_trains_too(small_split):
     [
         ({"lr": 0}, "lr"),
         ({"lr": float("nan")}, "lr"),
+        ({"lr": 1e39}, "lr"),  # beyond float32: the step would be infinite
         ({"epochs": 0}, "epochs"),
         ({"start": (1.0,)}, "start"),
         ({"record": "batch"}, "record"),
