@@ -228,9 +228,15 @@ def _prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torc
     prefix = f"{layer_name}." if layer_name else ""  # "" when the model is the layer itself
     weight = plane.second.get(f"{prefix}weight", torch.zeros_like(layer.weight))
     bias = plane.second.get(f"{prefix}bias")
+    # Parameters the free coordinate does not move stay unbatched under vmap: the same values
+    # (θ₀ + a·0 = θ₀), but a plain product instead of a batched one per value.
+    moved = {name for name, tensor in plane.first.items() if bool(tensor.ne(0).any())}
 
     def per_value(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        calls, prediction = _layer_calls(module, layer, plane.params(a, torch.zeros_like(a)), x)
+        parameters = {
+            name: origin + a * plane.first[name] if name in moved else origin for name, origin in plane.origin.items()
+        }
+        calls, prediction = _layer_calls(module, layer, parameters, x)
         if len(calls) != 1 or prediction is not calls[0][1]:
             raise FastsurfaceError(
                 "`method` 'closed_form' does not apply to these data: on a later chunk the output layer "
