@@ -67,8 +67,9 @@ _chosen: dict[Hashable, int] = {}
 class TileChoice:
     """Points per tile: ``most`` (the memory budget's size), or, with a ``key``, the size
     with the least time per point among ``CANDIDATE_TILES`` and ``most``, timed on real
-    tiles of the first chunk (the first size twice: its first call warms up) and then
-    remembered per ``key`` for the process.
+    tiles of the first chunk (each size twice, its faster call counting: a size's first
+    call also pays for its fresh allocations, which bias a single timing against large
+    tiles) and then remembered per ``key`` for the process.
 
     Where a tile's working set no longer fits in the CPU's caches, time per point grows
     with the tile; where it is small, per-call overheads dominate: no rule knows where
@@ -82,7 +83,7 @@ class TileChoice:
         known = _chosen.get(key) if key is not None else None
         self.tile = known or most
         sizes = [size for size in CANDIDATE_TILES if size < most] + [most]
-        self.trying = [] if key is None or known else [sizes[0], *sizes]
+        self.trying = [] if key is None or known else [size for size in sizes for _ in range(2)]
         self.per_point: dict[int, float] = {}
 
     @property
@@ -98,7 +99,7 @@ class TileChoice:
             return
         size = self.trying.pop(0)
         if points == size:  # a short last tile is no measure of its size
-            self.per_point[size] = seconds / points
+            self.per_point[size] = min(self.per_point.get(size, math.inf), seconds / points)
         if not self.trying and self.per_point:
             self.tile = min(self.per_point, key=self.per_point.__getitem__)
             _chosen[self.key] = self.tile
