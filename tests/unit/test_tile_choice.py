@@ -24,10 +24,24 @@ def test_the_size_with_the_least_time_per_point_is_chosen_and_remembered():
     key = object()
     rates = {16: 3.0, 32: 1.0, 64: 2.0, 128: 2.5, 200: 4.0}
     sizes = _timed(TileChoice(200, key), rates, 2000)
-    assert sizes[: len(CANDIDATE_TILES) + 2] == [16, 16, 32, 64, 128, 200]
-    assert set(sizes[6:-1]) == {32}
+    timed = 2 * (len(CANDIDATE_TILES) + 1)
+    assert sizes[:timed] == [16, 16, 32, 32, 64, 64, 128, 128, 200, 200]
+    assert set(sizes[timed:-1]) == {32}
     again = TileChoice(200, key)
     assert again.tile == 32 and again.next() == 32 and _timed(again, rates, 64) == [32, 32]
+
+
+def test_a_size_is_judged_by_its_faster_call_not_its_first():
+    """A size's first call also pays for its fresh allocations: slower per point than a
+    smaller size there, faster on its second call, the larger size must win."""
+    choice, calls = TileChoice(200, object()), set()
+    while choice.timing:
+        size = choice.next()
+        first = size not in calls
+        calls.add(size)
+        per_point = 1.0 if size != 200 else (5.0 if first else 0.5)
+        choice.took(size, size * per_point)
+    assert choice.tile == 200
 
 
 def test_without_a_key_or_with_a_small_budget_the_budget_decides():
