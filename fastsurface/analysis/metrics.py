@@ -206,9 +206,15 @@ def _resolved(metrics: object, higher_is_better: Collection[str], options: Mappi
     names = list(metrics)
     if not all(isinstance(name, str) and name for name in names):
         raise FastsurfaceError(f"`metrics` must be keyed by non-empty strings, got keys {names!r:.200}")
-    if isinstance(higher_is_better, str) or not isinstance(higher_is_better, Collection):
-        raise FastsurfaceError(f"`higher_is_better` must be a collection of metric names, got {higher_is_better!r}")
-    unknown = sorted(set(higher_is_better) - set(names), key=str)
+    if (
+        isinstance(higher_is_better, str)
+        or not isinstance(higher_is_better, Collection)
+        or not all(isinstance(name, str) for name in higher_is_better)
+    ):
+        raise FastsurfaceError(
+            f"`higher_is_better` must be a collection of metric names (strings), got {higher_is_better!r:.200}"
+        )
+    unknown = sorted(set(higher_is_better) - set(names))
     if unknown:
         raise FastsurfaceError(f"`higher_is_better` must name metrics of `metrics` ({names}), got unknown {unknown}")
     parts = [resolve_loss(metric, f"metrics[{name!r}]") for name, metric in metrics.items()]

@@ -39,6 +39,15 @@ def _path():
     return fs.record_path(_model(), DATA, epochs=3)
 
 
+def _classifier():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
+
+
+# A small three-class problem: scores (S, 3) of 2 inputs, one class index per sample.
+CLASSES = (np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32), np.arange(30) % 3)
+
+
 _FOLDER = Path(tempfile.mkdtemp(prefix="fastsurface-hostile-"))
 
 # Each public function with a valid call: positional arguments and keywords, by name.
@@ -79,6 +88,17 @@ CALLS = {
     "plot_contour": (fs.plot_contour, lambda: {"surface": _surface(), "trajectories": _trajectory()}),
     "plot_animation": (fs.plot_animation, lambda: {"surface": _surface(), "trajectory": _trajectory()}),
     "window_around": (fs.window_around, lambda: {"center": (0.0, 0.0), "radius": 0.5}),
+    "per_class_surfaces": (
+        fs.per_class_surfaces,
+        lambda: {"model": _classifier(), "data": CLASSES, "w1": GRID[0], "w2": GRID[1]},
+    ),
+    "train_test_surfaces": (
+        fs.train_test_surfaces,
+        lambda: {"model": _model(), "train": DATA, "test": DATA, "w1": GRID[0], "w2": GRID[1]},
+    ),
+    "save_hdf5": (fs.save_hdf5, lambda: {"path": _FOLDER / "s.h5", "surfaces": _surface(), "name": "train_loss"}),
+    "load_hdf5": (fs.load_hdf5, lambda: {"path": fs.save_hdf5(_FOLDER / "l.h5", _surface()), "name": "train_loss"}),
+    "save_vtk": (fs.save_vtk, lambda: {"path": _FOLDER / "s.vts", "surface": _surface()}),
 }
 
 HOSTILE = st.sampled_from(
