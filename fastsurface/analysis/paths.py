@@ -246,6 +246,9 @@ def project_path(
             ``device``, ``dtype``, ...) as in ``evaluate_points``; checked before any work.
     """
     options = EvalOptions.from_keywords(kwargs)
+    check_model(model)
+    if not isinstance(path, ParameterPath):
+        raise FastsurfaceError(f"`path` must be a ParameterPath (from record_path), got {type(path).__name__}")
     basis = PlaneBasis.of(model, plane)
     if dict(zip(path.names, path.shapes, strict=True)) != basis.layout:
         raise FastsurfaceError("`path` must be recorded from `model`'s architecture (same parameter names and shapes)")

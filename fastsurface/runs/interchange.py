@@ -64,6 +64,8 @@ def save_hdf5(
         The path written.
     """
     target = check_writable("path", path, _HDF5_SUFFIXES)
+    if not isinstance(name, str) or not name:
+        raise FastsurfaceError(f"`name` must be a non-empty dataset name (a string), got {name!r:.100}")
     named = (
         {name: surfaces} if isinstance(surfaces, Surface) else dict(surfaces) if isinstance(surfaces, Mapping) else {}
     )

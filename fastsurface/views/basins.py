@@ -19,9 +19,9 @@ import plotly.graph_objects as go
 
 from fastsurface._support.choices import COLOURINGS
 from fastsurface._support.memory import check_figure_fits
-from fastsurface.errors import FastsurfaceError, check_choice, check_positive_int
+from fastsurface.errors import FastsurfaceError, check_bool, check_choice, check_positive_int
 from fastsurface.results import BasinMap, CriticalPoint, Surface, Trajectories, Watershed
-from fastsurface.views.planar import critical_traces, loss_colouring
+from fastsurface.views.planar import check_critical_points, critical_traces, loss_colouring
 
 _PALETTE = plotly.colors.qualitative.Plotly
 # Attractors with a colour of their own, largest first; the rest share OTHER.
@@ -72,6 +72,19 @@ def plot_basins(
         raise FastsurfaceError(f"`basins` must be a fastsurface BasinMap (basin_map), got {type(basins).__name__}")
     check_choice("color", color, COLOURINGS)
     check_positive_int("samples", samples)
+    check_bool("log_color", log_color)
+    check_critical_points(critical_points)
+    for name, value, kind in (
+        ("surface", surface, Surface),
+        ("paths", paths, Trajectories),
+        ("watershed", watershed, Watershed),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise FastsurfaceError(
+                f"`{name}` must be a fastsurface {kind.__name__} or None, got {type(value).__name__}"
+            )
+    if title is not None and not isinstance(title, str):
+        raise FastsurfaceError(f"`title` must be a string or None, got {type(title).__name__}")
     check_figure_fits(basins.attractor.size + (surface.loss.size if surface is not None else 0), "basins")
     figure = go.Figure(_map_trace(basins, color, log_color))
     if disagreement is not None:

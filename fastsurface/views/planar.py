@@ -156,6 +156,16 @@ def loss_colouring(loss: np.ndarray, log_color: bool, name: str = "loss") -> tup
     return colour, bar
 
 
+def check_critical_points(critical_points: object) -> None:
+    """Refuse what is neither ``None`` nor a list (or tuple) of ``CriticalPoint``."""
+    if critical_points is not None and not (
+        isinstance(critical_points, (list, tuple)) and all(isinstance(p, CriticalPoint) for p in critical_points)
+    ):
+        raise FastsurfaceError(
+            f"`critical_points` must be a list of CriticalPoint (from critical_points), got {critical_points!r:.100}"
+        )
+
+
 def check_drawable(
     surface: object,
     trajectory: object = None,
@@ -170,12 +180,7 @@ def check_drawable(
     check_bool("log_color", log_color)
     if not isinstance(title, str):
         raise FastsurfaceError(f"`title` must be a string, got {type(title).__name__}")
-    if critical_points is not None and not (
-        isinstance(critical_points, (list, tuple)) and all(isinstance(p, CriticalPoint) for p in critical_points)
-    ):
-        raise FastsurfaceError(
-            f"`critical_points` must be a list of CriticalPoint (from critical_points), got {critical_points!r:.100}"
-        )
+    check_critical_points(critical_points)
     if not isinstance(surface, Surface):
         raise FastsurfaceError(f"`surface` must be a fastsurface Surface, got {type(surface).__name__}")
     rows, columns = surface.loss_tensor.shape

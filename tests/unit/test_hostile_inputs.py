@@ -39,6 +39,10 @@ def _path():
     return fs.record_path(_model(), DATA, epochs=3)
 
 
+def _runs():
+    return fs.train_many(_model(), DATA, DATA, grid=GRID, epochs=1, batch_size=20)
+
+
 def _classifier():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
@@ -99,6 +103,18 @@ CALLS = {
     "save_hdf5": (fs.save_hdf5, lambda: {"path": _FOLDER / "s.h5", "surfaces": _surface(), "name": "train_loss"}),
     "load_hdf5": (fs.load_hdf5, lambda: {"path": fs.save_hdf5(_FOLDER / "l.h5", _surface()), "name": "train_loss"}),
     "save_vtk": (fs.save_vtk, lambda: {"path": _FOLDER / "s.vts", "surface": _surface()}),
+    "train_many": (
+        fs.train_many,
+        lambda: {"model": _model(), "train": DATA, "test": DATA, "grid": GRID, "epochs": 1, "batch_size": 20},
+    ),
+    "basin_map": (fs.basin_map, lambda: {"runs": _runs(), "tolerance": 0.1}),
+    "watershed": (fs.watershed, lambda: {"surface": _surface()}),
+    "plot_basins": (fs.plot_basins, lambda: {"basins": fs.basin_map(_runs()), "surface": _surface()}),
+    "project_path": (
+        fs.project_path,
+        lambda: {"model": _model(), "plane": fs.default_plane(_model()), "path": _path(), "data": DATA},
+    ),
+    "fit_window": (fs.fit_window, lambda: {"w1": GRID[0], "w2": GRID[1], "trajectory": _trajectory(), "step": 0.5}),
 }
 
 HOSTILE = st.sampled_from(
@@ -301,6 +317,23 @@ CATALOGUE = [
         id="pca-nan",
     ),
     pytest.param(lambda: fs.pca_plane("path"), "`path`", id="pca-string"),
+    # 9. objects in the place of others, found by the sweep
+    pytest.param(
+        lambda: fs.project_path(_model(), fs.default_plane(_model()), None, DATA), "`path`", id="project-no-path"
+    ),
+    pytest.param(lambda: fs.project_path(None, fs.default_plane(_model()), _path()), "`model`", id="project-no-model"),
+    pytest.param(
+        lambda: fs.plot_basins(fs.basin_map(_runs()), critical_points="no"), "`critical_points`", id="basins-critical"
+    ),
+    pytest.param(lambda: fs.plot_basins(fs.basin_map(_runs()), surface=1.5), "`surface`", id="basins-surface"),
+    pytest.param(
+        lambda: fs.save_hdf5(_FOLDER / "n.h5", _surface(), name=np.array([1.0])), "`name`", id="hdf5-array-name"
+    ),
+    pytest.param(
+        lambda: fs.metric_surfaces(_model(), DATA, *GRID, metrics={"mse": "mse"}, higher_is_better=np.zeros((2, 2))),
+        "`higher_is_better`",
+        id="metrics-array-direction",
+    ),
 ]
 
 
