@@ -142,6 +142,13 @@ def basin_disagreement(basins: BasinMap, watershed: Watershed, min_persistence: 
         one fate) is not the most common one among the starts of its geometric basin
         (ties: the lowest label); False outside every basin (non-finite losses).
     """
+    if not isinstance(basins, BasinMap):
+        raise FastsurfaceError(f"`basins` must be a BasinMap (basin_map), got {type(basins).__name__}")
+    if not isinstance(watershed, Watershed):
+        raise FastsurfaceError(f"`watershed` must be a Watershed (watershed), got {type(watershed).__name__}")
+    real = isinstance(min_persistence, (int, float)) and not isinstance(min_persistence, bool)
+    if not (real and 0 <= min_persistence < math.inf):
+        raise FastsurfaceError(f"`min_persistence` must be a finite number >= 0, got {min_persistence!r:.100}")
     if not (np.array_equal(basins.w1, watershed.w1) and np.array_equal(basins.w2, watershed.w2)):
         raise FastsurfaceError("`watershed` must be of a surface on the basin map's grid (the same w1 and w2 axes)")
     geometric = watershed.merged(min_persistence) if min_persistence > 0 else watershed.basin

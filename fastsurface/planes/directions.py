@@ -95,6 +95,8 @@ def random_direction(
     """
     check_choice("normalization", normalization, NORMALIZATIONS)
     check_choice("one_dim", one_dim, ONE_DIM)
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise FastsurfaceError(f"`generator` must be a CPU torch.Generator, got {generator!r:.100}")
     theta = parameters_of(model)
     drawn = {name: torch.randn(t.shape, generator=generator, dtype=torch.float64) for name, t in theta.items()}
     direction = {}

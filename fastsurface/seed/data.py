@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fastsurface._support.memory import available_bytes
+from fastsurface._support.values import real_values
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 
 Array = np.ndarray | torch.Tensor
@@ -23,8 +24,10 @@ _BYTES_PER_SAMPLE = 64
 def piecewise_target(x: np.ndarray) -> np.ndarray:
     """The noise-free target ``f(x)`` of the seed article's data, elementwise, float64.
 
-    ``2x + 5`` for ``x < -2``, ``7.3 sin x`` for ``-2 <= x < 2``, ``-0.03 x³ + 2`` for ``x >= 2``.
+    ``2x + 5`` for ``x < -2``, ``7.3 sin x`` for ``-2 <= x < 2``, ``-0.03 x³ + 2`` for ``x >= 2``;
+    integer inputs are computed in float64 too (``np.piecewise`` keeps its input's dtype).
     """
+    x = real_values("x", x, "real numbers")
     return np.piecewise(
         x,
         [x < -2, (x >= -2) & (x < 2), x >= 2],

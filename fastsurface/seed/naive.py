@@ -12,10 +12,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fastsurface._support.choices import Reduction
 from fastsurface._support.copying import private_copy
-from fastsurface.engine._losses import PerSampleLoss, resolve_loss
-from fastsurface.engine._stream import check_reduction, pair_tensors, to_device
-from fastsurface.planes.plane import Plane, default_plane
+from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine._stream import is_pair, pair_tensors, to_device
+from fastsurface.engine.axes import as_axis
+from fastsurface.engine.evaluate import check_prediction_shape
+from fastsurface.engine.options import EvalOptions
+from fastsurface.errors import FastsurfaceError
+from fastsurface.planes.plane import Plane, check_model, check_plane, default_plane
 
 
 def naive_loss_surface(
@@ -26,7 +31,7 @@ def naive_loss_surface(
     *,
     plane: Plane | None = None,
     loss: str | PerSampleLoss = "mse",
-    reduction: str = "batch_mean",
+    reduction: Reduction = "batch_mean",
     batch_size: int = 64,
     dtype: torch.dtype = torch.float64,
 ) -> np.ndarray:
@@ -40,14 +45,21 @@ def naive_loss_surface(
     Returns:
         float64 array of shape ``(len(w1), len(w2))``.
     """
-    check_reduction(reduction)
-    cpu = torch.device("cpu")
-    plane = (default_plane(model) if plane is None else plane).to(cpu, dtype)
+    options = EvalOptions(loss, reduction, batch_size, "cpu", dtype)  # checks each of them
+    dtype, cpu = options.compute_dtype, torch.device("cpu")
+    check_model(model)
+    if not is_pair(data):
+        raise FastsurfaceError(f"`data` must be an (x, y) pair of arrays or tensors, got {type(data).__name__}")
+    w1, w2 = as_axis("w1", w1), as_axis("w2", w2)
+    plane = default_plane(model) if plane is None else plane
+    check_plane(model, plane)
+    plane = plane.to(cpu, dtype)
     model = private_copy(model).to(dtype).eval()
     parameters = dict(model.named_parameters())
-    x, y = pair_tensors(data)
-    loader = DataLoader(TensorDataset(to_device(x, cpu, dtype), to_device(y, cpu, dtype)), batch_size=batch_size)
-    per_sample = resolve_loss(loss).per_sample
+    x, y = (to_device(part, cpu, dtype) for part in pair_tensors(data))
+    check_prediction_shape(model, plane, options.objective, x, y)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
+    per_sample = options.objective.per_sample
     surface = np.zeros((len(w1), len(w2)))
     with torch.no_grad():
         for i, a in enumerate(w1):

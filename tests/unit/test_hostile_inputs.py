@@ -43,6 +43,14 @@ def _runs():
     return fs.train_many(_model(), DATA, DATA, grid=GRID, epochs=1, batch_size=20)
 
 
+def _shifted(by):
+    model = _model()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(by)
+    return model
+
+
 def _classifier():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
@@ -114,6 +122,28 @@ CALLS = {
         fs.project_path,
         lambda: {"model": _model(), "plane": fs.default_plane(_model()), "path": _path(), "data": DATA},
     ),
+    "write_figure": (
+        fs.write_figure,
+        lambda: {"figure": fs.plot_contour(_surface()), "path": _FOLDER / "f.html", "plotlyjs": "cdn"},
+    ),
+    "interpolation_plane": (
+        fs.interpolation_plane,
+        lambda: {"origin": _model(), "first": _shifted(1.0), "second": _shifted(-1.0)},
+    ),
+    "interpolation_line": (fs.interpolation_line, lambda: {"start": _model(), "end": _shifted(1.0)}),
+    "random_line": (fs.random_line, lambda: {"model": _model(), "seed": 0}),
+    "random_direction": (fs.random_direction, lambda: {"model": _model(), "generator": torch.Generator()}),
+    "basin_disagreement": (
+        fs.basin_disagreement,
+        lambda: {"basins": fs.basin_map(_runs()), "watershed": fs.watershed(_surface())},
+    ),
+    "trajectory_window": (fs.trajectory_window, lambda: {"trajectory": _trajectory(), "margin": 0.1}),
+    "default_plane": (fs.default_plane, lambda: {"model": _model()}),
+    "naive_loss_surface": (
+        fs.naive_loss_surface,
+        lambda: {"model": _model(), "data": DATA, "w1": GRID[0][:2], "w2": GRID[1][:2]},
+    ),
+    "piecewise_target": (fs.piecewise_target, lambda: {"x": DATA[0]}),
     "fit_window": (fs.fit_window, lambda: {"w1": GRID[0], "w2": GRID[1], "trajectory": _trajectory(), "step": 0.5}),
 }
 
