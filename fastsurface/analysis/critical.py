@@ -130,7 +130,12 @@ def critical_points_of(
         return function(point[0], point[1])
 
     grid = torch.cartesian_prod(torch.as_tensor(first), torch.as_tensor(second))
-    values = vmap(point_value)(grid).reshape(len(first), len(second)).numpy()
+    try:
+        values = vmap(point_value)(grid).reshape(len(first), len(second)).numpy()
+    except (TypeError, RuntimeError, ValueError, AttributeError) as error:
+        raise FastsurfaceError(
+            f"`function` must map two 0-d float64 tensors to a 0-d tensor with torch operations; it failed: {error}"
+        ) from error
     second_order = vmap(_value_gradient_hessian(point_value))
 
     def derivatives(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -144,6 +144,9 @@ def train_many(
     if tile_runs is not None:
         check_positive_int("tile_runs", tile_runs)
     options = EvalOptions(loss, reduction, batch_size, device, dtype, memory_budget, None, method, progress)
+    stream.check_data("train", train)
+    stream.check_reusable("train", train, epochs, "once per epoch")
+    stream.check_data("test", test)
     check_steps(train, epochs, batch_size)
     keep = recorder(record)
     plane = default_plane(model) if plane is None else plane

@@ -12,6 +12,7 @@ weights it moves (see ``random_direction``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -173,6 +174,9 @@ def _difference(argument: str, theta: TensorDict, theta0: TensorDict) -> TensorD
 
 
 def _same_layout(argument: str, tensors: TensorDict, reference: TensorDict) -> TensorDict:
+    for name, value in (("origin", reference), (argument, tensors)):
+        if not isinstance(value, Mapping) or not all(isinstance(t, torch.Tensor) for t in value.values()):
+            raise FastsurfaceError(f"`{name}` must map parameter names to tensors, got {type(value).__name__}")
     layout = {name: tuple(t.shape) for name, t in tensors.items()}
     expected = {name: tuple(t.shape) for name, t in reference.items()}
     if layout != expected:

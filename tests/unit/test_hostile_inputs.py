@@ -144,6 +144,33 @@ CALLS = {
         lambda: {"model": _model(), "data": DATA, "w1": GRID[0][:2], "w2": GRID[1][:2]},
     ),
     "piecewise_target": (fs.piecewise_target, lambda: {"x": DATA[0]}),
+    "compare_optimizers": (
+        fs.compare_optimizers,
+        lambda: {
+            "model": _model(),
+            "train": DATA,
+            "test": DATA,
+            "optimizers": {"sgd": lambda p: torch.optim.SGD(p, lr=0.01)},
+            "grid": GRID,
+            "epochs": 1,
+        },
+    ),
+    "line_plane": (
+        fs.line_plane,
+        lambda: {"origin": fs.default_plane(_model()).origin, "direction": fs.default_plane(_model()).first},
+    ),
+    "critical_points_of": (
+        fs.critical_points_of,
+        lambda: {"function": lambda a, b: (a - 0.1) ** 2 + (b + 0.2) ** 2, "w1": GRID[0], "w2": GRID[1]},
+    ),
+    "resumable_loss_surface": (
+        fs.resumable_loss_surface,
+        lambda: {"model": _model(), "data": DATA, "w1": GRID[0], "w2": GRID[1], "checkpoint_dir": _FOLDER / "r"},
+    ),
+    "sharded_loss_surface": (
+        fs.sharded_loss_surface,
+        lambda: {"model": _model(), "data": DATA, "w1": GRID[0], "w2": GRID[1]},
+    ),
     "fit_window": (fs.fit_window, lambda: {"w1": GRID[0], "w2": GRID[1], "trajectory": _trajectory(), "step": 0.5}),
 }
 
@@ -364,6 +391,10 @@ CATALOGUE = [
         "`higher_is_better`",
         id="metrics-array-direction",
     ),
+    pytest.param(lambda: fs.line_plane(fs.default_plane(_model()).origin, None), "`direction`", id="line-no-direction"),
+    pytest.param(lambda: fs.critical_points_of(None, GRID[0], GRID[1]), "`function`", id="critical-of-none"),
+    pytest.param(lambda: fs.train_many(_model(), None, DATA, grid=GRID, epochs=1), "`train`", id="many-no-train"),
+    pytest.param(lambda: fs.train_many(_model(), DATA, "test", grid=GRID, epochs=1), "`test`", id="many-bad-test"),
 ]
 
 
