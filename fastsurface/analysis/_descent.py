@@ -180,6 +180,11 @@ class _NumpyDescent:
         self.origin, self.first, self.second = origin, first, second
         self.start = np.array(start, dtype=origin.dtype)
         self.rate = origin.dtype.type(-lr)
+        self._prepare(layers)
+
+    def _prepare(self, layers: list[LinearParameters]) -> None:
+        """The route's own state (views, work vectors), once the shared state is set."""
+        raise NotImplementedError
 
     def steps(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[None]:
         inputs, targets = self._rows(x.numpy()), self._rows(y.numpy())  # both in the compute dtype
@@ -210,16 +215,7 @@ class TanhStackDescent(_NumpyDescent):
     rows; each written as torch writes it, so only sums may round differently.
     """
 
-    def __init__(
-        self,
-        module: nn.Module,
-        layers: list[LinearParameters],
-        plane: Plane,
-        *,
-        lr: float,
-        start: tuple[float, float],
-    ) -> None:
-        super().__init__(module, layers, plane, lr=lr, start=start)
+    def _prepare(self, layers: list[LinearParameters]) -> None:
         self.coordinates = self.start
         self.directions = np.stack([self.first, self.second])
         self.theta, self.gradient = np.empty_like(self.origin), np.empty_like(self.origin)
@@ -263,16 +259,7 @@ class TwoWeightDescent(_NumpyDescent):
     the compute dtype. Eleven NumPy calls a step on vectors allocated once per batch size.
     """
 
-    def __init__(
-        self,
-        module: nn.Module,
-        layers: list[LinearParameters],
-        plane: Plane,
-        *,
-        lr: float,
-        start: tuple[float, float],
-    ) -> None:
-        super().__init__(module, layers, plane, lr=lr, start=start)
+    def _prepare(self, layers: list[LinearParameters]) -> None:
         self.one = self.origin.dtype.type(1)
         # Scalars of the compute dtype: a NumPy scalar's arithmetic costs a tenth of a
         # microsecond, unpacking a NumPy vector two.
