@@ -65,6 +65,9 @@ class OptimizerGroup:
 def group_runs(optimizer: OptimizerFactory | Sequence[OptimizerFactory] | None, count: int) -> list[OptimizerGroup]:
     """Check ``optimizer`` (one factory for all ``count`` runs, or one per run) and group
     the runs by the optimiser each factory builds, in order of first appearance."""
+    if optimizer is None or callable(optimizer):  # one group: no pass over the runs
+        factory = default_optimizer if optimizer is None else optimizer
+        return [OptimizerGroup(factory, _configuration(factory)[1], np.arange(count, dtype=np.int64))]
     factories = _per_run(optimizer, count)
     probed: dict[int, tuple[str, str]] = {}  # id(factory) -> (configuration key, name)
     members: dict[str, list[int]] = {}
@@ -89,11 +92,7 @@ def build(group: OptimizerGroup, tensors: Sequence[torch.Tensor]) -> torch.optim
     return optimiser
 
 
-def _per_run(optimizer: OptimizerFactory | Sequence[OptimizerFactory] | None, count: int) -> Sequence[OptimizerFactory]:
-    if optimizer is None:
-        return [default_optimizer] * count
-    if callable(optimizer):
-        return [optimizer] * count
+def _per_run(optimizer: Sequence[OptimizerFactory], count: int) -> Sequence[OptimizerFactory]:
     if isinstance(optimizer, Sequence) and not isinstance(optimizer, str):
         if len(optimizer) != count or not all(callable(f) for f in optimizer):
             raise FastsurfaceError(

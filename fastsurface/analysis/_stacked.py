@@ -28,22 +28,32 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from fastsurface._support.identity import architecture
 from fastsurface.analysis._optimisers import OptimizerGroup, build
-from fastsurface.engine._inductor import backend
+from fastsurface.engine._inductor import compile_traced
 from fastsurface.engine._kernels import compile_available
 from fastsurface.engine._losses import Loss
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane, TensorDict
 
-StepFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+StepFunction = Callable[..., torch.Tensor]
 COORDINATES = "coordinates"
 # Compiled step functions kept per process (architecture x tile size x layout).
 _CACHE_SIZE = 8
-# Dynamo counts recompiles per code object, and every vmap'd function shares functorch's.
-_RECOMPILE_LIMIT = 64
-_Compiled = Callable[..., tuple[TensorDict, tuple[torch.Tensor, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A compiled flat step: tensors in, tensors out (``outputs`` nests them back), and
+    whether it reads nothing but its inputs."""
+
+    function: Callable[..., Any]
+    outputs: TreeSpec
+    self_contained: bool
+
+
 _compiled_cache: OrderedDict[Hashable, _Compiled] = OrderedDict()
 
 
@@ -75,12 +85,13 @@ class Layout:
 
 
 def step_function(layout: Layout, loss: Loss, method: str, tile: int, per_run_batches: bool) -> StepFunction:
-    """``f(trainable, x, y, state, origin, first, second) -> (losses, finite)`` for a tile:
-    sets the ``.grad`` of each stacked tensor of ``trainable`` (``(tile, ...)`` leaves) to
-    every run's gradient and returns every run's batch-mean loss ``(tile,)`` and whether
-    its parameters (those the step started from) are all finite, bool ``(tile,)``; ``x``,
-    ``y`` are one batch for all runs, or one per run stacked along a first dimension when
-    ``per_run_batches``."""
+    """``f(trainable, x, y, state, origin, first, second, diverged_step, taken) ->
+    diverged_step`` for a tile: sets the ``.grad`` of each stacked tensor of ``trainable``
+    (``(tile, ...)`` leaves) to every run's gradient of its batch-mean loss, and returns
+    the tile's stops after step ``taken`` (``stops``; ``taken`` a float64 0-d tensor, so
+    that a compiled step is not specialised to it); ``x``, ``y`` are one batch for all
+    runs, or one per run stacked along a first dimension when ``per_run_batches``. The
+    compiled route computes the stops in the same kernel as the gradients."""
     module, space = layout.module, layout.space
 
     def run_loss(
@@ -91,15 +102,14 @@ def step_function(layout: Layout, loss: Loss, method: str, tile: int, per_run_ba
         origin: TensorDict,
         first: TensorDict,
         second: TensorDict,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> torch.Tensor:
         if space == "plane":
             coordinates = trainable[COORDINATES]
             moving = Plane(origin, first, second).params(coordinates[0], coordinates[1])
         else:
             moving = trainable
         prediction = functional_call(module, {**state, **moving}, (x,))
-        finite = torch.stack([torch.isfinite(t).all() for t in trainable.values()]).all()
-        return loss.per_sample(prediction, y).mean(), finite
+        return loss.per_sample(prediction, y).mean()
 
     data_dim = 0 if per_run_batches else None
     in_dims = (0, data_dim, data_dim, None, None, None, None)
@@ -108,62 +118,103 @@ def step_function(layout: Layout, loss: Loss, method: str, tile: int, per_run_ba
         # per-call overhead; the sum's gradient is each run's own (d sum / d loss_k = 1).
         losses_of = vmap(run_loss, in_dims=in_dims, randomness="different")
 
-        def eager(trainable: TensorDict, *rest: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        def eager(trainable: TensorDict, *rest: Any) -> torch.Tensor:
             for tensor in trainable.values():
                 tensor.grad = None
-            losses, finite = losses_of(trainable, *rest)
+            *inputs, diverged_step, taken = rest
+            losses = losses_of(trainable, *inputs)
             losses.sum().backward()
-            return losses.detach(), finite
+            return stops(diverged_step, {n: t.detach() for n, t in trainable.items()}, losses.detach(), taken)
 
         return eager
-    compiled = _compiled(
-        vmap(grad_and_value(run_loss, has_aux=True), in_dims=in_dims, randomness="different"),
-        layout,
-        loss,
-        tile,
-        per_run_batches,
-    )
-    calls = 0
+    gradients_of = vmap(grad_and_value(run_loss), in_dims=in_dims, randomness="different")
 
-    def fused(trainable: TensorDict, *rest: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal calls
+    def step_and_stops(trainable: TensorDict, *rest: Any) -> tuple[TensorDict, torch.Tensor]:
+        *inputs, diverged_step, taken = rest
+        gradients, losses = gradients_of(trainable, *inputs)
+        return gradients, stops(diverged_step, trainable, losses, taken)
+
+    compiled = _CompiledStep(step_and_stops, _cache_key(layout, loss, tile, per_run_batches))
+
+    def fused(trainable: TensorDict, *rest: Any) -> torch.Tensor:
         detached = {name: tensor.detach() for name, tensor in trainable.items()}  # no autograd graph to compile
-        if calls == 0:  # the call that compiles: dynamo's default limit is shared by every vmap'd function
-            with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
-                gradients, (losses, finite) = compiled(detached, *rest)
-        else:
-            gradients, (losses, finite) = compiled(detached, *rest)
-        calls += 1
+        gradients, diverged_step = compiled(detached, *rest)
         for name, tensor in trainable.items():
             tensor.grad = gradients[name]
-        return losses, finite
+        return diverged_step
 
     return fused
 
 
-def _compiled(function: _Compiled, layout: Layout, loss: Loss, tile: int, per_run: bool) -> _Compiled:
-    """``function`` through ``torch.compile``, cached by what it depends on besides tensor values."""
-    device = layout.plane.device
-    if not compile_available(device):
+def stops(
+    diverged_step: torch.Tensor, trainable: TensorDict, losses: torch.Tensor, taken: torch.Tensor
+) -> torch.Tensor:
+    """A tile's ``diverged_step`` (as ``StackedTile`` holds it) after step ``taken``: a
+    live run (``-1``) stops at step ``taken - 1`` when a tensor of ``trainable`` it
+    entered the step with has a non-finite entry, else at ``taken`` when its batch loss
+    ``losses`` is not finite; ``(R,)`` float64, ``taken`` a 0-d tensor.
+
+    Written in floating point (``t * 0`` is 0 for a finite entry, NaN otherwise) because
+    inductor's code for boolean masks cost a compiled seed step a quarter of its time."""
+    entering = sum((t * 0).reshape(len(t), -1).sum(dim=1) for t in trainable.values())
+    diverged_step = torch.where((diverged_step < 0) & (entering != 0), taken - 1, diverged_step)
+    return torch.where((diverged_step < 0) & ~torch.isfinite(losses), taken, diverged_step)
+
+
+def _cache_key(layout: Layout, loss: Loss, tile: int, per_run: bool) -> Hashable:
+    """What a compiled step depends on besides its input tensors."""
+    if not compile_available(layout.plane.device):
         raise FastsurfaceError(
             "`training_method` 'compiled' needs torch.compile's toolchain: a C++ compiler on CPU, Triton on CUDA"
         )
-    key = (
+    return (
         architecture(layout.module),
         layout.space,
         tile,
         per_run,
-        tuple((n, t.shape, t.dtype, t.device) for n, t in layout.state.items()),
         tuple(layout.plane.origin),
         loss.per_sample,
         torch.get_num_threads(),  # inductor builds its CPU loops for the thread count of the moment
     )
-    if key not in _compiled_cache:
-        _compiled_cache[key] = torch.compile(function, dynamic=False, backend=backend(device))
-        if len(_compiled_cache) > _CACHE_SIZE:
-            _compiled_cache.popitem(last=False)
-    _compiled_cache.move_to_end(key)
-    return _compiled_cache[key]
+
+
+class _CompiledStep:
+    """A step function of nested tensors, compiled per layout of its inputs (shapes,
+    strides, dtypes, devices; a shorter last batch is another layout) by
+    ``compile_traced``, kept per process under ``key`` when the graph reads only its
+    inputs."""
+
+    def __init__(self, function: Callable[..., Any], key: Hashable) -> None:
+        self.function, self.key = function, key
+        self.own: dict[Hashable, _Compiled] = {}
+
+    def __call__(self, *arguments: Any) -> Any:
+        leaves, spec = tree_flatten(arguments)
+        layout = (spec, tuple((t.shape, t.stride(), t.dtype, t.device) for t in leaves))
+        key = (self.key, layout)
+        found = self.own.get(layout) or _compiled_cache.get(key)
+        if key in _compiled_cache:
+            _compiled_cache.move_to_end(key)
+        if found is None:
+            found = self._compile(spec, leaves)
+            if found.self_contained:
+                _compiled_cache[key] = found
+                if len(_compiled_cache) > _CACHE_SIZE:
+                    _compiled_cache.popitem(last=False)
+            self.own[layout] = found
+        with torch.no_grad():
+            return tree_unflatten(list(found.function(*leaves)), found.outputs)
+
+    def _compile(self, spec: TreeSpec, leaves: list[torch.Tensor]) -> _Compiled:
+        outputs: list[TreeSpec] = []
+
+        def flat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            results, structure = tree_flatten(self.function(*tree_unflatten(list(tensors), spec)))
+            outputs.append(structure)
+            return tuple(results)
+
+        function, self_contained = compile_traced(flat, leaves)
+        return _Compiled(function, outputs[0], self_contained)
 
 
 class StackedTile:
@@ -174,9 +225,8 @@ class StackedTile:
         runs: the indices (among all runs) of the tile's real runs, shape ``(R - padding,)``.
         tensors: the stacked trainable tensors, by name, each ``(R, ...)``: leaves that
             require gradients, as an optimiser's parameters do.
-        alive: whether each run is still finite, bool ``(R,)``.
         diverged_step: the step at which each run's loss or parameters stopped being
-            finite, ``-1`` while they are, int64 ``(R,)``.
+            finite, ``-1`` while they are, float64 ``(R,)`` (exact to 2**53 steps).
     """
 
     def __init__(
@@ -188,9 +238,7 @@ class StackedTile:
         self.function = function
         self.layout = layout
         size = len(next(iter(tensors.values())))
-        device = layout.plane.device
-        self.alive = torch.ones(size, dtype=torch.bool, device=device)
-        self.diverged_step = torch.full((size,), -1, dtype=torch.int64, device=device)
+        self.diverged_step = torch.full((size,), -1, dtype=torch.float64, device=layout.plane.device)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, taken: int) -> None:
         """Optimiser step ``taken`` (from 1) of every run on its batch. A run stops at the
@@ -198,20 +246,21 @@ class StackedTile:
         its parameters non-finite (found as the next step starts, or by ``finish``): its
         later records are NaN, and its entries, updated elementwise, never reach another
         run's."""
-        losses, entering_finite = self.function(self.tensors, x, y, self.layout.state, *self.layout.plane_parts)
+        step = torch.tensor(float(taken), dtype=torch.float64, device=self.diverged_step.device)
+        parts = (self.layout.state, *self.layout.plane_parts, self.diverged_step, step)
+        self.diverged_step = self.function(self.tensors, x, y, *parts)
         self.optimizer.step()
-        self._stop(entering_finite, taken - 1)
-        self._stop(torch.isfinite(losses), taken)
 
     def finish(self, taken: int) -> None:
         """Stop the runs whose last step (``taken``) left their parameters non-finite."""
         with torch.no_grad():
             finite = torch.stack([torch.isfinite(t).reshape(len(t), -1).all(dim=1) for t in self.tensors.values()])
-        self._stop(finite.all(dim=0), taken)
+        self.diverged_step = torch.where((self.diverged_step < 0) & ~finite.all(dim=0), taken, self.diverged_step)
 
-    def _stop(self, finite: torch.Tensor, step: int) -> None:
-        self.diverged_step = torch.where(self.alive & ~finite, step, self.diverged_step)
-        self.alive &= finite
+    def stopped_at(self) -> np.ndarray:
+        """The step at which each real run stopped, ``-1`` for those still finite, int64
+        ``(R - padding,)``."""
+        return self.diverged_step[: len(self.runs)].to(torch.int64).cpu().numpy()
 
     def vectors(self) -> torch.Tensor:
         """The real runs' trainable tensors flattened and concatenated in name order,
@@ -222,4 +271,4 @@ class StackedTile:
 
     def finite(self) -> np.ndarray:
         """Whether each real run is still finite, bool, shape ``(R - padding,)``."""
-        return self.alive[: len(self.runs)].cpu().numpy()
+        return self.stopped_at() < 0

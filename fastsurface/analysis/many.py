@@ -166,7 +166,7 @@ def train_many(
         positions=positions,
         loss=losses,
         step=np.asarray(records.steps, dtype=np.int64),
-        diverged_step=_gather(tiles, first.count, lambda tile: tile.diverged_step[: len(tile.runs)].cpu().numpy()),
+        diverged_step=_gather(tiles, first.count, lambda tile: tile.stopped_at()),
         residual=residual,
         final_parameters=run.final_parameters(tiles) if space == "full" else None,
         group=_group_of_runs(groups, first.count),

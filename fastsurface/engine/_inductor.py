@@ -75,6 +75,39 @@ def _inductor_with_accurate_tanh(graph: torch.fx.GraphModule, inputs: Sequence[t
     return compile_fx(traced, list(inputs))
 
 
+def compile_traced(
+    function: Callable[..., tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor]
+) -> tuple[Callable[..., Any], bool]:
+    """``function`` (tensors in, a flat tuple of tensors out) traced on ``inputs`` into one
+    graph and compiled by inductor for them, without dynamo; and whether the graph reads
+    nothing but its inputs (no tensor it closed over was baked in as a constant).
+
+    The result skips dynamo's guards and wrappers, about a millisecond a call on a small
+    graph, which is most of a step's overhead when the step's kernel takes two: call it
+    with tensors of exactly ``inputs``' shapes, strides, dtypes and devices (inductor's
+    code asserts sizes and strides), under ``torch.no_grad``. The trace runs ``function``
+    once on ``inputs``; it is compiled for inference (no autograd through it), with
+    ``accurate_tanh`` on CPU as ``backend`` compiles.
+    """
+    from torch._guards import TracingContext, tracing
+    from torch._inductor.compile_fx import compile_fx
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    table = {torch.ops.aten.tanh.default: _float32_tanh} if inputs[0].device.type == "cpu" else {}
+    # Inductor's on-disk graph cache needs a shape environment, which only dynamo sets up:
+    # without one every process would generate and build the C++ again (about 10 s).
+    context = TracingContext(FakeTensorMode(allow_non_fake_inputs=True, shape_env=ShapeEnv()))
+    with torch.no_grad():
+        traced = make_fx(function, decomposition_table=table, tracing_mode="real")(*inputs)
+        self_contained = all(node.op != "get_attr" for node in traced.graph.nodes)
+        with tracing(context):
+            compiled = compile_fx(traced, list(inputs))
+    assert callable(compiled)  # what compile_fx makes of a graph module
+    return compiled, self_contained
+
+
 def _float32_tanh(x: torch.Tensor) -> torch.Tensor:
     # Fitted for float32: in float64 its 2e-8 would cost eight digits, so other dtypes keep tanh.
     return accurate_tanh(x) if x.dtype == torch.float32 else NotImplemented

@@ -178,20 +178,22 @@ def test_a_diverging_run_leaves_the_others_bit_identical(split, route):
     assert np.array_equal(runs.loss[others], calm.loss, equal_nan=True)
 
 
-def test_a_run_whose_update_overflows_is_recorded_as_nan_and_stopped(split):
+@pytest.mark.parametrize("route", ["vmap", "compiled"])
+def test_a_run_whose_update_overflows_is_recorded_as_nan_and_stopped(split, route):
     """Its parameters stop being finite after a step, recorded before the next step finds it:
     the record is NaN (not a failed projection), the run is flagged, the others untouched."""
     train, test = split
     model = fs.ANN(1, 1, 1)
-    calm = fs.train_many(model, train, test, starts=SEED_STARTS, epochs=1, record="step", training_method="vmap")
+    calm = fs.train_many(model, train, test, starts=SEED_STARTS, epochs=1, record="step", training_method=route)
     rates = [1e-2] * len(SEED_STARTS)
     rates[2] = 1e38
     factories = [lambda p, lr=lr: torch.optim.SGD(p, lr=lr) for lr in rates]
     runs = fs.train_many(
-        model, train, test, starts=SEED_STARTS, optimizer=factories, epochs=1, record="step", training_method="vmap"
+        model, train, test, starts=SEED_STARTS, optimizer=factories, epochs=1, record="step", training_method=route
     )
     others = np.delete(np.arange(len(SEED_STARTS)), 2)
     assert runs.diverged.tolist() == [k == 2 for k in range(len(SEED_STARTS))]
+    assert np.isfinite(runs.positions[2, : runs.diverged_step[2]]).all()  # finite until the update that overflowed
     assert np.isnan(runs.positions[2, runs.diverged_step[2] :]).all()
     assert np.array_equal(runs.positions[others], calm.positions[others])
 
