@@ -19,7 +19,6 @@ intermediates. On CPU the compiled float32 ``tanh`` is ``engine._inductor``'s, w
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
-from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from fastsurface._support.identity import architecture
 from fastsurface.analysis._optimisers import OptimizerGroup, build
-from fastsurface.engine._inductor import compile_traced
+from fastsurface.engine._inductor import CompiledFunction
 from fastsurface.engine._kernels import compile_available
 from fastsurface.engine._losses import Loss
 from fastsurface.errors import FastsurfaceError
@@ -40,21 +38,6 @@ from fastsurface.planes.plane import Plane, TensorDict
 
 StepFunction = Callable[..., torch.Tensor]
 COORDINATES = "coordinates"
-# Compiled step functions kept per process (architecture x tile size x layout).
-_CACHE_SIZE = 8
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    """A compiled flat step: tensors in, tensors out (``outputs`` nests them back), and
-    whether it reads nothing but its inputs."""
-
-    function: Callable[..., Any]
-    outputs: TreeSpec
-    self_contained: bool
-
-
-_compiled_cache: OrderedDict[Hashable, _Compiled] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -134,7 +117,7 @@ def step_function(layout: Layout, loss: Loss, method: str, tile: int, per_run_ba
         gradients, losses = gradients_of(trainable, *inputs)
         return gradients, stops(diverged_step, trainable, losses, taken)
 
-    compiled = _CompiledStep(step_and_stops, _cache_key(layout, loss, tile, per_run_batches))
+    compiled = CompiledFunction(step_and_stops, _cache_key(layout, loss, tile, per_run_batches))
 
     def fused(trainable: TensorDict, *rest: Any) -> torch.Tensor:
         detached = {name: tensor.detach() for name, tensor in trainable.items()}  # no autograd graph to compile
@@ -176,45 +159,6 @@ def _cache_key(layout: Layout, loss: Loss, tile: int, per_run: bool) -> Hashable
         loss.per_sample,
         torch.get_num_threads(),  # inductor builds its CPU loops for the thread count of the moment
     )
-
-
-class _CompiledStep:
-    """A step function of nested tensors, compiled per layout of its inputs (shapes,
-    strides, dtypes, devices; a shorter last batch is another layout) by
-    ``compile_traced``, kept per process under ``key`` when the graph reads only its
-    inputs."""
-
-    def __init__(self, function: Callable[..., Any], key: Hashable) -> None:
-        self.function, self.key = function, key
-        self.own: dict[Hashable, _Compiled] = {}
-
-    def __call__(self, *arguments: Any) -> Any:
-        leaves, spec = tree_flatten(arguments)
-        layout = (spec, tuple((t.shape, t.stride(), t.dtype, t.device) for t in leaves))
-        key = (self.key, layout)
-        found = self.own.get(layout) or _compiled_cache.get(key)
-        if key in _compiled_cache:
-            _compiled_cache.move_to_end(key)
-        if found is None:
-            found = self._compile(spec, leaves)
-            if found.self_contained:
-                _compiled_cache[key] = found
-                if len(_compiled_cache) > _CACHE_SIZE:
-                    _compiled_cache.popitem(last=False)
-            self.own[layout] = found
-        with torch.no_grad():
-            return tree_unflatten(list(found.function(*leaves)), found.outputs)
-
-    def _compile(self, spec: TreeSpec, leaves: list[torch.Tensor]) -> _Compiled:
-        outputs: list[TreeSpec] = []
-
-        def flat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            results, structure = tree_flatten(self.function(*tree_unflatten(list(tensors), spec)))
-            outputs.append(structure)
-            return tuple(results)
-
-        function, self_contained = compile_traced(flat, leaves)
-        return _Compiled(function, outputs[0], self_contained)
 
 
 class StackedTile:

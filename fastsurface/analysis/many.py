@@ -30,6 +30,7 @@ from fastsurface.analysis._stacked import COORDINATES, Layout, StackedTile, step
 from fastsurface.analysis.paths import PlaneBasis, recorder
 from fastsurface.analysis.training import check_steps, training_batches
 from fastsurface.engine import _stream as stream
+from fastsurface.engine._inductor import UntraceableModelError
 from fastsurface.engine._kernels import compile_available
 from fastsurface.engine._losses import PerSampleLoss
 from fastsurface.engine._stream import PROBE_SAMPLES
@@ -416,8 +417,14 @@ class _Run:
                         if keep(0, epoch_end=False):
                             records.add(0, tiles, self.basis)
                     taken += 1
-                    for tile in tiles:
-                        tile.step(*batches.for_runs(x, y, tile), taken)
+                    try:
+                        _step(tiles, batches, x, y, taken)
+                    except UntraceableModelError:  # raised by the first step's compilation, before any update
+                        if training_method != "auto" or taken > 1:
+                            raise
+                        method = "vmap"
+                        tiles = self._tiles(groups, x, y, batches.per_run, method, tile_runs)
+                        _step(tiles, batches, x, y, taken)
                     if keep(taken, epoch_end=False):
                         records.add(taken, tiles, self.basis)
                     bar.update()
@@ -503,6 +510,12 @@ class _Run:
             n: moving[n].clone() if n in moving else p.expand(len(rows), *p.shape).clone()
             for n, p in self.parameters.items()
         }
+
+
+def _step(tiles: list[StackedTile], batches: _Batches, x: torch.Tensor, y: torch.Tensor, taken: int) -> None:
+    """Step ``taken`` of every tile, each on its runs' batches."""
+    for tile in tiles:
+        tile.step(*batches.for_runs(x, y, tile), taken)
 
 
 def _outer(values: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:

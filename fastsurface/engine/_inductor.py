@@ -19,10 +19,15 @@ Triton's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
+
+from fastsurface.errors import FastsurfaceError
 
 # Inputs are clamped here: float32 tanh is ±1 from about 8.7, and the rational passes
 # ±1 (by 2 ulp) before 9.5, so the output clamp makes it exactly ±1, infinities included.
@@ -52,43 +57,79 @@ def _horner(coefficients: tuple[float, ...], value: torch.Tensor) -> torch.Tenso
     return result
 
 
-Backend = Callable[[torch.fx.GraphModule, Sequence[torch.Tensor]], Any]
+class UntraceableModelError(FastsurfaceError):
+    """The compiled route cannot trace the model: its forward depends on tensor values."""
 
 
-def backend(device: torch.device) -> str | Backend:
-    """The ``backend`` argument of ``torch.compile`` for kernels on ``device``."""
-    if device.type != "cpu":
-        return "inductor"
-    return _inductor_with_accurate_tanh
+# Compiled functions kept per process (a key and a layout of the inputs each).
+_CACHE_SIZE = 16
 
 
-def _inductor_with_accurate_tanh(graph: torch.fx.GraphModule, inputs: Sequence[torch.Tensor]) -> Any:
-    # Decomposing while retracing, not by compile_fx's ``decompositions``, puts the new
-    # operations into the graph itself, which inductor's on-disk cache keys on. The trace
-    # runs on the real inputs (one eager tile at compile time): a fake-tensor trace
-    # clashed with dynamo's shape environment on a CNN's graph.
-    from torch._inductor.compile_fx import compile_fx
-    from torch.fx.experimental.proxy_tensor import make_fx
+@dataclass(frozen=True)
+class _Compiled:
+    """A compiled flat function (tensors in, tensors out; ``outputs`` nests them back) and
+    whether it reads nothing but its inputs."""
 
-    table = {torch.ops.aten.tanh.default: _float32_tanh}
-    traced = make_fx(graph, decomposition_table=table, tracing_mode="real")(*inputs)
-    return compile_fx(traced, list(inputs))
+    function: Callable[..., Any]
+    outputs: TreeSpec
+    self_contained: bool
 
 
-def compile_traced(
+_cache: OrderedDict[Hashable, _Compiled] = OrderedDict()
+
+
+class CompiledFunction:
+    """``function`` (nested tuples, lists and dicts of tensors in and out) compiled by
+    inductor without dynamo, once per layout of its inputs (structure, shapes, strides,
+    dtypes, devices), with ``accurate_tanh`` for float32 ``tanh`` on CPU.
+
+    Without dynamo a call skips its guards and wrappers, about a millisecond on a small
+    graph, and inductor's on-disk cache serves a second process. The function is traced
+    with fake tensors: a branch on a tensor's value cannot be traced and is refused
+    (``UntraceableModelError``) rather than frozen to the branch taken at the trace. Compiled
+    graphs that read nothing but their inputs are shared in the process under ``key``
+    (what the function depends on besides its inputs; ``None``: not shared).
+    """
+
+    def __init__(self, function: Callable[..., Any], key: Hashable | None) -> None:
+        self.function, self.key = function, key
+        self.own: dict[Hashable, _Compiled] = {}
+
+    def __call__(self, *arguments: Any) -> Any:
+        leaves, spec = tree_flatten(arguments)
+        layout = (spec, tuple((t.shape, t.stride(), t.dtype, t.device) for t in leaves))
+        shared = None if self.key is None else (self.key, layout)
+        found = self.own.get(layout) or (None if shared is None else _cache.get(shared))
+        if found is None:
+            found = self._compile(spec, leaves)
+            self.own[layout] = found
+            if shared is not None and found.self_contained:
+                _cache[shared] = found
+                while len(_cache) > _CACHE_SIZE:
+                    _cache.popitem(last=False)
+        if shared in _cache:
+            _cache.move_to_end(shared)
+        with torch.no_grad():
+            return tree_unflatten(list(found.function(*leaves)), found.outputs)
+
+    def _compile(self, spec: TreeSpec, leaves: list[torch.Tensor]) -> _Compiled:
+        outputs: list[TreeSpec] = []
+
+        def flat(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            results, structure = tree_flatten(self.function(*tree_unflatten(list(tensors), spec)))
+            outputs.append(structure)
+            return tuple(results)
+
+        function, self_contained = _compile_flat(flat, leaves)
+        return _Compiled(function, outputs[-1], self_contained)
+
+
+def _compile_flat(
     function: Callable[..., tuple[torch.Tensor, ...]], inputs: Sequence[torch.Tensor]
 ) -> tuple[Callable[..., Any], bool]:
-    """``function`` (tensors in, a flat tuple of tensors out) traced on ``inputs`` into one
-    graph and compiled by inductor for them, without dynamo; and whether the graph reads
-    nothing but its inputs (no tensor it closed over was baked in as a constant).
-
-    The result skips dynamo's guards and wrappers, about a millisecond a call on a small
-    graph, which is most of a step's overhead when the step's kernel takes two: call it
-    with tensors of exactly ``inputs``' shapes, strides, dtypes and devices (inductor's
-    code asserts sizes and strides), under ``torch.no_grad``. The trace runs ``function``
-    once on ``inputs``; it is compiled for inference (no autograd through it), with
-    ``accurate_tanh`` on CPU as ``backend`` compiles.
-    """
+    """``function`` traced on fakes of ``inputs`` and compiled for them, for inference;
+    and whether the graph reads nothing but its inputs (no tensor it closed over became
+    a constant)."""
     from torch._guards import TracingContext, tracing
     from torch._inductor.compile_fx import compile_fx
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -96,13 +137,18 @@ def compile_traced(
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
     table = {torch.ops.aten.tanh.default: _float32_tanh} if inputs[0].device.type == "cpu" else {}
-    # Inductor's on-disk graph cache needs a shape environment, which only dynamo sets up:
-    # without one every process would generate and build the C++ again (about 10 s).
-    context = TracingContext(FakeTensorMode(allow_non_fake_inputs=True, shape_env=ShapeEnv()))
     with torch.no_grad():
-        traced = make_fx(function, decomposition_table=table, tracing_mode="real")(*inputs)
+        try:
+            traced = make_fx(function, decomposition_table=table, tracing_mode="fake")(*inputs)
+        except RuntimeError as error:  # torch's data-dependent errors are RuntimeErrors
+            raise UntraceableModelError(
+                "the compiled route cannot trace this model: its forward depends on tensor values in a way one "
+                f"compiled graph cannot follow ({str(error).splitlines()[0]}); use the 'vmap' route"
+            ) from error
         self_contained = all(node.op != "get_attr" for node in traced.graph.nodes)
-        with tracing(context):
+        # Inductor's on-disk graph cache needs a shape environment, which only dynamo sets
+        # up: without one every process would generate and build the C++ again (~10 s).
+        with tracing(TracingContext(FakeTensorMode(allow_non_fake_inputs=True, shape_env=ShapeEnv()))):
             compiled = compile_fx(traced, list(inputs))
     assert callable(compiled)  # what compile_fx makes of a graph module
     return compiled, self_contained

@@ -19,8 +19,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import shutil
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from itertools import chain
 
 import torch
@@ -28,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fastsurface._support.identity import architecture
-from fastsurface.engine._inductor import backend
+from fastsurface.engine._inductor import CompiledFunction
 from fastsurface.engine._losses import Loss
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
@@ -38,10 +37,6 @@ Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch
 # Chunks are padded (with zero-weight copies of a sample) to a multiple of this many
 # samples, so that chunks of nearby sizes share one compiled shape.
 SAMPLE_GRANULE = 256
-_CACHE_SIZE = 8
-# Compiled shapes per process (tile x chunk x architecture); beyond it dynamo runs eager.
-_RECOMPILE_LIMIT = 64
-_compiled_cache: OrderedDict[Hashable, Callable[..., torch.Tensor]] = OrderedDict()
 
 
 def vmap_kernel(module: nn.Module, plane: Plane, loss: Loss, randomness: str = "error") -> Kernel:
@@ -79,7 +74,7 @@ class CompiledKernel:
         self.tile = min(max_tile, 1 << (points - 1).bit_length())
         self.plane = plane
         self.state = {name: t.detach() for name, t in chain(module.named_parameters(), module.named_buffers())}
-        self.function = _cached_compiled(module, plane, loss, self.state)
+        self.function = _compiled(module, plane, loss)
         self._chunk: tuple[torch.Tensor, ...] = ()
         self._padded: tuple[torch.Tensor, ...] = ()
 
@@ -90,10 +85,7 @@ class CompiledKernel:
         a, b = _pad_repeating(a, self.tile), _pad_repeating(b, self.tile)
         x, y, w = self._padded_chunk(x, y, w)
         plane = self.plane
-        # Dynamo counts recompiles per code object, and every vmap'd function shares
-        # functorch's: its default limit (8) would turn later shapes and models eager.
-        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
-            return self.function(a, b, x, y, w, self.state, plane.origin, plane.first, plane.second)[:count]
+        return self.function(a, b, x, y, w, self.state, plane.origin, plane.first, plane.second)[:count]
 
     def _padded_chunk(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The chunk padded to a multiple of ``SAMPLE_GRANULE``; padding weighs 0."""
@@ -114,18 +106,13 @@ def _pad_zeros(values: torch.Tensor, size: int) -> torch.Tensor:
     return values if missing == 0 else torch.cat([values, values.new_zeros(missing)])
 
 
-def _cached_compiled(
-    module: nn.Module, plane: Plane, loss: Loss, state: dict[str, torch.Tensor]
-) -> Callable[..., torch.Tensor]:
+def _compiled(module: nn.Module, plane: Plane, loss: Loss) -> CompiledFunction:
     key = (
         architecture(module),  # what the compiled forward depends on besides tensor values
-        tuple((n, t.shape, t.dtype, t.device) for n, t in state.items()),
         tuple(plane.origin),
         loss.per_sample,
+        torch.get_num_threads(),  # inductor builds its CPU loops for the thread count of the moment
     )
-    if key in _compiled_cache:
-        _compiled_cache.move_to_end(key)
-        return _compiled_cache[key]
 
     def point_sum(
         a: torch.Tensor,
@@ -139,11 +126,7 @@ def _cached_compiled(
         second: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         moving = {name: origin[name] + a * first[name] + b * second[name] for name in origin}
-        prediction = functional_call(module, {**state, **moving}, (x,))  # the first caller's copy: a template
+        prediction = functional_call(module, {**state, **moving}, (x,))
         return loss.weighted_sum(prediction, y, w)
 
-    batched = vmap(point_sum, in_dims=(0, 0, None, None, None, None, None, None, None))
-    _compiled_cache[key] = torch.compile(batched, dynamic=False, backend=backend(plane.device))
-    if len(_compiled_cache) > _CACHE_SIZE:
-        _compiled_cache.popitem(last=False)
-    return _compiled_cache[key]
+    return CompiledFunction(vmap(point_sum, in_dims=(0, 0, None, None, None, None, None, None, None)), key)

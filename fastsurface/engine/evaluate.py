@@ -28,6 +28,7 @@ from fastsurface._support.progress import Progress, tile_total
 from fastsurface._support.values import real_values
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
+from fastsurface.engine._inductor import UntraceableModelError
 from fastsurface.engine._kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
 from fastsurface.engine._losses import Loss, PerSampleLoss
 from fastsurface.engine._shared import SharedKernel, shared_forward
@@ -342,6 +343,7 @@ class Prepared:
         self._coordinate: tuple[int | None, str] | None = None
         self._vmap: Kernel | None = None
         self._architecture: str | None = None
+        self._traceable = True  # until the compiled route refuses the model
 
     def evaluate(self, points: Points) -> Evaluation:
         """Losses at ``points``: per-point weighted sums over every chunk, divided by the
@@ -356,7 +358,14 @@ class Prepared:
                 if strategy is None:
                     strategy = self.strategy(points, chunk)
                     _plan(bar, strategy, self.data, chunk)
-                _add(strategy, chunk, bar.update, self.unbatched)
+                try:
+                    _add(strategy, chunk, bar.update, self.unbatched)
+                except UntraceableModelError:  # on the first tile: nothing was added yet
+                    if options.method != "auto" or samples:
+                        raise
+                    self._traceable = False  # auto's choice falls back to vmap, now and for later calls
+                    strategy = self.strategy(points, chunk)
+                    _add(strategy, chunk, bar.update, self.unbatched)
                 samples += chunk.samples
                 batches += chunk.batches
         assert strategy is not None  # _checked_chunks refuses empty data
@@ -396,7 +405,9 @@ class Prepared:
             tile = options.tile_points or sizer.tile_points(chunk.samples)
             kernel = vmap_kernel(module, plane, options.objective, randomness="different")
             return _BruteForce(kernel, points, TileChoice(tile), "vmap")
-        compiling = method == "auto" and _worth_compiling(module, points, self.data, chunk, plane.device)
+        compiling = (
+            method == "auto" and self._traceable and _worth_compiling(module, points, self.data, chunk, plane.device)
+        )
         if method in ("auto", "closed_form"):
             if self._coordinate is None:  # the structure probe, once per prepared model
                 self._coordinate = linear_coordinate(module, plane, options.objective, chunk.x[:PROBE_SAMPLES])
@@ -493,6 +504,8 @@ def _add(
     with batched values fails as a shape mismatch)."""
     try:
         strategy.add(chunk, done)
+    except FastsurfaceError:  # already says what to do (e.g. the compiled route cannot trace the model)
+        raise
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         message = str(error)
         if isinstance(error, torch.OutOfMemoryError) or "allocate" in message:

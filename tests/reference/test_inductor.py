@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fastsurface as fs
-from fastsurface.engine._inductor import accurate_tanh, backend
+from fastsurface.engine._inductor import CompiledFunction, accurate_tanh
 from fastsurface.engine._kernels import compile_available
 from tests.helpers import assert_close
 
@@ -27,7 +27,7 @@ def _float32_sweep() -> torch.Tensor:
 
 
 def _compiled_tanh(x: torch.Tensor) -> torch.Tensor:
-    return torch.compile(torch.tanh, dynamic=False, backend=backend(CPU))(x)
+    return CompiledFunction(torch.tanh, key=None)(x)
 
 
 def _relative_error(got: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
