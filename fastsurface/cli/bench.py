@@ -1,5 +1,6 @@
 """``fastsurface bench``: every method on every device against the article's loop, in one table;
-with ``--model``, real models against loss-landscapes and a per-point loop (``fastsurface.model_bench``)."""
+with ``--model``, real models against loss-landscapes and a per-point loop (``fastsurface.model_bench``);
+with ``--basins``, the seed's basin map against training one start at a time (``fastsurface.basin_bench``)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,14 @@ if TYPE_CHECKING:
     import torch
 
 
-# The seed bench's flags and the model bench's, with their defaults: each is refused with the
-# other's mode, so they are declared without a default (argparse.SUPPRESS) to see which were given.
-_SEED_DEFAULTS: dict[str, Any] = {"steps": [0.05, 0.01, 0.001], "methods": list(BENCH_METHODS), "naive_rows": 2}
-_MODEL_DEFAULTS: dict[str, Any] = {"grid": 41, "samples": 2_000}
+# Each mode's own flags, with their defaults in that mode: a flag is refused in the modes it does
+# not belong to, so these are declared without a default (argparse.SUPPRESS) to see which were given.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "seed": {"steps": [0.05, 0.01, 0.001], "methods": list(BENCH_METHODS), "naive_rows": 2},
+    "model": {"grid": 41, "samples": 2_000},
+    "basins": {"grid": 200, "epochs": 25},
+}
+_MODES = {"seed": "without `--model` or `--basins`", "model": "with `--model`", "basins": "with `--basins`"}
 
 
 def declare(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +49,8 @@ def declare(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=60.0,
         help="skip cases estimated to take longer (with --model: the seconds each contestant's rounds may "
-        "take on a case; a per-point loop estimated longer is timed on fewer rows and extrapolated)",
+        "take on a case; a per-point loop estimated longer is timed on fewer rows and extrapolated; with --basins: "
+        "a device's map estimated longer from a warm epoch is skipped)",
     )
     parser.add_argument(
         "--naive-rows", type=int, default=argparse.SUPPRESS, help="grid rows of the article's loop to time (default: 2)"
@@ -57,7 +63,19 @@ def declare(parser: argparse.ArgumentParser) -> None:
         f"(no name: all of {', '.join(BENCH_MODELS)})",
     )
     parser.add_argument(
-        "--grid", type=int, default=argparse.SUPPRESS, help="with --model: points per axis of the plane (default: 41)"
+        "--basins",
+        action="store_true",
+        help="time the seed's basin map (SGD from every start of a grid over [-2, 2)^2) instead, against the "
+        "article's training loop and a loop of train_sgd, both on the CPU and extrapolated",
+    )
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="with --model: points per axis of the plane (default: 41); with --basins: starts per axis (default: 200)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=argparse.SUPPRESS, help="with --basins: epochs of every run (default: 25)"
     )
     parser.add_argument(
         "--samples", type=int, default=argparse.SUPPRESS, help="with --model: samples of each case (default: 2000)"
@@ -77,23 +95,37 @@ def handle(arguments: argparse.Namespace) -> ExitCode:
     check_positive_int("--repeats", arguments.repeats)
     if not 0 < arguments.max_seconds < math.inf:
         raise FastsurfaceError(f"`--max-seconds` must be a finite number > 0, got {arguments.max_seconds}")
-    models = arguments.model
-    for name in _SEED_DEFAULTS if models is not None else _MODEL_DEFAULTS:
-        if name in vars(arguments):
-            applies = "without `--model`" if models is not None else "with `--model`"
-            raise FastsurfaceError(f"`--{name.replace('_', '-')}` applies only {applies}")
+    mode = _mode(arguments)
     timing = {"repeats": arguments.repeats, "max_seconds": arguments.max_seconds}
-    if models is None:
-        result = _seed_bench(devices, **_flags(arguments, _SEED_DEFAULTS), **timing)
-    else:
+    if mode == "seed":
+        result = _seed_bench(devices, **_flags(arguments, _DEFAULTS[mode]), **timing)
+    elif mode == "model":
         from fastsurface.model_bench import format_model_table, run_model_bench
 
-        result = run_model_bench(models or BENCH_MODELS, devices, **_flags(arguments, _MODEL_DEFAULTS), **timing)
+        flags = _flags(arguments, _DEFAULTS[mode])
+        result = run_model_bench(arguments.model or BENCH_MODELS, devices, **flags, **timing)
         print(format_model_table(result))
+    else:
+        from fastsurface.basin_bench import format_basin_table, run_basin_bench
+
+        result = run_basin_bench(devices, **_flags(arguments, _DEFAULTS[mode]), **timing)
+        print(format_basin_table(result))
     if output is not None:
         atomic_write_text(output, json.dumps(result, indent=2))
         print(f"wrote {output}")
     return ExitCode.OK
+
+
+def _mode(arguments: argparse.Namespace) -> str:
+    """``"seed"``, ``"model"`` or ``"basins"``, once no flag of another mode was given."""
+    if arguments.basins and arguments.model is not None:
+        raise FastsurfaceError("`--basins` and `--model` are separate modes; give one of them")
+    mode = "basins" if arguments.basins else "model" if arguments.model is not None else "seed"
+    for name in sorted(set().union(*_DEFAULTS.values()) - set(_DEFAULTS[mode])):
+        if name in vars(arguments):
+            applies = " or ".join(_MODES[other] for other in _DEFAULTS if name in _DEFAULTS[other])
+            raise FastsurfaceError(f"`--{name.replace('_', '-')}` applies only {applies}")
+    return mode
 
 
 def _flags(arguments: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +161,9 @@ COMMAND = _shared.Command(
     description="Time the seed problem (2,000 test samples) on every available device and path at several "
     "grid steps over [-2, 2), against the article's loop and the device's tanh throughput, in one table. "
     "With --model: MLPs and a small CNN on a random plane, against loss-landscapes 3.0.6 and a per-point loop, "
-    "with GFLOP/s and the fractions of this machine's sgemm and activation throughput.",
+    "with GFLOP/s and the fractions of this machine's sgemm and activation throughput. "
+    "With --basins: the seed's basin map (train_many and basin_map, 200 x 200 starts, 25 epochs) against the "
+    "article's training loop and a loop of train_sgd, with the device's tanh throughput and peak memory.",
     declare=declare,
     handle=handle,
 )

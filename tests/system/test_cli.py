@@ -125,6 +125,19 @@ def test_bench_model_prints_one_table_and_writes_json(tmp_path, capsys):
     assert set(ceilings) == {"sgemm_flops_per_second", "tanh_per_second", "relu_per_second"}
 
 
+@pytest.mark.slow
+def test_bench_basins_prints_one_table_and_writes_json(tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    arguments = ["bench", "--basins", "--device", "cpu", "--grid", "4", "--epochs", "1", "--json", str(output)]
+    assert main(arguments) == 0
+    table = capsys.readouterr().out
+    assert "vs plain" in table and "4 x 4 starts over [-2, 2)^2, 1 epochs" in table and "baselines timed" in table
+    result = json.loads(output.read_text())
+    (row,) = result["rows"]
+    assert (row["device"], row["runs"], row["steps_per_run"], row["note"]) == ("cpu", 16, 125, "")
+    assert set(result["machine"]["ceilings"]["cpu"]) == {"tanh_per_second"}
+
+
 def test_ranges_in_scientific_notation(tmp_path, capsys):
     arguments = ["run", "--output", str(tmp_path / "f.html"), "--w1", "-1e0", "1e0", "--w2", "-2.5e-1", "2.5e-1"]
     arguments.append("--no-fit-trajectory")  # the window as given

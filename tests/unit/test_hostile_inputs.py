@@ -413,3 +413,21 @@ def test_a_train_sgd_test_set_is_checked_before_any_training(monkeypatch):
 def test_float64_compute_accepts_what_float32_cannot_hold():
     surface = fs.loss_surface(_model(), DATA, [0.0, 1e39], [1.0], dtype="float64", device="cpu")
     assert np.isfinite(surface.loss).all()
+
+
+class _ChecksPassedError(Exception):
+    """Raised where ``run_basin_bench`` would start its work: every check passed."""
+
+
+@pytest.mark.parametrize("argument", ["devices", "grid", "epochs", "repeats", "max_seconds"])
+def test_the_basin_bench_answers_every_hostile_value_before_any_work(monkeypatch, argument):
+    from fastsurface import basin_bench
+
+    def reached():
+        raise _ChecksPassedError
+
+    monkeypatch.setattr(basin_bench, "seed_split", reached)
+    for value in HOSTILE.elements:
+        arguments = {"devices": ["cpu"], "grid": 4, "epochs": 1, "repeats": 1, "max_seconds": 1.0, argument: value}
+        with contextlib.suppress(fs.FastsurfaceError, _ChecksPassedError):
+            basin_bench.run_basin_bench(**arguments)

@@ -40,9 +40,11 @@ ALLOWED: dict[str, set[str]] = {
     "compat": _BASE | {"planes", "engine"},
     # `fastsurface bench --model`: real models on the engine, with the seed bench's ceilings and table.
     "model_bench": _BASE | {"planes", "engine", "seed.bench"},
+    # `fastsurface bench --basins`: the seed's basin map (train_many), with the seed bench's ceiling and table.
+    "basin_bench": _BASE | _SEED_INPUTS | {"engine", "analysis", "seed.bench"},
     "cli": _BASE
     | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data"}
-    | {"seed.naive", "seed.bench", "model_bench", "explorer", "__init__"},
+    | {"seed.naive", "seed.bench", "model_bench", "basin_bench", "explorer", "__init__"},
     "explorer": _BASE
     | {"planes", "engine", "analysis", "runs", "views", "seed", "seed.model", "seed.data", "__init__"},
 }
