@@ -1,5 +1,6 @@
-"""The ``torch.compile`` backend of the compiled kernels: inductor, with a faster
-vectorised ``tanh`` on CPU that keeps ``tanh``'s relative accuracy.
+"""Compiled kernels: functions of tensors traced once and compiled by inductor without
+dynamo (``CompiledFunction``), with a faster vectorised ``tanh`` on CPU that keeps
+``tanh``'s relative accuracy.
 
 Inductor's C++ code calls Sleef's ``tanhf`` (1 ulp), which costs several times the rest
 of the seed model's fused loop. Its own alternative, ``cpp.use_decompose_tanh``
@@ -132,15 +133,19 @@ def _compile_flat(
     a constant)."""
     from torch._guards import TracingContext, tracing
     from torch._inductor.compile_fx import compile_fx
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode, ShapeEnv
+
+    # What tracing without values raises where the graph would depend on them (other
+    # errors are the model's own, and vmap's, and reach the caller as they are).
+    data_dependent = (GuardOnDataDependentSymNode, DataDependentOutputException, DynamicOutputShapeException)
 
     table = {torch.ops.aten.tanh.default: _float32_tanh} if inputs[0].device.type == "cpu" else {}
     with torch.no_grad():
         try:
             traced = make_fx(function, decomposition_table=table, tracing_mode="fake")(*inputs)
-        except RuntimeError as error:  # torch's data-dependent errors are RuntimeErrors
+        except data_dependent as error:
             raise UntraceableModelError(
                 "the compiled route cannot trace this model: its forward depends on tensor values in a way one "
                 f"compiled graph cannot follow ({str(error).splitlines()[0]}); use the 'vmap' route"
