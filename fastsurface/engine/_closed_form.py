@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fastsurface.engine._losses import Loss, squared_error
+from fastsurface.engine._shared import batched_linear, shared_forward
 from fastsurface.engine._stream import Chunk
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
@@ -159,7 +160,9 @@ class ClosedFormSums:
         self.free = free
         self.tile = tile
         self.sums = torch.zeros(3, len(free), dtype=torch.float64, device=free.device)
-        self.kernel = vmap(_prediction_and_slope(module, plane), in_dims=(0, None))
+        self.kernel = _shared_prediction_and_slope(module, plane) or vmap(
+            _prediction_and_slope(module, plane), in_dims=(0, None)
+        )
 
     def add(self, chunk: Chunk, done: Callable[[], object]) -> None:
         """Add ``chunk``'s weighted sums, calling ``done`` after each tile."""
@@ -218,16 +221,41 @@ def _quadratic(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, values: torch.
     return a * (values * values) - (2 * b) * values + c
 
 
-def _prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor]:
-    """``(a, x) -> [p(a, 0), e(a)]`` for one value ``a``, stacked: the prediction at
-    ``b = 0`` and its exact slope along ``b``, ``e = F.linear(h, d₂W, d₂bias)`` with ``h``
-    the output layer's input, from one forward pass."""
+def _slope_layer(module: nn.Module, plane: Plane) -> tuple[nn.Linear, torch.Tensor, torch.Tensor | None]:
+    """The output layer and the second direction's weight and bias in it (the bias None
+    where the direction has none)."""
     (layer_name,) = _moving_modules(plane.second)
     layer = module.get_submodule(layer_name)
     assert isinstance(layer, nn.Linear)  # linear_coordinate's rule
     prefix = f"{layer_name}." if layer_name else ""  # "" when the model is the layer itself
-    weight = plane.second.get(f"{prefix}weight", torch.zeros_like(layer.weight))
-    bias = plane.second.get(f"{prefix}bias")
+    return layer, plane.second.get(f"{prefix}weight", torch.zeros_like(layer.weight)), plane.second.get(f"{prefix}bias")
+
+
+def _shared_prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor] | None:
+    """``(a, x) -> [p(a, 0), e(a)]`` stacked for a tile of values ``a`` ``(T,)``, shape
+    ``(T, 2, S, ...)``, on a ``SharedForward`` (``_shared``): the layers before the first
+    moving one and its three products once per chunk, the rest as batched products; None
+    where that does not apply (then ``_prediction_and_slope`` runs per value)."""
+    forward = shared_forward(module, plane)
+    layer, weight, bias = _slope_layer(module, plane)
+    if forward is None or not forward.closed_form_ready or forward.suffix_layers[-1].module is not layer:
+        return None
+    kept: list[torch.Tensor] = []  # the chunk's inputs and what its points share
+
+    def predictions_and_slopes(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not kept or kept[0] is not x:
+            kept[:] = [x, forward.share(x)]
+        h = forward.last_input(a, kept[1])
+        return torch.stack([forward.last(a, h), batched_linear(h, weight, bias, batched_bias=False)], dim=1)
+
+    return predictions_and_slopes
+
+
+def _prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor]:
+    """``(a, x) -> [p(a, 0), e(a)]`` for one value ``a``, stacked: the prediction at
+    ``b = 0`` and its exact slope along ``b``, ``e = F.linear(h, d₂W, d₂bias)`` with ``h``
+    the output layer's input, from one forward pass."""
+    layer, weight, bias = _slope_layer(module, plane)
     # Parameters the free coordinate does not move stay unbatched under vmap: the same values
     # (θ₀ + a·0 = θ₀), but a plain product instead of a batched one per value.
     moved = {name for name, tensor in plane.first.items() if bool(tensor.ne(0).any())}

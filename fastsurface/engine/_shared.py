@@ -32,6 +32,7 @@ from torch.nn.modules import module as module_internals
 
 from fastsurface.engine._losses import Loss
 from fastsurface.planes.plane import Plane
+from fastsurface.seed.model import ANN
 
 # Layers whose output is linear in (weight, bias) for fixed inputs.
 _LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -119,8 +120,30 @@ class SharedForward:
             h = functional_call(layer.module, parameters, (h,)) if parameters else layer.module(h)
         return h
 
-    def _batched_suffix(self, a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``suffix`` for a whole tile, ``h`` of shape ``(T, S, ...)``."""
+    def last_input(self, a: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """The last layer's input at the points ``(a, 0)`` ``(T,)``, shape ``(T, S, ...)``,
+        from ``share``'s tensor; for a cut at a shared layer before the last one, and a
+        batchable suffix (``closed_form_ready``). The shared layer's outputs are
+        ``t₀ + a·t₁``, elementwise, so that a point's values do not depend on the tile."""
+        a_shape = (len(a), *(1 for _ in shared.shape[1:]))
+        h = shared[0] + a.reshape(a_shape) * shared[1]
+        return self._batched_suffix(a, torch.zeros_like(a), h, self.suffix_layers[:-1])
+
+    def last(self, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The model's outputs at the points ``(a, 0)`` from ``last_input``'s ``h``."""
+        return self._batched_suffix(a, torch.zeros_like(a), h, self.suffix_layers[-1:])
+
+    @property
+    def closed_form_ready(self) -> bool:
+        """Whether ``last_input`` applies: a shared layer, then batchable layers, the last
+        one after the shared one."""
+        return self.terms is not None and bool(self.suffix_layers) and self.batchable
+
+    def _batched_suffix(
+        self, a: torch.Tensor, b: torch.Tensor, h: torch.Tensor, layers: list[_Layer] | None = None
+    ) -> torch.Tensor:
+        """``suffix`` for a whole tile, ``h`` of shape ``(T, S, ...)``, through ``layers``
+        (default: all of the suffix)."""
         plane = self.plane
         moving = {}
         for name in self.needed:
@@ -128,22 +151,29 @@ class SharedForward:
             moving[name] = (
                 plane.origin[name] + a.reshape(shape) * plane.first[name] + b.reshape(shape) * plane.second[name]
             )
-        for layer in self.suffix_layers:
-            if not isinstance(layer.module, nn.Linear):
-                h = layer.module(h)
-                continue
-            own = dict(layer.moving)
-            weight = moving[own["weight"]] if "weight" in own else layer.module.weight
-            bias = moving[own["bias"]] if "bias" in own else layer.module.bias
-            h = _batched_linear(h, weight, bias, batched_bias="bias" in own)
+        for layer in self.suffix_layers if layers is None else layers:
+            h = self.batched_layer(layer, moving, h)
         return h
 
+    @staticmethod
+    def batched_layer(layer: _Layer, moving: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        """One batchable layer at a tile's points: ``moving`` holds the plane's moved
+        parameters at them, ``(T, ...)`` each."""
+        if not isinstance(layer.module, nn.Linear):
+            return layer.module(h)
+        own = dict(layer.moving)
+        weight = moving[own["weight"]] if "weight" in own else layer.module.weight
+        bias = moving[own["bias"]] if "bias" in own else layer.module.bias
+        return batched_linear(h, weight, bias, batched_bias="bias" in own)
 
-def _batched_linear(
+
+def batched_linear(
     h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, batched_bias: bool
 ) -> torch.Tensor:
     """``F.linear`` at each of ``T`` points: ``h`` ``(T, S, ..., in)``, ``weight`` ``(T, out,
     in)`` or ``(out, in)``, ``bias`` ``(T, out)``, ``(out,)`` or ``None``."""
+    if h.shape[-1] == 1:  # one input: a product per output and no sum, where a depth-1 GEMM is slow
+        return _one_input_linear(h, weight, bias, batched_bias)
     if weight.ndim == 2 and not batched_bias:
         return F.linear(h, weight, bias)
     if weight.ndim == 2:
@@ -156,6 +186,18 @@ def _batched_linear(
             bias.reshape(-1, 1, bias.shape[-1]).expand(len(h), 1, bias.shape[-1]), flat, weight.transpose(1, 2)
         )
     return out.reshape(*h.shape[:-1], out.shape[-1])
+
+
+def _one_input_linear(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, batched_bias: bool
+) -> torch.Tensor:
+    """``batched_linear`` for ``in = 1``: ``h · wᵀ (+ bias)`` by broadcasting."""
+    leading = (1,) * (h.ndim - 2)
+    w = weight[..., 0]  # (T, out) or (out,)
+    out = h * (w.reshape(len(h), *leading, -1) if weight.ndim == 3 else w)
+    if bias is None:
+        return out
+    return out + (bias.reshape(len(h), *leading, -1) if batched_bias else bias)
 
 
 def shared_forward(module: nn.Module, plane: Plane) -> SharedForward | None:
@@ -198,7 +240,10 @@ class SharedKernel:
 
 
 def _flattened(module: nn.Module) -> list[nn.Module] | None:
-    """The layers of an ``nn.Sequential`` without hooks, nested ones expanded; else ``None``."""
+    """The layers of an ``nn.Sequential`` without hooks, nested ones expanded (the seed's
+    ``ANN``, whose forward is its ``net``'s, counts as its ``net``); else ``None``."""
+    if type(module) is ANN and not _hooked(module) and "forward" not in vars(module):
+        return _flattened(module.net)
     if type(module) is not nn.Sequential or _hooked(module):
         return None
     layers: list[nn.Module] = []

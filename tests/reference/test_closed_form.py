@@ -265,3 +265,63 @@ def test_a_model_whose_structure_follows_the_data_is_refused_on_the_chunk_that_s
         with pytest.raises(fs.FastsurfaceError, match="closed_form' does not apply to these data"):
             fs.loss_surface(model, (x, y), w, w, plane=plane, method=method)
     assert fs.loss_surface(model, (x, y), w, w, plane=plane, method="vmap").method == "vmap"
+
+
+SHARED_CASES = {
+    "seed": (lambda: fs.ANN(1, 1, 1), 1, None),
+    "mlp": (lambda: nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2)), 3, None),
+    "nested": (lambda: nn.Sequential(nn.Sequential(nn.Linear(1, 6), nn.Sigmoid()), nn.Linear(6, 1)), 1, None),
+    "frozen-first": (
+        lambda: nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1)),
+        2,
+        ("2.weight", "4.weight"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_CASES))
+def test_the_shared_closed_form_kernel_equals_the_per_value_one(rng, name):
+    """On an ``nn.Sequential`` (or the seed's ANN) the closed form's predictions and slopes come
+    from the shared forward pass; they equal the per-value forward pass's in float64."""
+    from torch.func import vmap
+
+    from fastsurface.engine import _closed_form
+
+    make, inputs, moved = SHARED_CASES[name]
+    torch.manual_seed(3)
+    model = make().double().eval()
+    if moved is None:
+        plane = fs.random_plane(model, seed=2)
+        parameters = dict(model.named_parameters())
+        last = [n for n in parameters if n.startswith(list(parameters)[-1].rpartition(".")[0])]
+        # The second direction only in the output layer, as the closed form needs.
+        second = {n: d if n in last else torch.zeros_like(d) for n, d in plane.second.items()}
+        plane = fs.Plane(plane.origin, plane.first, second)
+    else:
+        plane = fs.random_plane(model, seed=2)
+        plane = fs.Plane(
+            plane.origin,
+            {n: d if n == moved[0] else torch.zeros_like(d) for n, d in plane.first.items()},
+            {n: d if n == moved[1] else torch.zeros_like(d) for n, d in plane.second.items()},
+        )
+    x = torch.as_tensor(rng.normal(size=(40, inputs)))
+    a = torch.as_tensor(rng.uniform(-2, 2, size=7))
+    shared = _closed_form._shared_prediction_and_slope(model, plane)
+    assert shared is not None
+    per_value = vmap(_closed_form._prediction_and_slope(model, plane), in_dims=(0, None))
+    with torch.no_grad():  # as the engine runs them
+        assert_close(shared(a, x), per_value(a, x), rtol=1e-12, atol=1e-14)
+
+
+def test_the_shared_closed_form_kernel_does_not_apply_where_the_plane_moves_only_the_output_layer(rng):
+    from fastsurface.engine import _closed_form
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    plane = fs.entry_plane(model, "2.weight[0, 0]", "2.weight[0, 1]")
+    assert _closed_form._shared_prediction_and_slope(model, plane) is None
+    x, y = rng.normal(size=(30, 2)), rng.normal(size=(30, 1))
+    w = np.linspace(-1, 1, 5)
+    fast = fs.loss_surface(model, (x, y), w, w, plane=plane, method="closed_form", dtype="float64")
+    brute = fs.loss_surface(model, (x, y), w, w, plane=plane, method="vmap", dtype="float64")
+    assert_close(fast.loss, brute.loss, rtol=1e-10)
