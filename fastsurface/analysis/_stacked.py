@@ -11,10 +11,12 @@ Nothing mixes runs: each run's loss is reduced over its own batch, and the optim
 accepted (``_optimisers.ELEMENTWISE``) update each entry from its own gradient and state.
 
 Routes (``training_method``): ``"vmap"`` runs that gradient function eagerly, with
-torch's kernels; ``"compiled"`` runs it through ``torch.compile`` (inductor), which fuses
-forward, loss and backward of a tile into one loop over runs and samples without
-intermediates. On CPU the compiled float32 ``tanh`` is ``engine._inductor``'s, within
-4e-7 of torch's.
+torch's kernels; ``"compiled"`` traces it once and compiles it with inductor
+(``engine._inductor.CompiledFunction``, without dynamo), which fuses forward, loss and
+backward of a tile, and the divergence stops, into one loop over runs and samples
+without intermediates. A forward that branches on tensor values cannot be traced:
+``"compiled"`` refuses it and ``"auto"`` trains it on ``"vmap"``. On CPU the compiled
+float32 ``tanh`` is ``engine._inductor``'s, within 4e-7 of torch's.
 """
 
 from __future__ import annotations

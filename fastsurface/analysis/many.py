@@ -119,9 +119,11 @@ def train_many(
         evaluate: ``"recorded"``: test losses at every recorded position; ``"final"``:
             at the last one only (the others NaN), for maps of many runs.
         training_method: ``"vmap"`` (torch's kernels), ``"compiled"`` (one fused
-            ``torch.compile`` kernel per step; seconds of compilation) or ``"auto"``:
+            inductor kernel per step, ``engine._inductor.CompiledFunction``; seconds of
+            compilation, kept by inductor's disk cache across processes) or ``"auto"``:
             compiled when the work (runs x steps x batch size) reaches 1e9 and the
-            toolchain is present.
+            toolchain is present (and ``"vmap"`` for a model the compiled route cannot
+            trace).
         tile_runs: runs per tile; by default from ``memory_budget``.
         loss, reduction, device, dtype, memory_budget, method, progress: as in
             ``loss_surface`` (``method`` is how the recorded losses are evaluated).

@@ -7,8 +7,9 @@ compute dtype.
 
 - ``vmap``: ``torch.func.functional_call`` under ``torch.func.vmap``; works for any
   module that vmap supports; every layer's output is materialised for the whole tile.
-- ``compiled``: the same function through ``torch.compile`` (inductor), which fuses
-  forward, loss and weighted sum into one loop without large intermediates; on CPU its
+- ``compiled``: the same function traced once and compiled by inductor without dynamo
+  (``_inductor.CompiledFunction``), which fuses forward, loss and weighted sum into one
+  loop without large intermediates; on CPU its
   ``tanh`` is ``inductor.accurate_tanh`` (3 ulp, about 3× Sleef's speed). Compiled
   functions are cached by the model's structure, so a second surface of the same
   architecture (or the same model with new weights) does not recompile.

@@ -49,7 +49,7 @@ from fastsurface.planes.plane import Plane, check_plane, default_plane
 from fastsurface.results import DataDescription, Surface
 
 # Brute-force work (points x samples) from which "auto" compiles a fused kernel: below
-# it, torch.compile's seconds of start-up cost more than the vmap kernel's run.
+# it, compilation's seconds of start-up cost more than the vmap kernel's run.
 COMPILE_THRESHOLD = 10**9
 
 
@@ -125,11 +125,13 @@ def loss_surface(
               ``nn.Sequential`` the layers before the first one the plane moves, and that
               layer when it is an ``nn.Linear`` or ``nn.ConvNd``, run once per chunk of
               samples instead of once per point (``fastsurface.engine._shared``).
-            - ``"compiled"``: brute force through a ``torch.compile``d fused kernel
-              (seconds of compilation on first use, cached per architecture in the
-              process; inductor's on-disk FX graph cache, on by default, keeps the
-              generated code across processes, under ``TORCHINDUCTOR_CACHE_DIR``; on CPU,
-              ``tanh`` within 4e-7 relative, see ``fastsurface.engine._inductor``).
+            - ``"compiled"``: brute force through a fused inductor kernel, traced once
+              per input shape and compiled without dynamo (a forward that branches on
+              tensor values is refused, and ``"auto"`` then uses ``"vmap"``; seconds of
+              compilation on first use, cached per architecture in the process;
+              inductor's on-disk FX graph cache, on by default, keeps the generated
+              code across processes, under ``TORCHINDUCTOR_CACHE_DIR``; on CPU, ``tanh``
+              within 4e-7 relative, see ``fastsurface.engine._inductor``).
             - ``"auto"``: ``"compiled"`` when the work (points x samples) reaches
               ``COMPILE_THRESHOLD`` (1e9), the toolchain is present and the model has no
               convolution (slower compiled), unless ``"closed_form"`` applies and saves
