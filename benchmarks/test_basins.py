@@ -24,6 +24,7 @@ import torch
 
 from benchmarks.conftest import DEVICES
 from fastsurface import basin_bench as bb
+from fastsurface.analysis.many import auto_training_method
 
 GRID = bb.seed_grid(200)  # axis(-2, 2, 0.02)
 EPOCHS = 25
@@ -34,7 +35,7 @@ def test_seed_basin_map_200x200(benchmark, device):
     train, test = bb.seed_split()
     device = torch.device(device)
     count, steps = len(GRID) ** 2, EPOCHS * math.ceil(len(train[0]) / bb.BATCH)
-    route = bb.training_route(device, count, steps)
+    route = auto_training_method(count, steps, bb.BATCH, device)
     started = time.perf_counter()
     bb.seed_basin_map(train, test, GRID, 1, device, route)  # warm-up: compiles the step for this tile shape
     warm_up = time.perf_counter() - started

@@ -43,12 +43,10 @@ from torch.nn.utils import vector_to_parameters
 from fastsurface._support.devices import resolve_device
 from fastsurface._support.memory import format_bytes
 from fastsurface.analysis.basins import basin_map
-from fastsurface.analysis.many import train_many
+from fastsurface.analysis.many import auto_training_method, train_many
 from fastsurface.analysis.training import train_sgd
-from fastsurface.engine._kernels import compile_available
 from fastsurface.engine._tiles import check_fits
 from fastsurface.engine.axes import axis
-from fastsurface.engine.evaluate import COMPILE_THRESHOLD
 from fastsurface.engine.options import EvalOptions
 from fastsurface.errors import FastsurfaceError, check_positive_int
 from fastsurface.results import BasinMap, Trajectories
@@ -78,11 +76,6 @@ def seed_grid(grid: int) -> np.ndarray:
 def sgd(parameters: object) -> torch.optim.Optimizer:
     """The map's optimiser: plain SGD at lr 1e-2."""
     return torch.optim.SGD(parameters, lr=LR)  # type: ignore[arg-type]
-
-
-def training_route(device: torch.device, runs: int, steps: int) -> str:
-    """What ``training_method="auto"`` picks for ``runs`` runs of ``steps`` steps of batch 64."""
-    return "compiled" if runs * steps * BATCH >= COMPILE_THRESHOLD and compile_available(device) else "vmap"
 
 
 def seed_basin_map(
@@ -280,7 +273,7 @@ def _measure(
     """Warm up, estimate, and (within ``max_seconds``) time the map on ``device``; its row."""
     runs, per_epoch = len(grid) ** 2, math.ceil(len(data[0][0]) / BATCH)
     steps = epochs * per_epoch
-    route = training_route(device, runs, steps)
+    route = auto_training_method(runs, steps, BATCH, device)
 
     def work(epochs_: int) -> tuple[BasinMap, Trajectories]:
         return seed_basin_map(*data, grid, epochs_, device, route)

@@ -51,3 +51,19 @@ def small_layer_norm() -> nn.Module:
 
 # Small models of each kind the general engine must handle: name -> (factory, input shape of a sample).
 SMALL_MODELS = {"mlp": (small_mlp, (3,)), "cnn": (small_cnn, (1, 6, 6)), "layer_norm": (small_layer_norm, (3,))}
+
+
+def assert_cli_refused(argv: list[str], message: str, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``fastsurface argv`` exits with status 2 and one error line containing ``message``,
+    no traceback, and writes nothing into ``folder`` (the working directory)."""
+    from fastsurface.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse's own refusals
+        status = exit_.code
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.startswith("fastsurface: error: ") and error.count("\n") == 1, error
+    assert message in error and "Traceback" not in error
+    assert list(folder.iterdir()) == []

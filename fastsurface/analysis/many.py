@@ -469,8 +469,7 @@ class _Run:
     def _method(self, training_method: str, steps: int) -> str:
         if training_method != "auto":
             return training_method
-        work = self.starts.count * steps * self.options.batch_size
-        return "compiled" if work >= COMPILE_THRESHOLD and compile_available(self.device) else "vmap"
+        return auto_training_method(self.starts.count, steps, self.options.batch_size, self.device)
 
     def _tile_size(self, x: torch.Tensor, largest_group: int, method: str) -> int:
         """Runs per tile within the budget: a batch's activations (forward and backward;
@@ -512,6 +511,14 @@ class _Run:
             n: moving[n].clone() if n in moving else p.expand(len(rows), *p.shape).clone()
             for n, p in self.parameters.items()
         }
+
+
+def auto_training_method(runs: int, steps: int, batch_size: int, device: torch.device) -> str:
+    """The route ``training_method="auto"`` takes for ``runs`` runs of ``steps`` steps of
+    ``batch_size`` samples on ``device``: ``"compiled"`` from ``COMPILE_THRESHOLD`` samples
+    of work where the toolchain is present (compiling then pays even with a cold inductor
+    cache), else ``"vmap"``."""
+    return "compiled" if runs * steps * batch_size >= COMPILE_THRESHOLD and compile_available(device) else "vmap"
 
 
 def _step(tiles: list[StackedTile], batches: _Batches, x: torch.Tensor, y: torch.Tensor, taken: int) -> None:

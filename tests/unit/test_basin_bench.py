@@ -13,8 +13,8 @@ import torch
 import fastsurface as fs
 from fastsurface import basin_bench
 from fastsurface.basin_bench import format_basin_table, run_basin_bench
-from fastsurface.cli import main
 from fastsurface.errors import FastsurfaceError
+from tests.helpers import assert_cli_refused
 
 TANH_PER_SECOND = 4e8  # a round ceiling, so the fraction is checked without measuring it
 BASELINE = {"plain_seconds_per_step": 6e-4, "train_sgd_seconds_per_step": 7e-5}
@@ -127,12 +127,5 @@ def test_bad_arguments_are_refused_before_anything_runs(monkeypatch, arguments, 
 def test_the_cli_refuses_flags_of_another_mode_on_one_line(tmp_path, capsys, monkeypatch, arguments, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(basin_bench, "seed_split", lambda: pytest.fail("ran"))
-    try:
-        status = main(["bench", "--device", "cpu", *arguments, "--json", str(tmp_path / "bench.json")])
-    except SystemExit as exit_:  # argparse's own refusals
-        status = exit_.code
-    assert status == 2
-    error = capsys.readouterr().err
-    assert error.startswith("fastsurface: error: ") and error.count("\n") == 1, error
-    assert message in error and "Traceback" not in error
-    assert list(tmp_path.iterdir()) == []
+    argv = ["bench", "--device", "cpu", *arguments, "--json", str(tmp_path / "bench.json")]
+    assert_cli_refused(argv, message, tmp_path, capsys)

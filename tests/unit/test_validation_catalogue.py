@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fastsurface as fs
-from fastsurface.cli import main
+from tests.helpers import assert_cli_refused
 
 X, Y = fs.piecewise_dataset(40)
 DATA = (X, Y)
@@ -295,12 +295,4 @@ CLI_CASES = [
 def test_cli_refuses_bad_input_on_one_line(tmp_path, capsys, monkeypatch, arguments, name):
     monkeypatch.chdir(tmp_path)
     options = {"run": SMALL, "surface": SMALL[:4]}.get(arguments[0], [])
-    try:
-        status = main([arguments[0], *options, *arguments[1:]])
-    except SystemExit as exit_:  # argparse's own refusals
-        status = exit_.code
-    assert status == 2
-    error = capsys.readouterr().err
-    assert error.startswith("fastsurface: error: ") and error.count("\n") == 1, error
-    assert name in error and "Traceback" not in error
-    assert list(tmp_path.iterdir()) == []
+    assert_cli_refused([arguments[0], *options, *arguments[1:]], name, tmp_path, capsys)
