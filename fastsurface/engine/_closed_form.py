@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fastsurface.engine._losses import Loss, squared_error
-from fastsurface.engine._shared import batched_linear, shared_forward
+from fastsurface.engine._shared import shared_forward
 from fastsurface.engine._stream import Chunk
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
@@ -141,40 +141,102 @@ def _names(layer: nn.Module, module: nn.Module) -> list[str]:
 
 # Entries of the grid made per block of rows (a few MB of temporaries).
 _GRID_BLOCK = 2**18
-# Bytes of the float64 rows converted at a time for the Gram sums.
-_GRAM_BLOCK_BYTES = 2**20
+# Bytes of float64 rows converted at a time for the Gram sums (two buffers of this size,
+# kept between calls): a seed-sized tile (80 values × 2,000 samples) fits in one block.
+_GRAM_BLOCK_BYTES = 2**22
+
+
+def affine_second(plane: Plane, coordinate: int) -> Plane:
+    """``plane`` with the affine ``coordinate`` (``linear_coordinate``'s) as its second one."""
+    return plane if coordinate == 1 else Plane(plane.origin, plane.second, plane.first, plane.labels[::-1])
+
+
+class ClosedFormKernel:
+    """The closed form's work on a tile of values of the free coordinate, for one model and
+    plane (the affine coordinate second, ``affine_second``): the predictions ``r`` and
+    slopes ``e`` and their weighted Gram sums. Built once and kept by an ``Evaluator``
+    across calls, with its float64 workspace and the float64 targets and weights of the
+    chunk it last saw.
+
+    Args:
+        module: the evaluation copy of the model (the per-value route adds a forward hook
+            to its output layer during each call).
+        plane: the plane, with the affine coordinate as its second one.
+    """
+
+    def __init__(self, module: nn.Module, plane: Plane) -> None:
+        self.predict = _shared_prediction_and_slope(module, plane) or vmap(
+            _prediction_and_slope(module, plane), in_dims=(0, None)
+        )
+        self._workspace = torch.empty(0, dtype=torch.float64, device=plane.device)
+        self._chunk: Chunk | None = None
+        self._target = self._weight = self._workspace
+        self._uniform: float | None = None  # the chunk's one weight, where all are equal
+
+    def sums(self, a: torch.Tensor, chunk: Chunk) -> torch.Tensor:
+        """``[A, B, C]`` over ``chunk`` at the values ``a`` ``(T,)``: float64, shape ``(3, T)``."""
+        if chunk is not self._chunk:  # targets and weights in the predictions' (feature-major) order
+            # A sample's loss is the mean over its elements: weigh each element by w / k.
+            y = chunk.y.to(torch.float64)
+            weight = (chunk.weight.to(torch.float64) / y[0].numel()).reshape(-1, *(1 for _ in y.shape[1:]))
+            self._chunk = chunk
+            self._uniform = float(weight[0]) if bool((weight == weight[0]).all()) else None
+            self._weight = weight.expand_as(y).movedim(-1, 0).reshape(-1)
+            self._target = y.movedim(-1, 0).reshape(-1)
+        predicted = self.predict(a, chunk.x)
+        gram = self._weighted_gram(predicted)
+        return torch.stack([gram[:, 1, 1], gram[:, 0, 1], gram[:, 0, 0]])
+
+    def _weighted_gram(self, predicted: torch.Tensor) -> torch.Tensor:
+        """``[[C, B], [B, A]]`` per value, float64, shape ``(T, 2, 2)``, from ``predicted``
+        rows ``(r, e)`` of shape ``(T, 2, E)``.
+
+        Rows become ``(y - r, e)`` in float64, where products of float32 values are exact.
+        They are converted in blocks of elements into two buffers kept between calls: fresh
+        float64 copies of a whole tile would be megabytes, and allocating them each call
+        cost more page faults than the arithmetic (measured on the seed's 80 × 80 grid:
+        0.3 ms a call with kept buffers, 0.8 ms with 1 MB blocks allocated each call).
+        """
+        values, _, elements = predicted.shape
+        block = min(elements, max(256, _GRAM_BLOCK_BYTES // (16 * values)))
+        if self._workspace.numel() < 4 * values * block:
+            self._workspace = torch.empty(4 * values * block, dtype=torch.float64, device=predicted.device)
+        gram = torch.zeros(values, 2, 2, dtype=torch.float64, device=predicted.device)
+        for start in range(0, elements, block):
+            stop = min(elements, start + block)
+            size = 2 * values * (stop - start)
+            rows = self._workspace[:size].view(values, 2, stop - start)
+            rows.copy_(predicted[:, :, start:stop])
+            torch.sub(self._target[start:stop], rows[:, 0], out=rows[:, 0])
+            if self._uniform is None:
+                weighted = self._workspace[size : 2 * size].view(values, 2, stop - start)
+                gram.baddbmm_(torch.mul(rows, self._weight[start:stop], out=weighted), rows.transpose(1, 2))
+            else:  # equal weights (the usual case): one product fewer per element
+                gram.baddbmm_(rows, rows.transpose(1, 2))
+        return gram if self._uniform is None else gram.mul_(self._uniform)
+        return gram
 
 
 class ClosedFormSums:
     """Accumulates ``A``, ``B``, ``C`` (float64) for every value of the free coordinate.
 
     Args:
-        module: the evaluation copy of the model (a forward hook is added to its output
-            layer during each kernel call).
-        plane: the plane, with the affine coordinate as its *second* one.
+        kernel: the model's and plane's ``ClosedFormKernel``.
         free: values of the other coordinate, shape ``(n,)``, compute dtype.
         tile: values of the free coordinate evaluated per kernel call.
     """
 
-    def __init__(self, module: nn.Module, plane: Plane, free: torch.Tensor, tile: int) -> None:
+    def __init__(self, kernel: ClosedFormKernel, free: torch.Tensor, tile: int) -> None:
+        self.kernel = kernel
         self.free = free
         self.tile = tile
         self.sums = torch.zeros(3, len(free), dtype=torch.float64, device=free.device)
-        self.kernel = _shared_prediction_and_slope(module, plane) or vmap(
-            _prediction_and_slope(module, plane), in_dims=(0, None)
-        )
 
     def add(self, chunk: Chunk, done: Callable[[], object]) -> None:
         """Add ``chunk``'s weighted sums, calling ``done`` after each tile."""
-        # A sample's loss is the mean over its elements: weigh each element by w / k.
-        elements = chunk.y[0].numel()
-        weight = (chunk.weight.to(torch.float64) / elements).repeat_interleave(elements)
-        target = chunk.y.reshape(-1).to(torch.float64)
         for start in range(0, len(self.free), self.tile):
             stop = min(len(self.free), start + self.tile)
-            predicted = self.kernel(self.free[start:stop], chunk.x).reshape(stop - start, 2, -1)
-            gram = _weighted_gram(predicted, target, weight)
-            self.sums[:, start:stop] += torch.stack([gram[:, 1, 1], gram[:, 0, 1], gram[:, 0, 0]])
+            self.sums[:, start:stop] += self.kernel.sums(self.free[start:stop], chunk)
             done()
 
     def grid(self, linear: torch.Tensor) -> torch.Tensor:
@@ -198,25 +260,6 @@ class ClosedFormSums:
         return _quadratic(a, b, c, linear.to(torch.float64))
 
 
-def _weighted_gram(predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``[[C, B], [B, A]]`` per value, float64, shape ``(T, 2, 2)``, from ``predicted`` rows
-    ``(r, e)`` of shape ``(T, 2, E)`` and ``target``, ``weight`` of shape ``(E,)``.
-
-    Rows become ``(y - r, e)`` in float64, where products of float32 values are exact.
-    They are converted in blocks of elements: float64 copies of the whole tile would
-    be megabytes, and allocating and freeing those each call costs more page faults
-    than the arithmetic (measured: about 2.5 ms against 1 ms per seed-grid tile).
-    """
-    values, _, elements = predicted.shape
-    block = max(256, _GRAM_BLOCK_BYTES // (16 * values))
-    gram = torch.zeros(values, 2, 2, dtype=torch.float64, device=predicted.device)
-    for start in range(0, elements, block):
-        rows = predicted[:, :, start : start + block].to(torch.float64)
-        rows[:, 0].neg_().add_(target[start : start + block])
-        gram.baddbmm_(rows * weight[start : start + block], rows.transpose(1, 2))
-    return gram
-
-
 def _quadratic(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return a * (values * values) - (2 * b) * values + c
 
@@ -232,12 +275,13 @@ def _slope_layer(module: nn.Module, plane: Plane) -> tuple[nn.Linear, torch.Tens
 
 
 def _shared_prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor] | None:
-    """``(a, x) -> [p(a, 0), e(a)]`` stacked for a tile of values ``a`` ``(T,)``, shape
-    ``(T, 2, S, ...)``, on a ``SharedForward`` (``_shared``): the layers before the first
-    moving one and its three products once per chunk, the rest as batched products; None
+    """``(a, x) -> [p(a, 0), e(a)]`` for a tile of values ``a`` ``(T,)``, shape ``(T, 2, E)``
+    (``E``: output elements of the chunk, feature-major), on a ``SharedForward``
+    (``_shared``): the layers before the first moving one and its three products once per
+    chunk, the rest as batched products, and the output layer's two products as one; None
     where that does not apply (then ``_prediction_and_slope`` runs per value)."""
     forward = shared_forward(module, plane)
-    layer, weight, bias = _slope_layer(module, plane)
+    layer, slope_weight, slope_bias = _slope_layer(module, plane)
     if forward is None or not forward.closed_form_ready or forward.suffix_layers[-1].module is not layer:
         return None
     kept: list[torch.Tensor] = []  # the chunk's inputs and what its points share
@@ -245,14 +289,41 @@ def _shared_prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..
     def predictions_and_slopes(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if not kept or kept[0] is not x:
             kept[:] = [x, forward.share(x)]
-        h = forward.last_input(a, kept[1])
-        return torch.stack([forward.last(a, h), batched_linear(h, weight, bias, batched_bias=False)], dim=1)
+        moving = forward.moved(a)
+        h = forward.last_input(a, kept[1], moving)
+        weight, bias, _ = forward.layer_parameters(forward.suffix_layers[-1], moving)
+        shape = (len(a), *layer.weight.shape)
+        weights = torch.cat([weight.expand(shape), slope_weight.expand(shape)], dim=1)
+        return _feature_major_linear(h, weights, _both_biases(len(a), layer, bias, slope_bias)).reshape(len(a), 2, -1)
 
     return predictions_and_slopes
 
 
+def _feature_major_linear(h: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear`` at each of ``T`` points with the features first: ``h`` ``(T, S, ..., in)``,
+    ``weights`` ``(T, out, in)``, ``biases`` ``(T, out)`` or None; shape ``(T, out, S·...)``."""
+    flat = h.reshape(len(h), -1, h.shape[-1]).transpose(1, 2)  # (T, in, M)
+    if biases is None:
+        return weights * flat if flat.shape[1] == 1 else torch.bmm(weights, flat)
+    if flat.shape[1] == 1:  # one input: a product per output and no sum, where a depth-1 GEMM is slow
+        return torch.addcmul(biases[:, :, None], weights, flat)
+    return torch.baddbmm(biases[:, :, None], weights, flat)
+
+
+def _both_biases(
+    count: int, layer: nn.Linear, bias: torch.Tensor | None, slope_bias: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The output layer's bias at ``count`` points beside the slope's, shape ``(count, 2·out)``;
+    None where neither has one."""
+    if bias is None and slope_bias is None:
+        return None
+    zeros = layer.weight.new_zeros(layer.out_features)
+    at_points = (zeros if bias is None else bias).expand(count, layer.out_features)
+    return torch.cat([at_points, (zeros if slope_bias is None else slope_bias).expand(count, -1)], dim=1)
+
+
 def _prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torch.Tensor]:
-    """``(a, x) -> [p(a, 0), e(a)]`` for one value ``a``, stacked: the prediction at
+    """``(a, x) -> [p(a, 0), e(a)]`` for one value ``a``, shape ``(2, E)`` (feature-major): the prediction at
     ``b = 0`` and its exact slope along ``b``, ``e = F.linear(h, d₂W, d₂bias)`` with ``h``
     the output layer's input, from one forward pass."""
     layer, weight, bias = _slope_layer(module, plane)
@@ -271,6 +342,6 @@ def _prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..., torc
                 f"ran {len(calls)} time(s) or did not produce the output (the model's structure depends on its "
                 "inputs); use method='vmap'"
             )
-        return torch.stack([prediction, F.linear(calls[0][0], weight, bias)])
+        return torch.stack([prediction, F.linear(calls[0][0], weight, bias)]).movedim(-1, 1).reshape(2, -1)
 
     return per_value

@@ -38,6 +38,13 @@ from fastsurface.seed.model import ANN
 _LINEAR_IN_WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Activations applied value by value: they run on a tile's (T, S, ...) tensor as they are.
 _ELEMENTWISE = (nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus)
+# Activations applied in place to a tile's activations, which are always the batched
+# suffix's own temporaries: no allocation (and no page faults) for a new tensor each layer.
+_IN_PLACE: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
+    nn.ReLU: torch.relu_,
+    nn.Tanh: torch.tanh_,
+    nn.Sigmoid: torch.sigmoid_,
+}
 # Modules that compute the same in training and eval mode: only these may be shared while
 # in training mode (a callee's model may be; the engine's copy never is). Dropout, batch
 # statistics and the like must be drawn or taken per point.
@@ -120,18 +127,16 @@ class SharedForward:
             h = functional_call(layer.module, parameters, (h,)) if parameters else layer.module(h)
         return h
 
-    def last_input(self, a: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+    def last_input(self, a: torch.Tensor, shared: torch.Tensor, moving: dict[str, torch.Tensor]) -> torch.Tensor:
         """The last layer's input at the points ``(a, 0)`` ``(T,)``, shape ``(T, S, ...)``,
-        from ``share``'s tensor; for a cut at a shared layer before the last one, and a
-        batchable suffix (``closed_form_ready``). The shared layer's outputs are
+        from ``share``'s tensor and ``moved(a)``; for a cut at a shared layer before the last
+        one, and a batchable suffix (``closed_form_ready``). The shared layer's outputs are
         ``t₀ + a·t₁``, elementwise, so that a point's values do not depend on the tile."""
         a_shape = (len(a), *(1 for _ in shared.shape[1:]))
-        h = shared[0] + a.reshape(a_shape) * shared[1]
-        return self._batched_suffix(a, torch.zeros_like(a), h, self.suffix_layers[:-1])
-
-    def last(self, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The model's outputs at the points ``(a, 0)`` from ``last_input``'s ``h``."""
-        return self._batched_suffix(a, torch.zeros_like(a), h, self.suffix_layers[-1:])
+        h = torch.addcmul(shared[0], a.reshape(a_shape), shared[1])
+        for layer in self.suffix_layers[:-1]:
+            h = self.batched_layer(layer, moving, h)
+        return h
 
     @property
     def closed_form_ready(self) -> bool:
@@ -139,35 +144,49 @@ class SharedForward:
         one after the shared one."""
         return self.terms is not None and bool(self.suffix_layers) and self.batchable
 
-    def _batched_suffix(
-        self, a: torch.Tensor, b: torch.Tensor, h: torch.Tensor, layers: list[_Layer] | None = None
-    ) -> torch.Tensor:
-        """``suffix`` for a whole tile, ``h`` of shape ``(T, S, ...)``, through ``layers``
-        (default: all of the suffix)."""
+    def moved(self, a: torch.Tensor, b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The suffix's moving parameters at the points ``(a, b)`` (``b`` 0 where None),
+        each of shape ``(T, *parameter shape)``."""
         plane = self.plane
         moving = {}
         for name in self.needed:
             shape = (len(a), *(1 for _ in plane.origin[name].shape))
-            moving[name] = (
-                plane.origin[name] + a.reshape(shape) * plane.first[name] + b.reshape(shape) * plane.second[name]
-            )
-        for layer in self.suffix_layers if layers is None else layers:
+            value = plane.origin[name] + a.reshape(shape) * plane.first[name]
+            moving[name] = value if b is None else value + b.reshape(shape) * plane.second[name]
+        return moving
+
+    def _batched_suffix(self, a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``suffix`` for a whole tile, ``h`` of shape ``(T, S, ...)``."""
+        moving = self.moved(a, b)
+        for layer in self.suffix_layers:
             h = self.batched_layer(layer, moving, h)
         return h
 
     @staticmethod
+    def layer_parameters(
+        layer: _Layer, moving: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        """An ``nn.Linear`` layer's weight and bias at a tile's points (``moving``: the
+        plane's moved parameters there, ``(T, ...)`` each), and whether the bias is per point."""
+        module, own = layer.module, dict(layer.moving)
+        assert isinstance(module, nn.Linear)  # the caller's check
+        weight = moving[own["weight"]] if "weight" in own else module.weight
+        bias = moving[own["bias"]] if "bias" in own else module.bias
+        return weight, bias, "bias" in own
+
+    @staticmethod
     def batched_layer(layer: _Layer, moving: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
         """One batchable layer at a tile's points: ``moving`` holds the plane's moved
-        parameters at them, ``(T, ...)`` each."""
+        parameters at them, ``(T, ...)`` each; ``h`` ``(T, S, ...)`` is the suffix's own
+        temporary, which an activation may overwrite."""
         if not isinstance(layer.module, nn.Linear):
-            return layer.module(h)
-        own = dict(layer.moving)
-        weight = moving[own["weight"]] if "weight" in own else layer.module.weight
-        bias = moving[own["bias"]] if "bias" in own else layer.module.bias
-        return batched_linear(h, weight, bias, batched_bias="bias" in own)
+            in_place = _IN_PLACE.get(type(layer.module))
+            return layer.module(h) if in_place is None else in_place(h)
+        weight, bias, batched_bias = SharedForward.layer_parameters(layer, moving)
+        return _batched_linear(h, weight, bias, batched_bias)
 
 
-def batched_linear(
+def _batched_linear(
     h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, batched_bias: bool
 ) -> torch.Tensor:
     """``F.linear`` at each of ``T`` points: ``h`` ``(T, S, ..., in)``, ``weight`` ``(T, out,
@@ -191,7 +210,7 @@ def batched_linear(
 def _one_input_linear(
     h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, batched_bias: bool
 ) -> torch.Tensor:
-    """``batched_linear`` for ``in = 1``: ``h · wᵀ (+ bias)`` by broadcasting."""
+    """``_batched_linear`` for ``in = 1``: ``h · wᵀ (+ bias)`` by broadcasting."""
     leading = (1,) * (h.ndim - 2)
     w = weight[..., 0]  # (T, out) or (out,)
     out = h * (w.reshape(len(h), *leading, -1) if weight.ndim == 3 else w)

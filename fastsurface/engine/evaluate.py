@@ -27,7 +27,7 @@ from fastsurface._support.memory import usable_bytes
 from fastsurface._support.progress import Progress, tile_total
 from fastsurface._support.values import real_values
 from fastsurface.engine import _stream as stream
-from fastsurface.engine._closed_form import ClosedFormSums, linear_coordinate
+from fastsurface.engine._closed_form import ClosedFormKernel, ClosedFormSums, affine_second, linear_coordinate
 from fastsurface.engine._inductor import UntraceableModelError
 from fastsurface.engine._kernels import CompiledKernel, Kernel, compile_available, vmap_kernel
 from fastsurface.engine._losses import Loss, PerSampleLoss
@@ -344,6 +344,7 @@ class Prepared:
         self._chunks: list[stream.Chunk] | None = None
         self._coordinate: tuple[int | None, str] | None = None
         self._vmap: Kernel | None = None
+        self._closed_form: dict[int, ClosedFormKernel] = {}  # by affine coordinate
         self._architecture: str | None = None
         self._traceable = True  # until the compiled route refuses the model
 
@@ -418,7 +419,9 @@ class Prepared:
                 method == "closed_form" or not compiling or _shares_free(points, coordinate)
             ):
                 tile = options.tile_points or sizer.tile_points(chunk.samples) // 3
-                return _ClosedForm(module, plane, points, coordinate, tile)
+                if coordinate not in self._closed_form:
+                    self._closed_form[coordinate] = ClosedFormKernel(module, affine_second(plane, coordinate))
+                return _ClosedForm(self._closed_form[coordinate], points, coordinate, tile)
             if method == "closed_form":
                 raise FastsurfaceError(f"`method` 'closed_form' does not apply here: {reason}")
         tile = options.tile_points or sizer.tile_points(chunk.samples)
@@ -557,9 +560,11 @@ def _worth_compiling(
     convolution (under vmap, a convolution with per-point weights becomes a grouped one,
     and the compiled kernel ran 2.4x slower than vmap on a small CNN, issue 16)."""
     samples = len(data[0]) if stream.is_pair(data) else chunk.samples  # a pair: all its samples
-    if any(isinstance(layer, nn.modules.conv._ConvNd) for layer in module.modules()):
+    if points.count * samples < COMPILE_THRESHOLD:
         return False
-    return points.count * samples >= COMPILE_THRESHOLD and compile_available(device)
+    return not any(isinstance(layer, nn.modules.conv._ConvNd) for layer in module.modules()) and compile_available(
+        device
+    )
 
 
 class _BruteForce:
@@ -602,10 +607,8 @@ class _ClosedForm:
 
     method = "closed_form"
 
-    def __init__(self, module: nn.Module, plane: Plane, points: Points, coordinate: int, tile: int) -> None:
+    def __init__(self, kernel: ClosedFormKernel, points: Points, coordinate: int, tile: int) -> None:
         self.swapped = coordinate == 0
-        if self.swapped:
-            plane = Plane(plane.origin, plane.second, plane.first, plane.labels[::-1])
         first, second = (
             (points.first, points.second) if isinstance(points, GridPoints) else points.tile(0, points.count)
         )
@@ -614,7 +617,7 @@ class _ClosedForm:
         if not self.on_grid:  # listed points sharing a value of the free coordinate share its sums
             self.free, self.rows = torch.unique(self.free, return_inverse=True)
         self.tile = max(1, tile)
-        self.sums = ClosedFormSums(module, plane, self.free, self.tile)
+        self.sums = ClosedFormSums(kernel, self.free, self.tile)
 
     def add(self, chunk: stream.Chunk, done: Callable[[], object]) -> None:
         self.sums.add(chunk, done)

@@ -110,6 +110,24 @@ def test_closed_form_equals_brute_force(rng, case, make, entries, inputs, output
 
 
 @pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
+def test_closed_form_on_outputs_with_several_dimensions_per_sample(rng, reduction):
+    # Samples of 5 positions x 3 features: the closed form orders each sample's output
+    # elements feature first, and must weigh and target them in that same order.
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    plane = fs.random_plane(model, seed=1)
+    second = {n: d if n.startswith("2.") else torch.zeros_like(d) for n, d in plane.second.items()}
+    plane = fs.Plane(plane.origin, plane.first, second)
+    data = rng.normal(size=(300, 5, 3)), rng.normal(size=(300, 5, 2))
+    w1, w2 = np.linspace(-1, 1, 6), np.linspace(-1, 1.5, 4)
+    kwargs = {"plane": plane, "reduction": reduction, "batch_size": 70, "dtype": "float64"}
+    fast = fs.loss_surface(model, data, w1, w2, **kwargs)
+    naive = fs.naive_loss_surface(model, data, w1, w2, plane=plane, reduction=reduction, batch_size=70)
+    assert fast.method == "closed_form"
+    assert_close(fast.loss, naive, rtol=1e-10)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
 def test_closed_form_with_dense_random_directions(rng, reduction):
     # d1 moves every parameter, output layer included; d2 moves the output layer's
     # weight and bias together.

@@ -27,6 +27,26 @@ def test_seed_windows_and_points_equal_one_shot_calls_and_the_float64_reference(
     assert evaluator.losses(points.tolist()).shape == (25,)
 
 
+def test_the_kept_closed_form_workspace_serves_windows_that_grow_and_shrink(rng):
+    # An Evaluator keeps the closed form's kernel and float64 buffers between calls; a
+    # window of 2,500 values splits the Gram sums into blocks of samples. Each call must
+    # still equal a one-shot call bit for bit, in float32 and with unequal sample weights.
+    x, y = rng.normal(0, 2, 1500), rng.normal(size=1500)
+    for reduction in ("mean", "batch_mean"):
+        options = {"reduction": reduction, "batch_size": 400}
+        evaluator = fs.Evaluator(fs.ANN(1, 1, 1), (x, y), **options)
+        for size in (3, 2500, 7):
+            w1, w2 = np.linspace(-2, 2, size), np.linspace(-1, 1, 5)
+            surface = evaluator.surface(w1, w2)
+            assert surface.method == "closed_form"
+            assert np.array_equal(surface.loss, fs.loss_surface(fs.ANN(1, 1, 1), (x, y), w1, w2, **options).loss)
+        points = rng.uniform(-2, 2, size=(9, 2))
+        one_shot = fs.evaluate_points(fs.ANN(1, 1, 1), evaluator.plane, (x, y), points, **options).loss.numpy()
+        assert np.array_equal(evaluator.losses(points), one_shot)
+    reference = numpy_seed_loss(points[:, 0], points[:, 1], x, y).diagonal()
+    assert_close(fs.Evaluator(fs.ANN(1, 1, 1), (x, y)).losses(points), reference, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(SMALL_MODELS))
 @pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
 def test_small_models_of_each_kind_match_the_naive_loop_in_float64(rng, name, reduction):
