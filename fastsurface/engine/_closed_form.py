@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fastsurface.engine._losses import Loss, squared_error
-from fastsurface.engine._shared import shared_forward
+from fastsurface.engine._shared import batched_linear, shared_forward
 from fastsurface.engine._stream import Chunk
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
@@ -294,20 +294,10 @@ def _shared_prediction_and_slope(module: nn.Module, plane: Plane) -> Callable[..
         weight, bias, _ = forward.layer_parameters(forward.suffix_layers[-1], moving)
         shape = (len(a), *layer.weight.shape)
         weights = torch.cat([weight.expand(shape), slope_weight.expand(shape)], dim=1)
-        return _feature_major_linear(h, weights, _both_biases(len(a), layer, bias, slope_bias)).reshape(len(a), 2, -1)
+        both = batched_linear(h, weights, _both_biases(len(a), layer, bias, slope_bias), batched_bias=True)
+        return both.reshape(len(a), 2, -1)
 
     return predictions_and_slopes
-
-
-def _feature_major_linear(h: torch.Tensor, weights: torch.Tensor, biases: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear`` at each of ``T`` points with the features first: ``h`` ``(T, S, ..., in)``,
-    ``weights`` ``(T, out, in)``, ``biases`` ``(T, out)`` or None; shape ``(T, out, S·...)``."""
-    flat = h.reshape(len(h), -1, h.shape[-1]).transpose(1, 2)  # (T, in, M)
-    if biases is None:
-        return weights * flat if flat.shape[1] == 1 else torch.bmm(weights, flat)
-    if flat.shape[1] == 1:  # one input: a product per output and no sum, where a depth-1 GEMM is slow
-        return torch.addcmul(biases[:, :, None], weights, flat)
-    return torch.baddbmm(biases[:, :, None], weights, flat)
 
 
 def _both_biases(

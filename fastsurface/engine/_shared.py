@@ -95,27 +95,38 @@ class SharedForward:
 
     def share(self, x: torch.Tensor) -> torch.Tensor:
         """What every point shares for inputs ``x``: the prefix's output ``h``, or the
-        shared layer's three terms stacked, shape ``(3, *output shape)``."""
+        shared layer's three terms stacked, shape ``(3, *output shape)``; for a batchable
+        suffix, features first: ``(3, features, S, ...)``."""
         h = x
         for layer in self.prefix:
             h = layer(h)
-        return h if self.terms is None else torch.stack([self.terms(h, k) for k in range(3)])
+        if self.terms is None:
+            return h
+        terms = torch.stack([self.terms(h, k) for k in range(3)])
+        return terms.movedim(-1, 1).contiguous() if self.batchable else terms
 
     def predictions(self, a: torch.Tensor, b: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
         """The model's outputs at the tile's points ``a``, ``b`` ``(T,)``, from ``share``'s
         tensor: shape ``(T, S, ...)``.
 
-        The shared layer's outputs are one product, ``[1, a, b]`` ``(T, 3)`` times the three
-        stacked terms (as cheap as the layer's own product with two inputs, cheaper with
-        more). The layers after it run as batched operations where they are plain
-        ``nn.Linear`` layers and elementwise activations (a batched matrix product with the
-        bias fused, about twice as fast as the same under ``vmap``), else per point under
-        ``vmap``."""
+        The shared layer's outputs are ``t₀ + a·t₁ + b·t₂``, elementwise (two passes, where
+        a product with the ``(T, 3)`` coefficients, a GEMM of depth 3, ran at a fraction of
+        the memory's speed; and a point's values do not depend on the tile). The layers
+        after it run as batched operations where they are plain ``nn.Linear`` layers and
+        elementwise activations (a batched matrix product with the bias fused, about twice
+        as fast as the same under ``vmap``), else per point under ``vmap``."""
         if self.terms is None:  # the cut layer is not shared, so it runs per point
             return vmap(self.suffix, in_dims=(0, 0, None))(a, b, shared)
-        coefficients = torch.stack([torch.ones_like(a), a, b], dim=1)
-        h = (coefficients @ shared.reshape(3, -1)).reshape(len(a), *shared.shape[1:])
-        return self._batched_suffix(a, b, h) if self.batchable else vmap(self.suffix)(a, b, h)
+        h = self.shared_output(a, b, shared)
+        return self._batched_suffix(a, b, h).movedim(1, -1) if self.batchable else vmap(self.suffix)(a, b, h)
+
+    @staticmethod
+    def shared_output(a: torch.Tensor, b: torch.Tensor | None, shared: torch.Tensor) -> torch.Tensor:
+        """The shared layer's output at the points ``(a, b)`` (``b`` 0 where None), shape
+        ``(T, *shared.shape[1:])``: ``t₀ + a·t₁ + b·t₂`` elementwise."""
+        shape = (len(a), *(1 for _ in shared.shape[1:]))
+        h = torch.addcmul(shared[0], a.reshape(shape), shared[1])
+        return h if b is None else h.addcmul_(b.reshape(shape), shared[2])
 
     def suffix(self, a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The model's output at plane point ``(a, b)`` (0-d; vmap-safe) from the input ``h``
@@ -128,12 +139,10 @@ class SharedForward:
         return h
 
     def last_input(self, a: torch.Tensor, shared: torch.Tensor, moving: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The last layer's input at the points ``(a, 0)`` ``(T,)``, shape ``(T, S, ...)``,
-        from ``share``'s tensor and ``moved(a)``; for a cut at a shared layer before the last
-        one, and a batchable suffix (``closed_form_ready``). The shared layer's outputs are
-        ``t₀ + a·t₁``, elementwise, so that a point's values do not depend on the tile."""
-        a_shape = (len(a), *(1 for _ in shared.shape[1:]))
-        h = torch.addcmul(shared[0], a.reshape(a_shape), shared[1])
+        """The last layer's input at the points ``(a, 0)`` ``(T,)``, features first: shape
+        ``(T, in, S, ...)``, from ``share``'s tensor and ``moved(a)``; for a cut at a shared
+        layer before the last one, and a batchable suffix (``closed_form_ready``)."""
+        h = self.shared_output(a, None, shared)
         for layer in self.suffix_layers[:-1]:
             h = self.batched_layer(layer, moving, h)
         return h
@@ -156,7 +165,7 @@ class SharedForward:
         return moving
 
     def _batched_suffix(self, a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``suffix`` for a whole tile, ``h`` of shape ``(T, S, ...)``."""
+        """``suffix`` for a whole tile, features first: ``h`` of shape ``(T, features, S, ...)``."""
         moving = self.moved(a, b)
         for layer in self.suffix_layers:
             h = self.batched_layer(layer, moving, h)
@@ -177,46 +186,37 @@ class SharedForward:
     @staticmethod
     def batched_layer(layer: _Layer, moving: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
         """One batchable layer at a tile's points: ``moving`` holds the plane's moved
-        parameters at them, ``(T, ...)`` each; ``h`` ``(T, S, ...)`` is the suffix's own
-        temporary, which an activation may overwrite."""
+        parameters at them, ``(T, ...)`` each; ``h`` ``(T, features, S, ...)`` (features
+        first) is the suffix's own temporary, which an activation may overwrite."""
         if not isinstance(layer.module, nn.Linear):
             in_place = _IN_PLACE.get(type(layer.module))
             return layer.module(h) if in_place is None else in_place(h)
         weight, bias, batched_bias = SharedForward.layer_parameters(layer, moving)
-        return _batched_linear(h, weight, bias, batched_bias)
+        return batched_linear(h, weight, bias, batched_bias)
 
 
-def _batched_linear(
+def batched_linear(
     h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, batched_bias: bool
 ) -> torch.Tensor:
-    """``F.linear`` at each of ``T`` points: ``h`` ``(T, S, ..., in)``, ``weight`` ``(T, out,
-    in)`` or ``(out, in)``, ``bias`` ``(T, out)``, ``(out,)`` or ``None``."""
-    if h.shape[-1] == 1:  # one input: a product per output and no sum, where a depth-1 GEMM is slow
-        return _one_input_linear(h, weight, bias, batched_bias)
-    if weight.ndim == 2 and not batched_bias:
-        return F.linear(h, weight, bias)
-    if weight.ndim == 2:
-        weight = weight.expand(len(h), *weight.shape)
-    flat = h.reshape(len(h), -1, h.shape[-1])
-    if bias is None:
-        out = torch.bmm(flat, weight.transpose(1, 2))
+    """``F.linear`` at each of ``T`` points, features first: ``h`` ``(T, in, S, ...)``,
+    ``weight`` ``(T, out, in)`` or ``(out, in)``, ``bias`` ``(T, out)``, ``(out,)`` or
+    ``None``; shape ``(T, out, S, ...)``.
+
+    Features first, each point's product is ``W (out, in) @ h (in, M)`` with the long
+    dimension last: measured on a 32-wide layer over 474 samples, 20 % faster than
+    ``h (M, in) @ Wᵀ``, and a one-output layer 3× faster (a row times a matrix, not a
+    matrix times a column)."""
+    count, inputs = len(h), h.shape[1]
+    flat = h.reshape(count, inputs, -1)  # (T, in, M)
+    weight = weight.expand(count, *weight.shape[-2:])
+    column = None if bias is None else bias.reshape(-1, bias.shape[-1], 1).expand(count, bias.shape[-1], 1)
+    if inputs == 1:  # one input: a product per output and no sum, where a depth-1 GEMM is slow
+        out = weight * flat if column is None else torch.addcmul(column, weight, flat)
+    elif column is None:
+        out = torch.bmm(weight, flat)
     else:
-        out = torch.baddbmm(
-            bias.reshape(-1, 1, bias.shape[-1]).expand(len(h), 1, bias.shape[-1]), flat, weight.transpose(1, 2)
-        )
-    return out.reshape(*h.shape[:-1], out.shape[-1])
-
-
-def _one_input_linear(
-    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, batched_bias: bool
-) -> torch.Tensor:
-    """``_batched_linear`` for ``in = 1``: ``h · wᵀ (+ bias)`` by broadcasting."""
-    leading = (1,) * (h.ndim - 2)
-    w = weight[..., 0]  # (T, out) or (out,)
-    out = h * (w.reshape(len(h), *leading, -1) if weight.ndim == 3 else w)
-    if bias is None:
-        return out
-    return out + (bias.reshape(len(h), *leading, -1) if batched_bias else bias)
+        out = torch.baddbmm(column, weight, flat)
+    return out.reshape(count, out.shape[1], *h.shape[2:])
 
 
 def shared_forward(module: nn.Module, plane: Plane) -> SharedForward | None:
