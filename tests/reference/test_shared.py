@@ -159,3 +159,38 @@ def test_the_loss_landscapes_drop_in_shares_the_first_layer_with_the_same_number
     torch.manual_seed(1)
     wrapped = drop_in.random_plane(drop_in.GeneralModelWrapper(model, [model], lambda m, v: m(v)), metric, steps=4)
     assert_close(shared, wrapped, rtol=1e-12)  # a general wrapper's forward is opaque: per point, unshared
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 3, (2, 3)])
+def test_tiling_max_pools_run_as_maxima_of_slices_equal_to_the_layer_bit_for_bit(kernel):
+    from torch.func import vmap
+
+    from fastsurface.engine._shared import _is_tiled_max_pool, _tiled_max_pool
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 5, 7, 9, generator=generator)  # points x samples x channels x odd sizes
+    x[0, 0, 0, 0, 0], x[1, 1, 1, 2, 3], x[2, 2, 2, 1, 1] = float("nan"), float("inf"), float("-inf")
+    layer = nn.MaxPool2d(kernel)
+    assert _is_tiled_max_pool(layer)
+    for fast, slow in (
+        (_tiled_max_pool(layer, x[0]), layer(x[0])),
+        (vmap(lambda h: _tiled_max_pool(layer, h))(x), vmap(layer)(x)),
+    ):
+        assert fast.shape == slow.shape
+        assert torch.equal(fast.isnan(), slow.isnan()) and torch.equal(fast.nan_to_num(7.0), slow.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.MaxPool2d(3, 2),
+        nn.MaxPool2d(2, padding=1),
+        nn.MaxPool2d(2, dilation=2),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.MaxPool2d(2, return_indices=True),
+    ],
+)
+def test_overlapping_or_padded_max_pools_keep_the_layer(layer):
+    from fastsurface.engine._shared import _is_tiled_max_pool
+
+    assert not _is_tiled_max_pool(layer)
