@@ -151,10 +151,16 @@ class SharedForward:
         return h
 
     @property
+    def batched(self) -> bool:
+        """Whether ``predictions`` runs every layer after the cut as batched products, the
+        shared layer's three terms included."""
+        return self.terms is not None and self.batchable
+
+    @property
     def closed_form_ready(self) -> bool:
         """Whether ``last_input`` applies: a shared layer, then batchable layers, the last
         one after the shared one."""
-        return self.terms is not None and bool(self.suffix_layers) and self.batchable
+        return self.batched and bool(self.suffix_layers)
 
     def moved(self, a: torch.Tensor, b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The suffix's moving parameters at the points ``(a, b)`` (``b`` 0 where None),

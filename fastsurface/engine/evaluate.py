@@ -34,6 +34,8 @@ from fastsurface.engine._losses import Loss, PerSampleLoss
 from fastsurface.engine._shared import SharedKernel, shared_forward
 from fastsurface.engine._stream import PROBE_SAMPLES
 from fastsurface.engine._tiles import (
+    CANDIDATE_TILES,
+    MIN_TILE_POINTS,
     GridPoints,
     ListedPoints,
     Points,
@@ -338,7 +340,9 @@ class Prepared:
             for tensor in part.values():
                 check_representable("plane", tensor, options.compute_dtype)
         self.local_plane = plane.to(options.compute_device, options.compute_dtype)
-        self.sizer = TileSizer(self.module, self.local_plane, options.budget)
+        self.sizer = TileSizer(
+            self.module, self.local_plane, options.budget, _planned_tile_points(self.module, self.local_plane, options)
+        )
         self.unbatched = functools.partial(_check_unbatched, self.module, self.local_plane, options.objective)
         self.keep_data = keep_data
         self._chunks: list[stream.Chunk] | None = None
@@ -452,6 +456,16 @@ def kept_data_limit(options: EvalOptions) -> int:
     of the memory this run may use there when that is more."""
     limits = usable_bytes(options.compute_device)
     return options.budget if limits is None else max(options.budget, limits[0] // 4)
+
+
+def _planned_tile_points(module: nn.Module, plane: Plane, options: EvalOptions) -> int:
+    """Points a tile is planned for when chunks are sized (``TileSizer``): the fewest timed
+    candidates where the brute force will run the batched shared route (``_shared``) on
+    tiles the engine chooses, else ``MIN_TILE_POINTS``."""
+    if options.train_mode or options.tile_points is not None or options.method not in ("auto", "vmap"):
+        return MIN_TILE_POINTS
+    forward = shared_forward(module, plane)
+    return CANDIDATE_TILES[0] if forward is not None and forward.batched else MIN_TILE_POINTS
 
 
 def _vmap_route(module: nn.Module, plane: Plane, loss: Loss) -> Kernel:
