@@ -12,11 +12,13 @@ the same for every point, and computed once per chunk of samples instead of once
   (``W``, ``c``: weight and bias; ``D``, ``e``: their directions). Equal to the product with
   the moved weights up to float rounding (a different order of the same sums).
 
-Only the layers after that run per point (``functional_call`` under ``vmap``). Nothing here
-applies where it could change a result: other model classes, hooks (on the model, its
-nested ``nn.Sequential``s or the shared layer, or global ones), parametrised or lazy
-layers, and layers in training mode that behave differently there (batch statistics and
-dropout masks belong to each point; the engine never asks in train mode).
+The layers after that run per point: as batched products (features first, samples last)
+where they are plain ``nn.Linear`` layers and elementwise activations, else under ``vmap``
+(``functional_call``). Nothing here applies where it could change a result: other model
+classes, hooks (on the model, its nested ``nn.Sequential``s or the shared layer, or global
+ones), parametrised or lazy layers, and layers in training mode that behave differently
+there (batch statistics and dropout masks belong to each point; the engine never asks in
+train mode).
 """
 
 from __future__ import annotations
