@@ -214,7 +214,6 @@ class ClosedFormKernel:
             else:  # equal weights (the usual case): one product fewer per element
                 gram.baddbmm_(rows, rows.transpose(1, 2))
         return gram if self._uniform is None else gram.mul_(self._uniform)
-        return gram
 
 
 class ClosedFormSums:

@@ -576,9 +576,8 @@ def _worth_compiling(
     samples = len(data[0]) if stream.is_pair(data) else chunk.samples  # a pair: all its samples
     if points.count * samples < COMPILE_THRESHOLD:
         return False
-    return not any(isinstance(layer, nn.modules.conv._ConvNd) for layer in module.modules()) and compile_available(
-        device
-    )
+    convolutional = any(isinstance(layer, nn.modules.conv._ConvNd) for layer in module.modules())
+    return not convolutional and compile_available(device)
 
 
 class _BruteForce:
