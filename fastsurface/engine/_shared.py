@@ -94,6 +94,7 @@ class SharedForward:
         self.terms = _terms(shared, plane) if shared is not None else None
         self.needed = sorted({name for layer in suffix for _, name in layer.moving})
         self.batchable = all(_batchable(layer.module) for layer in suffix)
+        self.tiled_pools = [_is_tiled_max_pool(layer.module) for layer in suffix]  # decided once, not per tile
 
     def share(self, x: torch.Tensor) -> torch.Tensor:
         """What every point shares for inputs ``x``: the prefix's output ``h``, or the
@@ -135,12 +136,12 @@ class SharedForward:
         of the layers after the cut."""
         plane = self.plane
         moving = {name: plane.origin[name] + a * plane.first[name] + b * plane.second[name] for name in self.needed}
-        for layer in self.suffix_layers:
+        for layer, tiled_pool in zip(self.suffix_layers, self.tiled_pools, strict=True):
             parameters = {own: moving[name] for own, name in layer.moving}
             if parameters:
                 h = functional_call(layer.module, parameters, (h,))
             else:
-                h = _tiled_max_pool(layer.module, h) if _is_tiled_max_pool(layer.module) else layer.module(h)
+                h = _tiled_max_pool(layer.module, h) if tiled_pool else layer.module(h)
         return h
 
     def last_input(self, a: torch.Tensor, shared: torch.Tensor, moving: dict[str, torch.Tensor]) -> torch.Tensor:
