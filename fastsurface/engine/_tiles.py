@@ -59,7 +59,11 @@ Points = GridPoints | ListedPoints
 
 
 # Tile sizes (points) timed on the CPU before the budget's own; the budget caps them.
-CANDIDATE_TILES = (16, 32, 64, 128)
+CANDIDATE_TILES = (8, 16, 32, 64, 128)
+# Rounds of timing, each over every size in turn: a size is judged by its fastest call,
+# and interleaving spreads the machine's slow moments (and each size's first call, which
+# also pays for fresh allocations) over all sizes.
+_TIMING_ROUNDS = 3
 # The size chosen per model structure, kernel, dtype and chunk size, for this process.
 _chosen: dict[Hashable, int] = {}
 
@@ -67,9 +71,8 @@ _chosen: dict[Hashable, int] = {}
 class TileChoice:
     """Points per tile: ``most`` (the memory budget's size), or, with a ``key``, the size
     with the least time per point among ``CANDIDATE_TILES`` and ``most``, timed on real
-    tiles of the first chunk (each size twice, its faster call counting: a size's first
-    call also pays for its fresh allocations, which bias a single timing against large
-    tiles) and then remembered per ``key`` for the process.
+    tiles of the first chunk (``_TIMING_ROUNDS`` rounds over the sizes, each size judged by
+    its fastest call) and then remembered per ``key`` for the process.
 
     Where a tile's working set no longer fits in the CPU's caches, time per point grows
     with the tile; where it is small, per-call overheads dominate: no rule knows where
@@ -83,7 +86,7 @@ class TileChoice:
         known = _chosen.get(key) if key is not None else None
         self.tile = known or most
         sizes = [size for size in CANDIDATE_TILES if size < most] + [most]
-        self.trying = [] if key is None or known else [size for size in sizes for _ in range(2)]
+        self.trying = [] if key is None or known else sizes * _TIMING_ROUNDS
         self.per_point: dict[int, float] = {}
 
     @property

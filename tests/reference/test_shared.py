@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from fastsurface.engine._shared import shared_forward
+from fastsurface.engine._shared import TileBuffers, shared_forward
 from tests.helpers import assert_close
 
 
@@ -194,3 +194,24 @@ def test_overlapping_or_padded_max_pools_keep_the_layer(layer):
     from fastsurface.engine._shared import _is_tiled_max_pool
 
     assert not _is_tiled_max_pool(layer)
+
+
+def test_kept_tile_buffers_give_the_numbers_of_fresh_tensors_on_tiles_that_grow_and_shrink():
+    """The batched layers write into two buffers kept across tiles: tiles of 3, 40, then 7
+    points (growing the buffers, then using part of them) equal fresh tensors bit for bit,
+    and the smaller tile reuses the grown buffers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 9), nn.Tanh(), nn.Linear(9, 2)).eval()
+    forward = shared_forward(model, fs.random_plane(model, seed=1).to(torch.device("cpu"), torch.float32))
+    assert forward is not None and forward.batched
+    with torch.no_grad():  # as the engine runs (out= arguments refuse autograd)
+        shared = forward.share(torch.randn(50, 5))
+        buffers = TileBuffers()
+        for count in (3, 40, 7):
+            a, b = torch.randn(count), torch.randn(count)
+            kept = forward.predictions(a, b, shared, buffers)
+            assert torch.equal(kept, forward.predictions(a, b, shared))
+            assert kept.shape == (count, 50, 2)
+        grown = [buffers.take(slot, (1,), shared).data_ptr() for slot in (0, 1)]
+        forward.predictions(torch.randn(2), torch.randn(2), shared, buffers)
+        assert [buffers.take(slot, (1,), shared).data_ptr() for slot in (0, 1)] == grown

@@ -22,18 +22,18 @@ def _timed(choice: TileChoice, seconds_per_point: dict[int, float], points: int)
 
 def test_the_size_with_the_least_time_per_point_is_chosen_and_remembered():
     key = object()
-    rates = {16: 3.0, 32: 1.0, 64: 2.0, 128: 2.5, 200: 4.0}
-    sizes = _timed(TileChoice(200, key), rates, 2000)
-    timed = 2 * (len(CANDIDATE_TILES) + 1)
-    assert sizes[:timed] == [16, 16, 32, 32, 64, 64, 128, 128, 200, 200]
+    rates = {8: 3.5, 16: 3.0, 32: 1.0, 64: 2.0, 128: 2.5, 200: 4.0}
+    sizes = _timed(TileChoice(200, key), rates, 4000)
+    timed = 3 * (len(CANDIDATE_TILES) + 1)
+    assert sizes[:timed] == [*CANDIDATE_TILES, 200] * 3
     assert set(sizes[timed:-1]) == {32}
     again = TileChoice(200, key)
     assert again.tile == 32 and again.next() == 32 and _timed(again, rates, 64) == [32, 32]
 
 
-def test_a_size_is_judged_by_its_faster_call_not_its_first():
+def test_a_size_is_judged_by_its_fastest_call_not_its_first():
     """A size's first call also pays for its fresh allocations: slower per point than a
-    smaller size there, faster on its second call, the larger size must win."""
+    smaller size there, faster on its later calls, the larger size must win."""
     choice, calls = TileChoice(200, object()), set()
     while choice.timing:
         size = choice.next()
@@ -46,9 +46,10 @@ def test_a_size_is_judged_by_its_faster_call_not_its_first():
 
 def test_without_a_key_or_with_a_small_budget_the_budget_decides():
     assert _timed(TileChoice(50), {}, 120) == [50, 50, 20]
-    small = TileChoice(10, object())
-    _timed(small, {10: 1.0}, 100)
-    assert small.tile == 10
+    most = CANDIDATE_TILES[0] - 2  # below every candidate
+    small = TileChoice(most, object())
+    assert _timed(small, {most: 1.0}, 100)[:3] == [most] * 3
+    assert small.tile == most
 
 
 def test_surfaces_with_timed_tiles_equal_fixed_tiles_in_float64(rng):
