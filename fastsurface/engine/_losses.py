@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from fastsurface.errors import FastsurfaceError
 
@@ -63,6 +63,10 @@ class Loss:
         higher_is_better: whether a higher value is better (accuracy), else lower.
         parts: the losses a combined objective evaluates in one pass (``combine``), else
             empty.
+        rowwise: whether each sample's value depends on its own rows of predictions and
+            targets alone (fastsurface's own losses and torch's loss modules; a caller's
+            callable is not assumed to be), so ``tile_sums`` may run it once on a tile's
+            points stacked as samples.
     """
 
     name: str
@@ -72,6 +76,7 @@ class Loss:
     metric: str = "loss"
     higher_is_better: bool = False
     parts: tuple[Loss, ...] = ()
+    rowwise: bool = False
 
     def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The per-sample values; a ``Loss`` is itself a per-sample loss."""
@@ -87,6 +92,24 @@ class Loss:
         values = self.per_sample(prediction, target)
         return values @ weight if values.ndim == 1 else weight @ values
 
+    def tile_sums(self, prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``weighted_sum`` at each of a tile's ``T`` points: predictions ``(T, S, ...)``
+        against the points' common targets ``(S, ...)`` and weights ``(S,)``; shape ``(T,)``,
+        or ``(T, K)`` / ``(T, W)`` as ``weighted_sum``'s. A ``rowwise`` loss runs once over
+        the ``T·S`` rows (under ``vmap``, its few operations cost about as much again in
+        overhead per tile: measured on an 8 → 32 → 32 → 1 MLP's surface, 0.34 s against
+        0.24 s); any other loss runs under ``vmap``."""
+        if not self.rowwise:
+            return vmap(self.weighted_sum, in_dims=(0, None, None))(prediction, target, weight)
+        count = len(prediction)
+        if self.parts:
+            sums = [part.tile_sums(prediction, target, weight).reshape(count, -1) for part in self.parts]
+            return torch.cat(sums, dim=1)
+        targets = target.expand(count, *target.shape).reshape(-1, *target.shape[1:])
+        values = self.per_sample(prediction.reshape(-1, *prediction.shape[2:]), targets)
+        values = values.reshape(count, len(target), *values.shape[1:])
+        return values @ weight if values.ndim == 2 else weight @ values
+
 
 def combine(losses: Sequence[Loss]) -> Loss:
     """Several losses as one objective, for one pass over the data: its ``weighted_sum``
@@ -99,6 +122,7 @@ def combine(losses: Sequence[Loss]) -> Loss:
         check_shapes=_Every(tuple(part.check_shapes for part in parts)),
         check_targets=_Every(tuple(part.check_targets for part in parts)),
         parts=parts,
+        rowwise=all(part.rowwise for part in parts),
     )
 
 
@@ -213,12 +237,12 @@ def _class_range(what: str) -> Check:
 
 
 def _classes(name: str, function: PerSampleLoss, what: str, metric: str = "loss", higher: bool = False) -> Loss:
-    return Loss(name, function, _class_indices(what), _class_range(what), metric, higher)
+    return Loss(name, function, _class_indices(what), _class_range(what), metric, higher, rowwise=True)
 
 
 # The strings `loss` accepts, by name.
 _NAMED: dict[str, Loss] = {
-    "mse": Loss("mse", squared_error, lambda p, t: _same_shape("mean squared error", p, t)),
+    "mse": Loss("mse", squared_error, lambda p, t: _same_shape("mean squared error", p, t), rowwise=True),
     "cross_entropy": _classes("cross_entropy", cross_entropy, "cross-entropy"),
     "nll": _classes("nll", negative_log_likelihood, "the negative log-likelihood"),
     "accuracy": _classes("accuracy", accuracy, "accuracy", "accuracy", higher=True),
@@ -298,11 +322,12 @@ def _module_loss(module: nn.Module, argument: str) -> Loss:
         return _NAMED["mse"]
     function = _ModuleLoss(module, summed, argument)
     if isinstance(module, _CLASS_MODULES):
-        return Loss(kind, function, _class_indices(kind), _Every((_class_range(kind), function.check_weights)))
+        checks = _Every((_class_range(kind), function.check_weights))
+        return Loss(kind, function, _class_indices(kind), checks, rowwise=True)
     if isinstance(module, nn.MultiLabelMarginLoss):
-        return Loss(kind, function, _Every((_integer_labels, function.check_weights)))
+        return Loss(kind, function, _Every((_integer_labels, function.check_weights)), rowwise=True)
     shapes = _Every((lambda p, t: _same_shape(kind, p, t), function.check_weights))
-    return Loss(kind, function, shapes)
+    return Loss(kind, function, shapes, rowwise=True)
 
 
 class _ModuleLoss:
@@ -348,7 +373,7 @@ def by_class(loss: Loss | None) -> Loss:
     shapes: tuple[Check, ...] = (_class_indices(what), _one_label_per_sample)
     targets: tuple[Check, ...] = (_class_range(what),)
     if loss is None:
-        return Loss("samples by class", _ByClass(None), _Every(shapes), _Every(targets))
+        return Loss("samples by class", _ByClass(None), _Every(shapes), _Every(targets), rowwise=True)
     return Loss(
         f"{loss.name} by class",
         _ByClass(loss.per_sample),
@@ -356,6 +381,7 @@ def by_class(loss: Loss | None) -> Loss:
         _Every((*targets, loss.check_targets)),
         loss.metric,
         loss.higher_is_better,
+        rowwise=loss.rowwise,
     )
 
 

@@ -332,15 +332,14 @@ class SharedKernel:
         self._chunk: torch.Tensor | None = None
         self._shared = torch.empty(0)
         self._buffers = TileBuffers()
-
-        self.sums = vmap(loss.weighted_sum, in_dims=(0, None, None))
+        self.loss = loss
 
     def __call__(
         self, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
     ) -> torch.Tensor:
         if x is not self._chunk:
             self._chunk, self._shared = x, self.forward.share(x)
-        return self.sums(self.forward.predictions(a, b, self._shared, self._buffers), y, w)
+        return self.loss.tile_sums(self.forward.predictions(a, b, self._shared, self._buffers), y, w)
 
 
 def _flattened(module: nn.Module) -> list[nn.Module] | None:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastsurface as fs
+from fastsurface.engine._losses import by_class, combine, resolve_loss
 from tests.helpers import assert_close
 
 
@@ -248,3 +249,39 @@ def test_record_path_trains_on_a_loss_module_as_torch_does(rng):
     with torch.no_grad():
         expected = torch.cat([(p - 1e-2 * p.grad).reshape(-1) for p in model.parameters()])
     assert_close(path.vectors[-1], expected, rtol=1e-12, atol=1e-15)
+
+
+def _tile_case(loss, last, targets, rng):
+    """Predictions ``(5, 40, ...)`` of five points, their common targets and weights, float64."""
+    model = _classifier() if last is None else nn.Sequential(*_classifier(), last)
+    with torch.no_grad():
+        predictions = torch.stack([model.double()(torch.as_tensor(rng.normal(size=(40, 4)))) for _ in range(5)])
+    y = torch.as_tensor(_targets(targets, rng, 40))
+    return predictions, y.double() if y.dtype.is_floating_point else y, torch.as_tensor(rng.uniform(size=40))
+
+
+@pytest.mark.parametrize(("module", "last", "targets"), MODULE_CASES)
+def test_a_tile_s_sums_over_stacked_rows_equal_each_point_s_own(rng, module, last, targets):
+    """``tile_sums`` runs a row-wise loss once over the tile's points stacked as samples:
+    equal, within float64 rounding, to ``weighted_sum`` point by point; also combined with
+    the named losses and split by class."""
+    predictions, y, weight = _tile_case(module, last, targets, rng)
+    loss = resolve_loss(module)
+    assert loss.rowwise
+    cases = [loss]
+    if targets == "classes":
+        named = [resolve_loss(name) for name in ("cross_entropy", "accuracy")]
+        cases += [*named, combine([loss, *named]), by_class(loss), by_class(None)]
+    for case in cases:
+        expected = torch.stack([case.weighted_sum(p, y, weight) for p in predictions])
+        assert_close(case.tile_sums(predictions, y, weight), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_caller_s_callable_is_not_assumed_row_wise_and_runs_per_point(rng):
+    """A callable whose value for a sample depends on the whole batch (here: centred on the
+    batch's mean) keeps each point's own batch: stacking the points would mix them."""
+    loss = resolve_loss(lambda p, t: ((p - p.mean(0)) - t).square().sum(1))
+    assert not loss.rowwise and not combine([loss, resolve_loss("mse")]).rowwise
+    predictions, y, weight = _tile_case(loss, None, "real", rng)
+    expected = torch.stack([loss.weighted_sum(p, y, weight) for p in predictions])
+    assert_close(loss.tile_sums(predictions, y, weight), expected, rtol=1e-12)
