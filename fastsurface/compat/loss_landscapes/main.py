@@ -27,7 +27,7 @@ from fastsurface.compat.loss_landscapes.model_wrapper import (
     private_wrapper,
     rand_u_like,
 )
-from fastsurface.engine._shared import shared_forward
+from fastsurface.engine._shared import TileBuffers, shared_forward
 from fastsurface.engine._tiles import check_fits, whole_batch_tile_points
 from fastsurface.engine.options import DEFAULT_BUDGET
 from fastsurface.errors import FastsurfaceError, check_choice
@@ -227,9 +227,9 @@ class _Landscape:
                 return metric.loss_fn(prediction, metric.target)
 
             return vmap(loss_at)
-        shared = forward.share(metric.inputs)
+        shared, buffers = forward.share(metric.inputs), TileBuffers()
         losses = vmap(metric.loss_fn, in_dims=(0, None))
-        return lambda a, b: losses(forward.predictions(a, b, shared), metric.target)
+        return lambda a, b: losses(forward.predictions(a, b, shared, buffers), metric.target)
 
     def _loop(self, metric: Metric, plane: Plane, coordinates: torch.Tensor) -> np.ndarray:
         results = []
