@@ -5,6 +5,7 @@ command line and the numerical libraries are imported ends the process during st
 the command line's own handling takes over once it runs.
 """
 
+import os
 import signal
 import sys
 from typing import NoReturn
@@ -15,6 +16,11 @@ _INTERRUPTED = 130
 def run() -> NoReturn:
     """Start the command line with ``sys.argv``; exits with its status."""
     signal.signal(signal.SIGINT, _interrupted_while_starting)
+    # torch's own switch (read at its first large allocation): blocks of 2 MB or more on
+    # transparent huge pages, so a tile's temporaries of megabytes are faulted in a huge
+    # page at a time, not 4 KB at a time. This process's, not a library's, to decide; a
+    # value the user set is kept.
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     from fastsurface.cli import main
 
     if not {"-h", "--help"} & set(sys.argv[1:]) and len(sys.argv) > 1:

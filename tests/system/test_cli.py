@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -170,3 +171,23 @@ print(json.dumps(sorted(sys.modules)))
     light = {"fastsurface", "fastsurface._support", "fastsurface._support.choices", "fastsurface._support.files"}
     package = {name for name in loaded if name.startswith("fastsurface") and not name.startswith("fastsurface.cli")}
     assert package <= light | {"fastsurface.errors"}
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "1"), ("0", "0")])
+def test_the_command_puts_torch_s_large_blocks_on_huge_pages_unless_the_user_chose(monkeypatch, chosen, expected):
+    """The command's process sets torch's THP_MEM_ALLOC_ENABLE before torch allocates (a
+    tile's temporaries of megabytes then fault in 2 MB at a time); a value the user set stays."""
+    import fastsurface.__main__ as entry
+    import fastsurface.cli
+
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "restored after the test")
+    if chosen is None:
+        monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
+    else:
+        monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", chosen)
+    seen = []
+    monkeypatch.setattr(fastsurface.cli, "main", lambda: seen.append(os.environ.get("THP_MEM_ALLOC_ENABLE")) or 0)
+    monkeypatch.setattr(sys, "argv", ["fastsurface", "--help"])
+    with pytest.raises(SystemExit) as ended:
+        entry.run()
+    assert ended.value.code == 0 and seen == [expected]
