@@ -288,7 +288,8 @@ class Evaluator:
     there while they fit (``kept_data_limit``: a one-shot iterator must fit; other data
     are read again each call when they do not); the method's structure probe also runs once. Each
     later call evaluates only its points, with the same numbers as ``loss_surface`` and
-    ``evaluate_points``.
+    ``evaluate_points``. Its kernels keep their working buffers between calls, so one
+    ``Evaluator`` serves one call at a time (from one thread, as the explorer's worker does).
 
     Args:
         model, data, plane: as in ``loss_surface``; the model is copied now, so later
