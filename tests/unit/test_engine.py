@@ -158,38 +158,37 @@ def test_reversed_views_of_numpy_arrays_are_accepted(seed_split):
     assert_close(reversed_view.loss[0, 0], listed.loss[0], rtol=1e-12)
 
 
-def test_auto_compiles_no_convolution(monkeypatch, seed_split):
+def _auto_compiles(model: nn.Module, data: object, monkeypatch) -> bool:
+    """Whether ``auto`` would compile ``model`` on a 3 x 3 grid on the CPU, the work threshold aside."""
     from fastsurface.engine import evaluate
-    from fastsurface.engine._kernels import compile_available
     from fastsurface.engine._stream import Chunk
     from fastsurface.engine._tiles import GridPoints
 
     monkeypatch.setattr(evaluate, "COMPILE_THRESHOLD", 0)
-    cpu = torch.device("cpu")
-    points = GridPoints(np.zeros(3), np.zeros(3), cpu, torch.float32)
+    points = GridPoints(np.zeros(3), np.zeros(3), torch.device("cpu"), torch.float32)
     chunk = Chunk(torch.zeros(2, 1), torch.zeros(2, 1), torch.ones(2), 2, 1)
+    return evaluate._worth_compiling(model, fs.random_plane(model), points, data, chunk)
+
+
+def _toolchain() -> bool:
+    from fastsurface.engine._kernels import compile_available
+
+    return compile_available(torch.device("cpu"))
+
+
+def test_auto_compiles_no_convolution(monkeypatch, seed_split):
     cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 1))
-    assert not evaluate._worth_compiling(cnn, fs.random_plane(cnn), points, seed_split[1], chunk)
+    assert not _auto_compiles(cnn, seed_split[1], monkeypatch)
     mlp = nn.Sequential(nn.Linear(1, 2), nn.Tanh(), nn.Linear(2, 1))
-    worth = evaluate._worth_compiling(mlp, fs.random_plane(mlp), points, seed_split[1], chunk)
-    assert worth == compile_available(cpu)
+    assert _auto_compiles(mlp, seed_split[1], monkeypatch) == _toolchain()
 
 
 @pytest.mark.parametrize("activation", [nn.ReLU, nn.Sigmoid, nn.GELU])
 def test_auto_leaves_the_batched_shared_route_to_vmap_without_a_tanh(monkeypatch, seed_split, activation):
     """The shared route's batched products beat the compiled kernel unless its faster tanh
     has work to do; a model outside that route (here a custom forward) still compiles."""
-    from fastsurface.engine import evaluate
-    from fastsurface.engine._kernels import compile_available
-    from fastsurface.engine._stream import Chunk
-    from fastsurface.engine._tiles import GridPoints
-
-    monkeypatch.setattr(evaluate, "COMPILE_THRESHOLD", 0)
-    cpu = torch.device("cpu")
-    points = GridPoints(np.zeros(3), np.zeros(3), cpu, torch.float32)
-    chunk = Chunk(torch.zeros(2, 1), torch.zeros(2, 1), torch.ones(2), 2, 1)
     mlp = nn.Sequential(nn.Linear(1, 4), activation(), nn.Linear(4, 1))
-    assert not evaluate._worth_compiling(mlp, fs.random_plane(mlp), points, seed_split[1], chunk)
+    assert not _auto_compiles(mlp, seed_split[1], monkeypatch)
 
     class Custom(nn.Module):
         def __init__(self) -> None:
@@ -199,6 +198,4 @@ def test_auto_leaves_the_batched_shared_route_to_vmap_without_a_tanh(monkeypatch
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x)
 
-    custom = Custom()
-    worth = evaluate._worth_compiling(custom, fs.random_plane(custom), points, seed_split[1], chunk)
-    assert worth == compile_available(cpu)
+    assert _auto_compiles(Custom(), seed_split[1], monkeypatch) == _toolchain()
