@@ -34,6 +34,7 @@ from fastsurface.engine._losses import Loss, PerSampleLoss
 from fastsurface.engine._shared import SharedKernel, shared_forward
 from fastsurface.engine._stream import PROBE_SAMPLES
 from fastsurface.engine._tiles import (
+    BATCHED_CHUNK_SAMPLES,
     CANDIDATE_TILES,
     MIN_TILE_POINTS,
     GridPoints,
@@ -345,7 +346,7 @@ class Prepared:
                 check_representable("plane", tensor, options.compute_dtype)
         self.local_plane = plane.to(options.compute_device, options.compute_dtype)
         self.sizer = TileSizer(
-            self.module, self.local_plane, options.budget, _planned_tile_points(self.module, self.local_plane, options)
+            self.module, self.local_plane, options.budget, *_chunk_plan(self.module, self.local_plane, options)
         )
         self.unbatched = functools.partial(_check_unbatched, self.module, self.local_plane, options.objective)
         self.keep_data = keep_data
@@ -460,14 +461,17 @@ def kept_data_limit(options: EvalOptions) -> int:
     return options.budget if limits is None else max(options.budget, limits[0] // 4)
 
 
-def _planned_tile_points(module: nn.Module, plane: Plane, options: EvalOptions) -> int:
-    """Points a tile is planned for when chunks are sized (``TileSizer``): the fewest timed
-    candidates where the brute force will run the batched shared route (``_shared``) on
-    tiles the engine chooses, else ``MIN_TILE_POINTS``."""
+def _chunk_plan(module: nn.Module, plane: Plane, options: EvalOptions) -> tuple[int, int | None]:
+    """How chunks are sized (``TileSizer``): the points a tile is planned for and the most
+    samples a chunk holds. Where the brute force will run the batched shared route
+    (``_shared``) on tiles the engine chooses, the fewest timed candidates and at most
+    ``BATCHED_CHUNK_SAMPLES``; else ``MIN_TILE_POINTS`` and no cap."""
     if options.train_mode or options.tile_points is not None or options.method not in ("auto", "vmap"):
-        return MIN_TILE_POINTS
+        return MIN_TILE_POINTS, None
     forward = shared_forward(module, plane)
-    return CANDIDATE_TILES[0] if forward is not None and forward.batched else MIN_TILE_POINTS
+    if forward is None or not forward.batched:
+        return MIN_TILE_POINTS, None
+    return CANDIDATE_TILES[0], BATCHED_CHUNK_SAMPLES
 
 
 def _vmap_route(module: nn.Module, plane: Plane, loss: Loss) -> Kernel:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from fastsurface.engine._tiles import CANDIDATE_TILES, TileChoice
+from fastsurface.engine._tiles import CANDIDATE_TILES, MIN_TILE_POINTS, TileChoice
 from tests.helpers import assert_close
 
 
@@ -63,3 +63,23 @@ def test_surfaces_with_timed_tiles_equal_fixed_tiles_in_float64(rng):
     assert_close(timed.loss, fixed.loss, rtol=1e-12)
     naive = fs.naive_loss_surface(model, data, w[::5], w[::4], plane=plane, reduction="mean")
     assert_close(timed.loss[::5, ::4], naive, rtol=1e-12)
+
+
+def test_chunks_of_the_batched_shared_route_are_capped_and_others_are_not():
+    """The batched route plans chunks for small tiles, at most ``BATCHED_CHUNK_SAMPLES``
+    long; a model outside that route (a convolution after the cut) keeps the budget's plan."""
+    from fastsurface.engine._tiles import BATCHED_CHUNK_SAMPLES, TileSizer
+    from fastsurface.engine.evaluate import _chunk_plan
+    from fastsurface.engine.options import EvalOptions
+
+    torch.manual_seed(0)
+    options = EvalOptions.from_keywords({})
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    plan = _chunk_plan(mlp, fs.random_plane(mlp), options)
+    assert plan == (CANDIDATE_TILES[0], BATCHED_CHUNK_SAMPLES)
+    sizer = TileSizer(mlp, fs.random_plane(mlp).to(torch.device("cpu"), torch.float32), 2**30, *plan)
+    assert sizer.chunk_samples(torch.randn(100, 4)) == BATCHED_CHUNK_SAMPLES
+    assert sizer.tile_points(BATCHED_CHUNK_SAMPLES) > CANDIDATE_TILES[0]
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 1, 3), nn.Flatten())
+    assert _chunk_plan(cnn, fs.random_plane(cnn), options) == (MIN_TILE_POINTS, None)
+    assert _chunk_plan(mlp, fs.random_plane(mlp), EvalOptions.from_keywords({"tile_points": 5}))[1] is None
