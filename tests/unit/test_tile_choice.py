@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from fastsurface.engine._tiles import CANDIDATE_TILES, MIN_TILE_POINTS, TileChoice
+from fastsurface.engine._tiles import CANDIDATE_TILES, MIN_TILE_POINTS, GridPoints, TileChoice
 from tests.helpers import assert_close
 
 
@@ -83,3 +83,22 @@ def test_chunks_of_the_batched_shared_route_are_capped_and_others_are_not():
     cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 1, 3), nn.Flatten())
     assert _chunk_plan(cnn, fs.random_plane(cnn), options) == (MIN_TILE_POINTS, None)
     assert _chunk_plan(mlp, fs.random_plane(mlp), EvalOptions.from_keywords({"tile_points": 5}))[1] is None
+
+
+def test_the_cap_on_chunks_is_dropped_where_auto_takes_the_closed_form(rng):
+    """5,000 samples: a ReLU MLP's brute force streams them in capped chunks, the seed's
+    closed form (whose work is per value of its free coordinate) in one."""
+    from fastsurface.engine._tiles import BATCHED_CHUNK_SAMPLES
+    from fastsurface.engine.evaluate import Prepared
+    from fastsurface.engine.options import EvalOptions
+
+    x, y = rng.normal(size=(5000, 1)), rng.normal(size=(5000, 1))
+    options = EvalOptions.from_keywords({})
+    mlp = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1))
+    capped = [chunk.samples for chunk in Prepared(mlp, (x, y), fs.random_plane(mlp), options).chunks()]
+    assert max(capped) == BATCHED_CHUNK_SAMPLES and sum(capped) == 5000
+    seed = Prepared(fs.ANN(1, 1, 1), (x, y), None, options)
+    assert [chunk.samples for chunk in seed.chunks()] == [5000]
+    assert (
+        seed.evaluate(GridPoints(np.zeros(2), np.ones(3), torch.device("cpu"), torch.float32)).method == "closed_form"
+    )
