@@ -251,11 +251,11 @@ def test_record_path_trains_on_a_loss_module_as_torch_does(rng):
     assert_close(path.vectors[-1], expected, rtol=1e-12, atol=1e-15)
 
 
-def _tile_case(loss, last, targets, rng):
+def _tile_case(last, targets, rng):
     """Predictions ``(5, 40, ...)`` of five points, their common targets and weights, float64."""
-    model = _classifier() if last is None else nn.Sequential(*_classifier(), last)
+    model = (_classifier() if last is None else nn.Sequential(*_classifier(), last)).double()
     with torch.no_grad():
-        predictions = torch.stack([model.double()(torch.as_tensor(rng.normal(size=(40, 4)))) for _ in range(5)])
+        predictions = torch.stack([model(torch.as_tensor(rng.normal(size=(40, 4)))) for _ in range(5)])
     y = torch.as_tensor(_targets(targets, rng, 40))
     return predictions, y.double() if y.dtype.is_floating_point else y, torch.as_tensor(rng.uniform(size=40))
 
@@ -265,7 +265,7 @@ def test_a_tile_s_sums_over_stacked_rows_equal_each_point_s_own(rng, module, las
     """``tile_sums`` runs a row-wise loss once over the tile's points stacked as samples:
     equal, within float64 rounding, to ``weighted_sum`` point by point; also combined with
     the named losses and split by class."""
-    predictions, y, weight = _tile_case(module, last, targets, rng)
+    predictions, y, weight = _tile_case(last, targets, rng)
     loss = resolve_loss(module)
     assert loss.rowwise
     cases = [loss]
@@ -282,6 +282,6 @@ def test_a_caller_s_callable_is_not_assumed_row_wise_and_runs_per_point(rng):
     batch's mean) keeps each point's own batch: stacking the points would mix them."""
     loss = resolve_loss(lambda p, t: ((p - p.mean(0)) - t).square().sum(1))
     assert not loss.rowwise and not combine([loss, resolve_loss("mse")]).rowwise
-    predictions, y, weight = _tile_case(loss, None, "real", rng)
+    predictions, y, weight = _tile_case(None, "real", rng)
     expected = torch.stack([loss.weighted_sum(p, y, weight) for p in predictions])
     assert_close(loss.tile_sums(predictions, y, weight), expected, rtol=1e-12)
