@@ -150,8 +150,9 @@ def loss_surface(
             neither use nor update their running statistics
             (``torch.func.replace_all_batch_norm_modules_`` on the engine's copy); data
             are evaluated batch by batch (``batch_size`` for a pair); dropout draws
-            independent masks per point from a generator seeded with 0 inside
-            ``torch.random.fork_rng`` (global RNG state is restored). Uses ``"vmap"``.
+            independent masks per point from a generator seeded with the chunk's index
+            (0 for the first chunk of samples) inside ``torch.random.fork_rng`` (global
+            RNG state is restored), the same on every call. Uses ``"vmap"``.
 
     Returns:
         A ``Surface`` with ``loss.shape == (len(w1), len(w2))``.
@@ -365,11 +366,12 @@ class Prepared:
         strategy: _BruteForce | _ClosedForm | None = None
         samples = batches = 0
         bar = Progress("surface", "tile", options.progress)
-        with torch.no_grad(), bar, _private_randomness(options):
-            for chunk in self.chunks():
+        with torch.no_grad(), bar, _private_randomness(options) as seed_chunk:
+            for index, chunk in enumerate(self.chunks()):
                 if strategy is None:
                     strategy = self.strategy(points, chunk)
                     _plan(bar, strategy, self.data, chunk)
+                seed_chunk(index)
                 try:
                     _add(strategy, chunk, bar.update, self.unbatched)
                 except UntraceableModelError:  # on the first tile: nothing was added yet
@@ -525,16 +527,19 @@ def _chunk_rule(data: object, sizer: TileSizer, options: EvalOptions) -> Callabl
 
 
 @contextlib.contextmanager
-def _private_randomness(options: EvalOptions) -> Iterator[None]:
-    """In train mode, random layers draw from a generator seeded with 0 whose state is
-    discarded afterwards, so results repeat and the caller's RNG state is untouched."""
+def _private_randomness(options: EvalOptions) -> Iterator[Callable[[int], object]]:
+    """In train mode, random layers draw from a generator whose state is discarded
+    afterwards, so the caller's RNG state is untouched; yields ``seed_chunk(index)``, which
+    seeds it with the chunk's index before the chunk's tiles run. Seeding per chunk, not
+    once per call, makes the masks independent of the forward passes that checks and
+    probes ran before (an ``Evaluator`` runs them on its first call only), so results
+    repeat call after call."""
     if not options.train_mode:
-        yield
+        yield lambda _index: None
         return
     devices = [options.compute_device] if options.compute_device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(0)
-        yield
+        yield torch.manual_seed
 
 
 def _add(

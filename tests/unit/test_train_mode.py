@@ -68,6 +68,23 @@ def test_dropout_in_train_mode_is_seeded_and_leaves_global_state_alone(rng):
     assert not np.allclose(first.loss, evaluated.loss)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "batch_mean"])
+def test_an_evaluator_in_train_mode_draws_the_same_dropout_masks_on_every_call(rng, reduction):
+    """Its first call also runs the data checks' forward passes, which later calls skip:
+    the masks must not depend on them (several chunks: the batches of ``batch_mean``)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 1))
+    data = (rng.normal(size=(50, 3)), rng.normal(size=(50, 1)))
+    plane = fs.random_plane(model, seed=0)
+    points = [[0.0, 0.0], [0.5, -0.5], [1.0, 1.0]]
+    options = {"train_mode": True, "reduction": reduction, "batch_size": 16}
+    once = fs.evaluate_points(model, plane, data, points, **options).loss.numpy()
+    evaluator = fs.Evaluator(model, data, plane=plane, **options)
+    calls = [evaluator.losses(points) for _ in range(3)]
+    for losses in calls:
+        assert np.array_equal(losses, once)
+
+
 class _Recorder(nn.Module):
     """Writes a parameter-dependent value into a buffer in place: vmap cannot batch that."""
 
