@@ -52,3 +52,32 @@ def _detach_into(memo: dict[int, object], values: Iterable[object], depth: int =
             _detach_into(memo, value, depth + 1)
         elif depth < _CONTAINER_DEPTH and isinstance(value, dict):
             _detach_into(memo, value.values(), depth + 1)
+
+
+def copy_inputs_if_written(module: nn.Module, x: torch.Tensor) -> bool:
+    """Make ``module``, a private copy, copy its inputs before each forward pass if a
+    forward pass writes into them (an ``inplace=True`` activation as its first layer, a
+    custom forward's ``x.mul_(...)``), as seen on a copy of the example inputs ``x``.
+
+    The engine feeds the same inputs to many forward passes (the probes, then every tile
+    of points): the writes would compound from one to the next, and reach the data the
+    caller keeps. A pre-hook on the copy restores "each pass sees the data as given"; the
+    engine's sharing of layers (``fastsurface.engine._shared``) then stands aside, as for
+    any hooked model. Writes show in the version counter, or in the values where
+    ``.data`` hid them from it.
+
+    Returns:
+        Whether the hook was added.
+    """
+    probe = x.clone()
+    version = probe._version
+    with torch.no_grad():
+        module(probe)
+    if probe._version == version and torch.equal(probe, x):
+        return False
+    module.register_forward_pre_hook(_copied_inputs)
+    return True
+
+
+def _copied_inputs(_module: nn.Module, inputs: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple(value.clone() if isinstance(value, torch.Tensor) else value for value in inputs)

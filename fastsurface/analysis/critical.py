@@ -17,11 +17,12 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, jacrev, vmap
 
 from fastsurface._support.choices import Reduction
-from fastsurface._support.copying import private_copy
+from fastsurface._support.copying import copy_inputs_if_written, private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface._support.identity import describe_data
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss
+from fastsurface.engine._tiles import model_errors
 from fastsurface.engine.axes import as_axis
 from fastsurface.engine.evaluate import check_prediction_shape
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
@@ -464,6 +465,8 @@ def _model_derivatives(model: nn.Module, plane: Plane, data: object, options: Ev
     )
     if not held:
         raise FastsurfaceError("`data` must hold at least one batch, got none")
+    with model_errors(held[0].x):
+        copy_inputs_if_written(module, held[0].x[: stream.PROBE_SAMPLES])  # every Newton step reruns the same inputs
     probe = check_prediction_shape(module, local_plane, objective, held[0].x, held[0].y)
     for chunk in held[1:]:
         objective.check_targets(probe, chunk.y)

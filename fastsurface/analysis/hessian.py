@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vjp
 
-from fastsurface._support.copying import private_copy
+from fastsurface._support.copying import copy_inputs_if_written, private_copy
 from fastsurface._support.progress import Progress
 from fastsurface.engine._losses import Loss, PerSampleLoss, resolve_loss
 from fastsurface.engine._stream import PROBE_SAMPLES, is_pair, pair_tensors
@@ -106,6 +106,7 @@ def _hessian_vector_product(
     module = private_copy(model).to("cpu", torch.float64).eval()
     x, y = (t.to("cpu", torch.float64 if t.dtype.is_floating_point else torch.int64) for t in pair_tensors(data))
     with torch.no_grad(), model_errors(x):
+        copy_inputs_if_written(module, x[:PROBE_SAMPLES])  # x may be the caller's own tensor
         probe = module(x[:PROBE_SAMPLES])
     loss.check_shapes(probe, y[:PROBE_SAMPLES])
     loss.check_targets(probe, y)

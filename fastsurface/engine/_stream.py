@@ -245,7 +245,8 @@ def _as_tensor(values: object) -> torch.Tensor:
 
 def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Real values in the compute ``dtype`` (refused beyond its range); integers (class
-    labels) as int64."""
+    labels) as int64. Always a copy, never the caller's memory: a model that writes into
+    its inputs must not reach the caller's data."""
     check_representable("data", tensor, dtype)
     target = dtype if tensor.dtype.is_floating_point else torch.int64
-    return tensor.to(device=device, dtype=target, non_blocking=True)
+    return tensor.to(device=device, dtype=target, non_blocking=True, copy=True)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_
 
 from fastsurface._support.choices import Method, Reduction
-from fastsurface._support.copying import private_copy
+from fastsurface._support.copying import copy_inputs_if_written, private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, check_representable, synchronize
 from fastsurface._support.identity import architecture, describe_data
 from fastsurface._support.memory import usable_bytes
@@ -357,6 +357,7 @@ class Prepared:
         self._closed_form: dict[int, ClosedFormKernel] = {}  # by affine coordinate
         self._architecture: str | None = None
         self._traceable = True  # until the compiled route refuses the model
+        self._inputs_probed = False
 
     def evaluate(self, points: Points) -> Evaluation:
         """Losses at ``points``: per-point weighted sums over every chunk, divided by the
@@ -412,19 +413,29 @@ class Prepared:
         self._chunks = kept
 
     def _sized(self, rule: Callable[[torch.Tensor], int]) -> Callable[[torch.Tensor], int]:
-        """``rule`` (samples per chunk, from the first inputs ``x``), without the batched
-        route's cap on chunks where ``auto`` will take the closed form: its work is per value
-        of the free coordinate, so a longer chunk only saves calls (the seed with 100,000
-        samples: 0.060 s in one chunk, 0.083 s in chunks of 2,048)."""
+        """``rule`` (samples per chunk, from the first inputs ``x``), after the probes that
+        run on them (``_probe``)."""
 
         def samples(x: torch.Tensor) -> int:
-            if self.sizer.longest_chunk is not None and self.options.method == "auto":
-                with model_errors(x):  # the model's first forward pass: its errors name the data
-                    if self._affine_coordinate(x)[0] is not None:
-                        self.sizer.longest_chunk = None
+            with model_errors(x):  # the model's first forward passes: their errors name the data
+                self._probe(x)
             return rule(x)
 
         return samples
+
+    def _probe(self, x: torch.Tensor) -> None:
+        """What the first inputs ``x`` tell, before any other forward pass runs on data:
+        whether the model writes into its inputs (then it gets a copy of them each pass,
+        ``copy_inputs_if_written``), and whether ``auto`` will take the closed form (then the
+        batched route's cap on chunks goes: the closed form's work is per value of the free
+        coordinate, so a longer chunk only saves calls; the seed with 100,000 samples took
+        0.060 s in one chunk, 0.083 s in chunks of 2,048)."""
+        if not self._inputs_probed:
+            copy_inputs_if_written(self.module, x)
+            self._inputs_probed = True
+        auto = self.options.method == "auto"
+        if self.sizer.longest_chunk is not None and auto and self._affine_coordinate(x)[0] is not None:
+            self.sizer.longest_chunk = None
 
     def _affine_coordinate(self, x: torch.Tensor) -> tuple[int | None, str]:
         """``linear_coordinate`` on the first inputs ``x``: the structure probe, once per

@@ -1,5 +1,7 @@
 """The engine's losses against the naive per-point loop, a float64 numpy reference and the CPU."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +84,58 @@ def test_cuda_equals_cpu(seed_split, reduction):
     on_cpu = fs.loss_surface(fs.ANN(1, 1, 1), test, w1, w2, device="cpu", reduction=reduction)
     assert on_gpu.loss_tensor.device.type == "cuda"
     assert_close(on_gpu.loss, on_cpu.loss, rtol=1e-5)
+
+
+class _ScalesItsInput(nn.Module):
+    """A custom forward that writes into its input, as ``x.mul_`` does."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.layer(x.mul_(0.5))
+
+
+def _written_input_models():
+    torch.manual_seed(0)
+    return [
+        nn.Sequential(nn.LeakyReLU(0.1, inplace=True), nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)),
+        nn.Sequential(nn.ReLU(inplace=True), nn.Linear(3, 1)),
+        _ScalesItsInput(),
+    ]
+
+
+def _fresh_input_loop(model, plane, x, y, w1, w2):
+    """Per point, in float64: the model on a fresh copy of the data, as one forward pass sees it."""
+    probe = copy.deepcopy(model).double()
+    parameters = dict(probe.named_parameters())
+    out = np.zeros((len(w1), len(w2)))
+    with torch.no_grad():
+        for i, a in enumerate(w1):
+            for j, b in enumerate(w2):
+                for name, value in plane.to(torch.device("cpu"), torch.float64).params(a, b).items():
+                    parameters[name].copy_(value)
+                out[i, j] = ((probe(torch.tensor(x)) - torch.tensor(y)) ** 2).mean().item()
+    return out
+
+
+@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("method", ["auto", "vmap"])
+def test_a_model_that_writes_into_its_inputs_sees_the_data_as_given_at_every_point(rng, index, method):
+    """The engine runs many forward passes on the same inputs: writes must neither compound
+    nor reach the caller's arrays (float64, one chunk or many)."""
+    model = _written_input_models()[index]
+    x, y = rng.normal(size=(60, 3)), rng.normal(size=(60, 1))
+    kept = x.copy()
+    plane = fs.random_plane(model, seed=1)
+    w1, w2 = np.linspace(-1, 1, 3), np.linspace(-1, 1, 4)
+    expected = _fresh_input_loop(model, plane, x, y, w1, w2)
+    options = {"plane": plane, "dtype": "float64", "method": method}
+    assert_close(fs.loss_surface(model, (x, y), w1, w2, **options).loss, expected, rtol=1e-12)
+    batches = [(x[s : s + 7], y[s : s + 7]) for s in range(0, len(x), 7)]  # a chunk each
+    assert_close(fs.loss_surface(model, batches, w1, w2, tile_points=2, **options).loss, expected, rtol=1e-12)
+    evaluator = fs.Evaluator(model, (torch.tensor(x), torch.tensor(y)), **options)
+    for _ in range(2):
+        assert_close(evaluator.surface(w1, w2).loss, expected, rtol=1e-12)
+    assert np.array_equal(x, kept)

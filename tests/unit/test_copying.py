@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import fastsurface as fs
-from fastsurface._support.copying import private_copy
+from fastsurface._support.copying import copy_inputs_if_written, private_copy
 
 
 class _Recording(nn.Module):
@@ -55,3 +55,46 @@ def test_a_model_that_cannot_be_copied_is_a_clear_error():
     for model in (deep, locked):
         with pytest.raises(fs.FastsurfaceError, match="`model` cannot be copied"):
             private_copy(model)
+
+
+class _WritesThroughData(nn.Module):
+    """Writes into its input through ``.data``, which the version counter does not see."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 1)
+
+    def forward(self, x):
+        x.data.mul_(2)
+        return self.layer(x)
+
+
+def test_only_a_model_that_writes_into_its_inputs_gets_them_copied():
+    x = torch.randn(4, 3)
+    kept = x.clone()
+    for model, written in [
+        (nn.Sequential(nn.ReLU(inplace=True), nn.Linear(3, 1)), True),
+        (_WritesThroughData(), True),
+        (nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Linear(4, 1)), False),  # writes its own tensor
+    ]:
+        assert copy_inputs_if_written(model, x) is written
+        assert bool(model._forward_pre_hooks) is written
+        model(x)
+        assert torch.equal(x, kept)
+
+
+def test_the_hessian_and_critical_points_of_a_model_that_writes_into_its_inputs_are_its_twins(rng):
+    def model(inplace):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.LeakyReLU(0.1, inplace=inplace), nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+
+    x, y = torch.tensor(rng.normal(size=(40, 3))), torch.tensor(rng.normal(size=(40, 1)))
+    kept = x.clone()
+    written, twin = fs.hessian_plane(model(True), (x, y)), fs.hessian_plane(model(False), (x, y))
+    np.testing.assert_allclose(written.eigenvalues, twin.eigenvalues, rtol=1e-12)
+    plane = fs.random_plane(model(False), seed=1)
+    grid = {"plane": plane, "dtype": "float64"}
+    surface = fs.loss_surface(model(False), (x, y), np.linspace(-2, 2, 9), np.linspace(-2, 2, 9), **grid)
+    points = [(c.w1, c.w2) for c in fs.critical_points(surface, model(True), (x, y), **grid)]
+    assert points and points == [(c.w1, c.w2) for c in fs.critical_points(surface, model(False), (x, y), **grid)]
+    assert torch.equal(x, kept)
