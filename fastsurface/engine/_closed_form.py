@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from fastsurface.engine._losses import Loss, squared_error
-from fastsurface.engine._shared import batched_linear, shared_forward
+from fastsurface.engine._shared import batched_linear, global_forward_hooks, shared_forward
 from fastsurface.engine._stream import Chunk
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
@@ -38,7 +38,7 @@ def linear_coordinate(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tens
 
     The rule: the loss is the built-in ``"mse"``; the coordinate's direction is non-zero
     only in parameters of one ``nn.Linear`` (exactly that class, with plain ``weight`` and
-    ``bias`` and no forward hooks); those parameters are not shared with another module;
+    ``bias`` and no forward hooks, its own or global); those parameters are not shared with another module;
     and on a forward pass over the example inputs ``x`` that layer runs once, its output
     tensor is the model's output and is not modified in place afterwards, and its input
     does not depend on its own parameters (checked with autograd, and by moving them,
@@ -70,6 +70,8 @@ def _output_layer_obstacle(module: nn.Module, direction: dict[str, torch.Tensor]
         return "its layer's weight is computed from other parameters (e.g. nn.utils.weight_norm)"
     if layer._forward_hooks or layer._forward_pre_hooks:
         return "its layer has forward hooks, which may change its input or output"
+    if global_forward_hooks():
+        return "global forward hooks are registered, which may change its layer's input or output"
     own = list(layer.parameters())
     if sum(any(p is q for q in own) for _, p in module.named_parameters(remove_duplicate=False)) != len(own):
         return "its layer shares parameters with another module"

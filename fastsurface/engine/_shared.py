@@ -286,7 +286,7 @@ def shared_forward(module: nn.Module, plane: Plane) -> SharedForward | None:
     """The model's forward pass cut for sharing, or ``None`` where nothing can be shared
     safely (then the engine evaluates every layer per point, as before)."""
     layers = _flattened(module)
-    if layers is None or _global_hooks():
+    if layers is None or global_forward_hooks():
         return None
     moving_names = _moving_names(module, plane)
     cut = next((i for i, layer in enumerate(layers) if _uses(layer, moving_names)), None)
@@ -380,7 +380,9 @@ def _hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
-def _global_hooks() -> bool:
+def global_forward_hooks() -> bool:
+    """Whether forward hooks or pre-hooks are registered for every module
+    (``nn.modules.module.register_module_forward_hook``): they may change any layer's output."""
     return bool(module_internals._global_forward_hooks or module_internals._global_forward_pre_hooks)
 
 

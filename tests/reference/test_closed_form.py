@@ -234,6 +234,28 @@ def test_closed_form_is_not_chosen_where_it_does_not_apply(rng, case, make, entr
         fs.loss_surface(model, (x, y), w, w, plane=plane, loss=loss, method="closed_form")
 
 
+def test_a_global_forward_hook_keeps_the_closed_form_out(rng):
+    """A hook for every module may change the output layer's output, which the slope
+    ``F.linear(h, d₂W, d₂b)`` would not see."""
+    torch.manual_seed(0)
+    model = _mlp()
+    plane = fs.entry_plane(model, "0.weight[0, 0]", "4.weight[1, 1]")
+    x, y = _data(rng, 40, 3, 2)
+    w = np.linspace(-1, 1, 3)
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda module, _inputs, out: out * 2 if isinstance(module, nn.Linear) else None
+    )
+    try:
+        surface = fs.loss_surface(model, (x, y), w, w, plane=plane, dtype="float64")
+        reference = fs.naive_loss_surface(model, (x, y), w, w, plane=plane, reduction="mean")
+        with pytest.raises(fs.FastsurfaceError, match="global forward hooks"):
+            fs.loss_surface(model, (x, y), w, w, plane=plane, method="closed_form")
+    finally:
+        handle.remove()
+    assert surface.method == "vmap"
+    assert_close(surface.loss, reference, rtol=1e-10)
+
+
 def test_listed_points_in_the_closed_form_match_the_grid_bit_for_bit(rng, seed_split):
     _, test = seed_split
     model = fs.ANN(1, 1, 1)
