@@ -8,13 +8,19 @@ model's output, and that layer is an ``nn.Linear``, the prediction is exactly af
 input). Each sample's squared error is then a quadratic in ``b``, and so is any
 weighted sum of them::
 
-    L(a, b) = A(a)·b² − 2·B(a)·b + C(a),   A = Σ w·e²,  B = Σ w·e·(y − r),  C = Σ w·(y − r)²
+    L(a, b) = A·(b − s)² − 2·B·(b − s) + C,   A = Σ w·e²,  B = Σ w·e·ρ,  C = Σ w·ρ²,
+    ρ = y − r − s·e   (the residual at b = s)
 
 ``A``, ``B``, ``C`` take one forward pass per value of ``a`` (O(|a|·n) work, not
 O(|a|·|b|·n)), summed in float64, where products of float32 values are exact; the grid
 follows from three outer products. Both reductions are weighted sums, so both are
 exact. The roles of ``a`` and ``b`` swap when it is the first direction that lies in the
 output layer.
+
+The centre ``s(a)`` is the minimum along ``b`` estimated on the first samples: about the
+origin (``s = 0``), a deep minimum (``L ≪ C``) would come out of cancelling terms, off by
+about ``eps·C/L`` relative (measured: 3e-6 in float64 where the fit left noise of 1e-5),
+where about ``s`` the terms are small beside ``L``.
 """
 
 from __future__ import annotations
@@ -146,6 +152,11 @@ _GRID_BLOCK = 2**18
 # Bytes of float64 rows converted at a time for the Gram sums (two buffers of this size,
 # kept between calls): a seed-sized tile (80 values × 2,000 samples) fits in one block.
 _GRAM_BLOCK_BYTES = 2**22
+# Elements per Gram block, whatever the tile's count of values: a value's sums then add
+# the same blocks in the same order on a grid and at listed points, bit for bit.
+_GRAM_BLOCK_ELEMENTS = 2**14
+# Elements on which the centre ``s`` of the quadratic is estimated (the module docstring).
+_CENTRE_ELEMENTS = 256
 
 
 def affine_second(plane: Plane, coordinate: int) -> Plane:
@@ -175,8 +186,9 @@ class ClosedFormKernel:
         self._target = self._weight = self._workspace
         self._uniform: float | None = None  # the chunk's one weight, where all are equal
 
-    def sums(self, a: torch.Tensor, chunk: Chunk) -> torch.Tensor:
-        """``[A, B, C]`` over ``chunk`` at the values ``a`` ``(T,)``: float64, shape ``(3, T)``."""
+    def sums(self, a: torch.Tensor, chunk: Chunk, centre: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[A, B, C]`` over ``chunk`` at the values ``a`` ``(T,)`` about ``centre`` ``(T,)``,
+        float64, shape ``(3, T)``, and the centre (estimated on this chunk where None)."""
         if chunk is not self._chunk:  # targets and weights in the predictions' (feature-major) order
             # A sample's loss is the mean over its elements: weigh each element by w / k.
             y = chunk.y.to(torch.float64)
@@ -186,36 +198,56 @@ class ClosedFormKernel:
             self._weight = weight.expand_as(y).movedim(-1, 0).reshape(-1)
             self._target = y.movedim(-1, 0).reshape(-1)
         predicted = self.predict(a, chunk.x)
-        gram = self._weighted_gram(predicted)
-        return torch.stack([gram[:, 1, 1], gram[:, 0, 1], gram[:, 0, 0]])
+        if centre is None:
+            centre = self._centre(predicted[:, :, :_CENTRE_ELEMENTS])
+        gram = self._weighted_gram(predicted, centre)
+        return torch.stack([gram[:, 1, 1], gram[:, 0, 1], gram[:, 0, 0]]), centre
 
-    def _weighted_gram(self, predicted: torch.Tensor) -> torch.Tensor:
-        """``[[C, B], [B, A]]`` per value, float64, shape ``(T, 2, 2)``, from ``predicted``
-        rows ``(r, e)`` of shape ``(T, 2, E)``.
+    def _centre(self, head: torch.Tensor) -> torch.Tensor:
+        """The minimum along ``b`` on the first elements ``head`` ``(T, 2, k)`` (the
+        module docstring's ``s``), 0 where it is not finite."""
+        gram = self._weighted_gram(head, torch.zeros(len(head), dtype=torch.float64, device=head.device))
+        centre = gram[:, 0, 1] / gram[:, 1, 1]
+        return centre.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
-        Rows become ``(y - r, e)`` in float64, where products of float32 values are exact.
-        They are converted in blocks of elements into two buffers kept between calls: fresh
-        float64 copies of a whole tile would be megabytes, and allocating them each call
-        cost more page faults than the arithmetic (measured on the seed's 80 × 80 grid:
-        0.3 ms a call with kept buffers, 0.8 ms with 1 MB blocks allocated each call).
+    def _weighted_gram(self, predicted: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """``[[C, B], [B, A]]`` per value about ``centre`` ``(T,)``, float64, shape
+        ``(T, 2, 2)``, from ``predicted`` rows ``(r, e)`` of shape ``(T, 2, E)``.
+
+        Rows become ``(y - r - centre·e, e)`` in float64, where products of float32 values
+        are exact. They are converted in blocks of elements (and groups of values) into two
+        buffers kept between calls: fresh float64 copies of a whole tile would be
+        megabytes, and allocating them each call cost more page faults than the arithmetic
+        (measured on the seed's 80 × 80 grid: 0.3 ms a call with kept buffers, 0.8 ms with
+        1 MB blocks allocated each call).
         """
         values, _, elements = predicted.shape
-        block = min(elements, max(256, _GRAM_BLOCK_BYTES // (16 * values)))
-        if self._workspace.numel() < 4 * values * block:
-            self._workspace = torch.empty(4 * values * block, dtype=torch.float64, device=predicted.device)
+        block = min(elements, _GRAM_BLOCK_ELEMENTS)
+        group = min(values, max(1, _GRAM_BLOCK_BYTES // (16 * block)))
+        if self._workspace.numel() < 4 * group * block:
+            self._workspace = torch.empty(4 * group * block, dtype=torch.float64, device=predicted.device)
         gram = torch.zeros(values, 2, 2, dtype=torch.float64, device=predicted.device)
-        for start in range(0, elements, block):
-            stop = min(elements, start + block)
-            size = 2 * values * (stop - start)
-            rows = self._workspace[:size].view(values, 2, stop - start)
-            rows.copy_(predicted[:, :, start:stop])
-            torch.sub(self._target[start:stop], rows[:, 0], out=rows[:, 0])
-            if self._uniform is None:
-                weighted = self._workspace[size : 2 * size].view(values, 2, stop - start)
-                gram.baddbmm_(torch.mul(rows, self._weight[start:stop], out=weighted), rows.transpose(1, 2))
-            else:  # equal weights (the usual case): one product fewer per element
-                gram.baddbmm_(rows, rows.transpose(1, 2))
+        for first in range(0, values, group):
+            last = min(values, first + group)
+            for start in range(0, elements, block):
+                self._add_block(
+                    gram[first:last], predicted[first:last, :, start : start + block], centre[first:last], start
+                )
         return gram if self._uniform is None else gram.mul_(self._uniform)
+
+    def _add_block(self, gram: torch.Tensor, predicted: torch.Tensor, centre: torch.Tensor, start: int) -> None:
+        """Add one block of elements (from ``start``) to ``gram``, as ``_weighted_gram`` says."""
+        values, _, count = predicted.shape
+        size = 2 * values * count
+        rows = self._workspace[:size].view(values, 2, count)
+        rows.copy_(predicted)
+        torch.sub(self._target[start : start + count], rows[:, 0], out=rows[:, 0])
+        rows[:, 0].addcmul_(centre[:, None], rows[:, 1], value=-1)
+        if self._uniform is None:
+            weighted = self._workspace[size : 2 * size].view(values, 2, count)
+            gram.baddbmm_(torch.mul(rows, self._weight[start : start + count], out=weighted), rows.transpose(1, 2))
+        else:  # equal weights (the usual case): one product fewer per element
+            gram.baddbmm_(rows, rows.transpose(1, 2))
 
 
 class ClosedFormSums:
@@ -232,13 +264,20 @@ class ClosedFormSums:
         self.free = free
         self.tile = tile
         self.sums = torch.zeros(3, len(free), dtype=torch.float64, device=free.device)
+        self.centre: torch.Tensor | None = None  # per value, from the first chunk
 
     def add(self, chunk: Chunk, done: Callable[[], object]) -> None:
         """Add ``chunk``'s weighted sums, calling ``done`` after each tile."""
+        centres = [self.sums.new_empty(0)]  # no tile where there are no values
         for start in range(0, len(self.free), self.tile):
             stop = min(len(self.free), start + self.tile)
-            self.sums[:, start:stop] += self.kernel.sums(self.free[start:stop], chunk)
+            given = None if self.centre is None else self.centre[start:stop]
+            sums, centre = self.kernel.sums(self.free[start:stop], chunk, given)
+            self.sums[:, start:stop] += sums
+            centres.append(centre)
             done()
+        if self.centre is None:
+            self.centre = torch.cat(centres)
 
     def grid(self, linear: torch.Tensor) -> torch.Tensor:
         """Weighted loss sums on ``free × linear``, float64, shape ``(n, len(linear))``.
@@ -251,18 +290,23 @@ class ClosedFormSums:
         rows = max(1, _GRID_BLOCK // len(values))
         for start in range(0, len(self.free), rows):
             a, b, c = self.sums[:, start : start + rows, None]
-            grid[start : start + rows] = _quadratic(a, b, c, values)
+            grid[start : start + rows] = _quadratic(a, b, c, values - self._centres()[start : start + rows, None])
         return grid
 
     def at(self, linear: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Weighted loss sums at the points ``(free[rows[p]], linear[p])``, float64, shape
         ``(len(linear),)``; ``rows`` are int64 indices into ``free``."""
         a, b, c = self.sums[:, rows]
-        return _quadratic(a, b, c, linear.to(torch.float64))
+        return _quadratic(a, b, c, linear.to(torch.float64) - self._centres()[rows])
+
+    def _centres(self) -> torch.Tensor:
+        assert self.centre is not None  # every evaluation adds a chunk
+        return self.centre
 
 
-def _quadratic(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    return a * (values * values) - (2 * b) * values + c
+def _quadratic(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``A·u² − 2·B·u + C`` at the ``offsets`` ``u = b − s`` from the centre."""
+    return a * (offsets * offsets) - (2 * b) * offsets + c
 
 
 def _slope_layer(module: nn.Module, plane: Plane) -> tuple[nn.Linear, torch.Tensor, torch.Tensor | None]:

@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import numpy as np
@@ -271,6 +272,43 @@ def test_listed_points_in_the_closed_form_match_the_grid_bit_for_bit(rng, seed_s
     assert np.array_equal(transposed.loss, grid.loss.T)
     on_swapped = fs.evaluate_points(model, swapped, test, points[:, ::-1], method="closed_form")
     assert np.array_equal(on_swapped.loss.numpy(), listed.loss.numpy())
+
+
+@pytest.mark.parametrize("samples", [3000, 9000])
+def test_listed_points_match_the_grid_bit_for_bit_whatever_the_tile_holds(rng, samples):
+    """Two outputs: 6,000 elements (values in groups on the grid's tile, one group for a
+    few listed values) and 18,000 (blocks of elements too)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
+    x, y = _data(rng, samples, 3, 2)
+    plane = fs.entry_plane(model, "0.weight[0, 1]", "2.weight[1, 2]")
+    w1, w2 = np.linspace(-1, 1, 80), np.linspace(-1, 1, 5)
+    grid = fs.loss_surface(model, (x, y), w1, w2, plane=plane, method="closed_form", tile_points=80)
+    points = np.array([(a, b) for a in w1[:5] for b in w2])
+    listed = fs.evaluate_points(model, plane, (x, y), points, method="closed_form")
+    assert np.array_equal(listed.loss.numpy(), grid.loss[:5].reshape(-1))
+
+
+def test_a_deep_minimum_along_the_affine_coordinate_keeps_float64_accuracy(rng):
+    """A linear probe: the model at (0, 1) differs from the origin in its output layer only
+    and fits the targets up to noise of 1e-5, so the loss there is about 1e-10 against
+    terms of order 1 about b = 0, which would cancel."""
+    torch.manual_seed(0)
+    init = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2)).double()
+    probed, other = copy.deepcopy(init), copy.deepcopy(init)
+    with torch.no_grad():
+        for parameter in probed[2].parameters():
+            parameter.add_(torch.randn_like(parameter))
+        other[0].weight.add_(0.1 * torch.randn_like(other[0].weight))
+    x = torch.tensor(rng.normal(size=(500, 3)))
+    with torch.no_grad():
+        y = probed(x) + 1e-5 * torch.tensor(rng.normal(size=(500, 2)))
+    plane = fs.interpolation_plane(init, other, probed)
+    w1, w2 = np.array([-0.1, 0.0, 0.1]), np.array([0.0, 0.5, 0.9, 1.0, 1.1])
+    surface = fs.loss_surface(init, (x, y), w1, w2, plane=plane, dtype="float64")
+    reference = fs.naive_loss_surface(init, (x, y), w1, w2, plane=plane, reduction="mean")
+    assert surface.method == "closed_form" and surface.loss[1, 3] < 1e-9
+    assert_close(surface.loss, reference, rtol=1e-10)
 
 
 def test_listed_points_sharing_free_values_share_their_sums_and_match_the_reference(rng, seed_split):
