@@ -192,11 +192,17 @@ def _same_shape(what: str, prediction: torch.Tensor, target: torch.Tensor) -> No
             "for loss='cross_entropy'; for numbers, convert the targets to floating point)"
         )
     if prediction.shape != target.shape:
+        advice = (
+            "The model returns one value per sample as a (B,) tensor, and 1-D targets of a pair are read as "
+            "(n, 1): have the model return (B, 1) (drop a final squeeze or Flatten(0))"
+            if prediction.dim() == 1 and target.shape[1:] == (1,)
+            else "Give targets the predictions' shape, e.g. y.reshape(-1, 1), or pass the data as an (x, y) pair "
+            "of arrays"
+        )
         raise FastsurfaceError(
             f"`data`: the model predicts shape {tuple(prediction.shape)[1:]} per sample but the targets have "
             f"shape {tuple(target.shape)[1:]}; {what} between them would broadcast (e.g. (B, 1) against "
-            "(B,) gives (B, B)) and compute a different loss. Give targets the predictions' shape, e.g. "
-            "y.reshape(-1, 1), or pass the data as an (x, y) pair of arrays."
+            f"(B,) gives (B, B)) and compute a different loss. {advice}."
         )
 
 

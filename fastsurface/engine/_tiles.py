@@ -180,6 +180,8 @@ def model_errors(x: torch.Tensor) -> Iterator[None]:
             if not (x.dtype.is_floating_point or x.dtype.is_complex)
             else ""
         )
+        if len(x) == 1:  # e.g. BatchNorm in train mode, which needs two samples
+            hint += "; this batch holds one sample (with `batch_size`, the last batch of a pair may)"
         raise FastsurfaceError(
             f"`model` fails on the inputs in `data` (shape {tuple(x.shape)[1:]} per sample, {x.dtype}){hint}: {error}"
         ) from error

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, replace_all_batch_norm_modules_
+from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from fastsurface._support.choices import Method, Reduction
 from fastsurface._support.copying import copy_inputs_if_written, private_copy
@@ -599,6 +599,15 @@ def _check_unbatched(module: nn.Module, plane: Plane, loss: Loss, chunk: stream.
         loss.per_sample(prediction, chunk.y)
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
         raise FastsurfaceError(f"`loss` fails on this chunk of `data` at the plane's origin: {error}") from error
+    if loss.rowwise:  # run without vmap (``Loss.tile_sums``)
+        return
+    try:
+        vmap(loss.per_sample, in_dims=(0, None))(prediction[None], chunk.y)
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        raise FastsurfaceError(
+            f"`loss` cannot be evaluated under torch.func.vmap, which runs it on a tile of points at once: {error} "
+            "Write it with tensor operations only (no .item(), float() or Python branches on values)."
+        ) from error
 
 
 def _shares_free(points: Points, coordinate: int) -> bool:

@@ -285,3 +285,22 @@ def test_a_caller_s_callable_is_not_assumed_row_wise_and_runs_per_point(rng):
     predictions, y, weight = _tile_case(None, "real", rng)
     expected = torch.stack([loss.weighted_sum(p, y, weight) for p in predictions])
     assert_close(loss.tile_sums(predictions, y, weight), expected, rtol=1e-12)
+
+
+def test_a_loss_callable_that_vmap_cannot_run_is_blamed_not_the_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    data = (torch.randn(30, 3), torch.randn(30, 2))
+
+    def scaled_by_its_largest(prediction, target):
+        return (prediction - target).abs().mean(1) / float((prediction - target).abs().max())
+
+    with pytest.raises(fs.FastsurfaceError, match=r"`loss` cannot be evaluated under torch\.func\.vmap.*\.item\(\)"):
+        fs.loss_surface(model, data, [0.0, 1.0], [0.0], plane=fs.random_plane(model), loss=scaled_by_its_largest)
+
+
+def test_a_model_returning_one_value_per_sample_flat_is_told_to_return_a_column():
+    model = nn.Sequential(nn.Linear(3, 1), nn.Flatten(0))
+    data = (torch.randn(20, 3), torch.randn(20))  # 1-D targets of a pair: read as (20, 1)
+    with pytest.raises(fs.FastsurfaceError, match=r"have the model return \(B, 1\)"):
+        fs.loss_surface(model, data, [0.0], [0.0], plane=fs.random_plane(model))

@@ -130,3 +130,11 @@ def test_a_module_vmap_cannot_run_gets_a_clear_error(make, method):
 def test_train_mode_arguments_are_checked(kwargs, name):
     with pytest.raises(fs.FastsurfaceError, match=f"`{name}`"):
         fs.loss_surface(fs.ANN(1, 1, 1), (np.zeros(5), np.zeros(5)), [0.0], [0.0], **kwargs)
+
+
+def test_a_one_sample_batch_that_batch_norm_cannot_take_is_named_in_the_error():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    data = (torch.randn(11, 3), torch.randn(11, 2))  # batches of 5, 5 and 1
+    with pytest.raises(fs.FastsurfaceError, match=r"`model` fails.*this batch holds one sample.*`batch_size`"):
+        fs.loss_surface(model, data, [0.0], [0.0], plane=fs.random_plane(model), train_mode=True, batch_size=5)
