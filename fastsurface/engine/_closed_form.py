@@ -20,7 +20,10 @@ output layer.
 The centre ``s(a)`` is the minimum along ``b`` estimated on the first samples: about the
 origin (``s = 0``), a deep minimum (``L ≪ C``) would come out of cancelling terms, off by
 about ``eps·C/L`` relative (measured: 3e-6 in float64 where the fit left noise of 1e-5),
-where about ``s`` the terms are small beside ``L``.
+where about ``s`` the terms are small beside ``L``. Only float64 predictions get a
+centre: float32 ones carry rounding of about ``eps₃₂·sqrt(C/L)`` relative, more than the
+cancellation's ``eps₆₄·C/L`` wherever ``C/L < 1e17``, so for them ``s = 0`` and no pass is
+spent on it.
 """
 
 from __future__ import annotations
@@ -198,21 +201,25 @@ class ClosedFormKernel:
             self._weight = weight.expand_as(y).movedim(-1, 0).reshape(-1)
             self._target = y.movedim(-1, 0).reshape(-1)
         predicted = self.predict(a, chunk.x)
-        if centre is None:
-            centre = self._centre(predicted[:, :, :_CENTRE_ELEMENTS])
-        gram = self._weighted_gram(predicted, centre)
+        if predicted.dtype != torch.float64:  # the module docstring: no centre in float32
+            gram = self._weighted_gram(predicted, None)
+            centre = torch.zeros(len(a), dtype=torch.float64, device=a.device)
+        else:
+            if centre is None:
+                centre = self._centre(predicted[:, :, :_CENTRE_ELEMENTS])
+            gram = self._weighted_gram(predicted, centre)
         return torch.stack([gram[:, 1, 1], gram[:, 0, 1], gram[:, 0, 0]]), centre
 
     def _centre(self, head: torch.Tensor) -> torch.Tensor:
         """The minimum along ``b`` on the first elements ``head`` ``(T, 2, k)`` (the
         module docstring's ``s``), 0 where it is not finite."""
-        gram = self._weighted_gram(head, torch.zeros(len(head), dtype=torch.float64, device=head.device))
+        gram = self._weighted_gram(head, None)
         centre = gram[:, 0, 1] / gram[:, 1, 1]
         return centre.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
-    def _weighted_gram(self, predicted: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-        """``[[C, B], [B, A]]`` per value about ``centre`` ``(T,)``, float64, shape
-        ``(T, 2, 2)``, from ``predicted`` rows ``(r, e)`` of shape ``(T, 2, E)``.
+    def _weighted_gram(self, predicted: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
+        """``[[C, B], [B, A]]`` per value about ``centre`` ``(T,)`` (0 where None), float64,
+        shape ``(T, 2, 2)``, from ``predicted`` rows ``(r, e)`` of shape ``(T, 2, E)``.
 
         Rows become ``(y - r - centre·e, e)`` in float64, where products of float32 values
         are exact. They are converted in blocks of elements (and groups of values) into two
@@ -230,19 +237,19 @@ class ClosedFormKernel:
         for first in range(0, values, group):
             last = min(values, first + group)
             for start in range(0, elements, block):
-                self._add_block(
-                    gram[first:last], predicted[first:last, :, start : start + block], centre[first:last], start
-                )
+                part = None if centre is None else centre[first:last]
+                self._add_block(gram[first:last], predicted[first:last, :, start : start + block], part, start)
         return gram if self._uniform is None else gram.mul_(self._uniform)
 
-    def _add_block(self, gram: torch.Tensor, predicted: torch.Tensor, centre: torch.Tensor, start: int) -> None:
+    def _add_block(self, gram: torch.Tensor, predicted: torch.Tensor, centre: torch.Tensor | None, start: int) -> None:
         """Add one block of elements (from ``start``) to ``gram``, as ``_weighted_gram`` says."""
         values, _, count = predicted.shape
         size = 2 * values * count
         rows = self._workspace[:size].view(values, 2, count)
         rows.copy_(predicted)
         torch.sub(self._target[start : start + count], rows[:, 0], out=rows[:, 0])
-        rows[:, 0].addcmul_(centre[:, None], rows[:, 1], value=-1)
+        if centre is not None:
+            rows[:, 0].addcmul_(centre[:, None], rows[:, 1], value=-1)
         if self._uniform is None:
             weighted = self._workspace[size : 2 * size].view(values, 2, count)
             gram.baddbmm_(torch.mul(rows, self._weight[start : start + count], out=weighted), rows.transpose(1, 2))
