@@ -186,7 +186,7 @@ def _digest_values(digest: hashlib._Hash, values: np.ndarray | torch.Tensor) -> 
     flat = values.detach().reshape(-1) if isinstance(values, torch.Tensor) else np.ravel(values)
     for start in range(0, len(flat), _DIGEST_CHUNK):
         piece = flat[start : start + _DIGEST_CHUNK]
-        host = piece.cpu().numpy() if isinstance(piece, torch.Tensor) else piece
+        host = piece.to("cpu", torch.float64).numpy() if isinstance(piece, torch.Tensor) else piece
         digest.update(np.ascontiguousarray(host, dtype=np.float64).tobytes())
 
 

@@ -55,7 +55,7 @@ def basin_map(runs: Trajectories, tolerance: float | None = None) -> BasinMap:
     if tolerance is None:
         spans = [float(np.ptp(runs.grid_w1)), float(np.ptp(runs.grid_w2))]
         tolerance = DEFAULT_TOLERANCE_SHARE * (max(spans) or 1.0)
-    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < math.inf):
+    if not (isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool) and 0 < tolerance < math.inf):
         raise FastsurfaceError(f"`tolerance` must be a finite number > 0, got {tolerance!r}")
     shape = (len(runs.grid_w1), len(runs.grid_w2))
     alive = ~runs.diverged
@@ -113,7 +113,7 @@ def _closest_within(first: np.ndarray, second: np.ndarray, tolerance: float) -> 
     step = max(1, _PAIRS_AT_ONCE // len(second))
     for start in range(0, len(first), step):
         gaps = first[start : start + step, None, :] - second[None, :, :]
-        if (np.einsum("abk,abk->ab", gaps, gaps) <= tolerance**2).any():
+        if (np.hypot(gaps[..., 0], gaps[..., 1]) <= tolerance).any():  # no square to overflow
             return True
     return False
 

@@ -22,7 +22,7 @@ from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface._support.identity import describe_data
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss
-from fastsurface.engine._tiles import model_errors
+from fastsurface.engine._tiles import check_fits, model_errors
 from fastsurface.engine.axes import as_axis
 from fastsurface.engine.evaluate import check_prediction_shape
 from fastsurface.engine.options import DEFAULT_BATCH_SIZE, EvalOptions
@@ -126,24 +126,27 @@ def critical_points_of(
     """
     first, second = as_axis("w1", w1), as_axis("w2", w2)
     check_positive_int("max_iterations", max_iterations)
+    check_fits((len(first), len(second)), torch.device("cpu"), EvalOptions().budget, None)  # one vmap over the grid
 
     def point_value(point: torch.Tensor) -> torch.Tensor:
         return function(point[0], point[1])
 
     grid = torch.cartesian_prod(torch.as_tensor(first), torch.as_tensor(second))
     try:
-        values = vmap(point_value)(grid).reshape(len(first), len(second)).numpy()
+        values = vmap(point_value)(grid).reshape(len(first), len(second))
     except (TypeError, RuntimeError, ValueError, AttributeError) as error:
         raise FastsurfaceError(
             f"`function` must map two 0-d float64 tensors to a 0-d tensor with torch operations; it failed: {error}"
         ) from error
+    if not values.dtype.is_floating_point:
+        raise FastsurfaceError(f"`function` must return real floating-point values, got {values.dtype}")
     second_order = vmap(_value_gradient_hessian(point_value))
 
     def derivatives(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hessian, (gradient, value) = second_order(points)
         return value, gradient, hessian
 
-    return find_critical_points(values, first, second, derivatives, max_iterations=max_iterations)
+    return find_critical_points(values.numpy(), first, second, derivatives, max_iterations=max_iterations)
 
 
 def check_surface(surface: object) -> None:

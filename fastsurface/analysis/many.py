@@ -25,9 +25,10 @@ from fastsurface._support.choices import TRAINING_METHODS, Method, Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike
 from fastsurface._support.memory import format_bytes, usable_bytes
+from fastsurface._support.values import real_values
 from fastsurface.analysis._optimisers import OptimizerFactory, OptimizerGroup, group_runs
 from fastsurface.analysis._stacked import COORDINATES, Layout, StackedTile, step_function
-from fastsurface.analysis.paths import PlaneBasis, recorder
+from fastsurface.analysis.paths import PlaneBasis, record_count, recorder, steps_per_epoch
 from fastsurface.analysis.training import check_steps, training_batches
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._inductor import UntraceableModelError
@@ -46,6 +47,12 @@ SPACES = ("full", "plane")
 EVALUATIONS = ("recorded", "final")
 # Bytes kept per run and record: position (2 float64), loss and residual (float64 each).
 _RECORD_BYTES = 32
+# Bytes a run holds besides its records and trained numbers: its start, seed, place in a
+# tile and its share of the recorded losses' evaluation (measured: about 850 bytes a run
+# for the seed's model at a million runs, 2,200 at 90,000).
+_RUN_BYTES = 1024
+# Bytes per trained number of a run: value, gradient and two optimizer buffers, float64.
+_TRAINED_BYTES = 32
 # Working copies of a run's trainable tensors in a step: parameters, gradients, up to
 # three optimiser states, and the float64 copy a record projects.
 _STATE_COPIES = 8
@@ -157,8 +164,8 @@ def train_many(
     first = _Starts.read(model, plane, starts, grid, vectors, space)
     seeds = _seeds(seed, first.count, train)
     groups = group_runs(optimizer, first.count)
-    per_epoch = _steps_per_epoch(train, batch_size)
-    _check_records(first.count, _record_count(record, epochs, per_epoch))
+    per_epoch = steps_per_epoch(train, batch_size)
+    _check_records(first.count, record_count(record, epochs, per_epoch))
     run = _Run(model, plane, first, options, space)
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         torch.manual_seed(int(seeds[0]))  # random layers (dropout) draw from torch's generators
@@ -260,18 +267,20 @@ class _Starts:
             raise FastsurfaceError(
                 f"Precisely one of `starts`, `grid` and `vectors` must be given, got {given or 'none'}"
             )
+        width = sum(p.numel() for p in model.parameters())
+        trained = width if space == "full" else 2
         if grid is not None:
             if not isinstance(grid, (tuple, list)) or len(grid) != 2:
                 raise FastsurfaceError(f"`grid` must be two axes (w1, w2), got {grid!r}")
             first, second = as_axis("grid[0]", grid[0]), as_axis("grid[1]", grid[1])
+            _check_runs("grid", len(first) * len(second), trained)
             points = np.stack(np.meshgrid(first, second, indexing="ij"), axis=-1).reshape(-1, 2)
             return cls(torch.from_numpy(points), None, (first, second))
         if starts is not None:
-            return cls(_finite_rows("starts", starts, 2), None, None)
+            return cls(_finite_rows("starts", starts, 2, trained), None, None)
         if space != "full":
             raise FastsurfaceError("`vectors` start runs in the full parameter space; with space='plane' give `starts`")
-        width = sum(p.numel() for p in model.parameters())
-        return cls(None, _finite_rows("vectors", vectors, width), None)
+        return cls(None, _finite_rows("vectors", vectors, width, trained), None)
 
     def repeated(self, times: int) -> _Starts:
         """These starts, ``times`` over (no grid: the runs are no longer one grid)."""
@@ -289,17 +298,14 @@ class _Starts:
         return {"vectors": self.vectors}
 
 
-def _finite_rows(name: str, values: object, width: int) -> torch.Tensor:
-    try:
-        if not isinstance(values, torch.Tensor):
-            values = np.ascontiguousarray(values, dtype=np.float64)
-        rows = torch.as_tensor(values).detach().to("cpu", torch.float64)
-    except (TypeError, ValueError) as error:
-        raise FastsurfaceError(f"`{name}` must be numbers of shape (K, {width}), got {values!r}") from error
+def _finite_rows(name: str, values: object, width: int, trained: int) -> torch.Tensor:
+    """``values`` as float64 rows of ``width`` numbers, one run each (``_check_runs``)."""
+    rows = torch.from_numpy(real_values(name, values, f"numbers of shape (K, {width})"))
     if rows.ndim != 2 or rows.shape[1] != width or len(rows) == 0:
         raise FastsurfaceError(f"`{name}` must have shape (K, {width}) with K >= 1, got {tuple(rows.shape)}")
     if not bool(torch.isfinite(rows).all()):
         raise FastsurfaceError(f"`{name}` must be finite, got a non-finite value in row {_first_bad(rows)}")
+    _check_runs(name, len(rows), trained)
     return rows
 
 
@@ -321,19 +327,16 @@ def _seeds(seed: int | Sequence[int], count: int, train: object) -> np.ndarray:
     return np.asarray([int(value) for value in seed], dtype=np.int64)
 
 
-def _steps_per_epoch(train: object, batch_size: int) -> int | None:
-    if stream.is_pair(train):
-        return math.ceil(len(train[0]) / batch_size)
-    return len(train) if hasattr(train, "__len__") else None
-
-
-def _record_count(record: str | Sequence[int], epochs: int, per_epoch: int | None) -> int:
-    """Records a run keeps (counting one step an epoch where a loader has no length)."""
-    if record == "epoch":
-        return epochs + 1
-    if record == "step":
-        return epochs * (per_epoch or 1) + 1
-    return len(set(map(int, record)))  # recorder checked it
+def _check_runs(name: str, count: int, trained: int) -> None:
+    """Refuse ``count`` runs, each training ``trained`` numbers, where they would not fit in
+    the host's memory, before any is made."""
+    limits = usable_bytes(torch.device("cpu"))
+    needed = count * (_RUN_BYTES + _TRAINED_BYTES * trained)
+    if limits is not None and needed > limits[0]:
+        raise FastsurfaceError(
+            f"`{name}`: {count:,} runs need about {format_bytes(needed)}, more than the {format_bytes(limits[0])} "
+            "this run may use on the host; start fewer runs"
+        )
 
 
 def _check_records(runs: int, records: int) -> None:
@@ -549,7 +552,7 @@ class _Batches:
         distinct, self.seed_index = np.unique(seeds, return_inverse=True)
         self.generators = [torch.Generator().manual_seed(int(s)) for s in distinct]
         self.per_run = len(distinct) > 1
-        self.per_epoch = _steps_per_epoch(train, batch_size)
+        self.per_epoch = steps_per_epoch(train, batch_size)
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch's steps: ``(x, y)``, stacked over seeds ``(S, B, ...)`` with several."""

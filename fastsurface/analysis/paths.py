@@ -8,6 +8,7 @@ there with the surface engine, so the path can be drawn on the surface.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +19,10 @@ from torch import nn
 
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
+from fastsurface._support.memory import format_bytes, usable_bytes
 from fastsurface._support.progress import Progress, step_total
 from fastsurface.analysis._optimisers import OptimizerFactory, default_optimizer
-from fastsurface.analysis.training import training_batches
+from fastsurface.analysis.training import check_steps, training_batches
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss, resolve_loss
 from fastsurface.engine._tiles import model_errors
@@ -126,9 +128,11 @@ def record_path(
     check_model(model)
     stream.check_data("train", train)
     stream.check_reusable("train", train, epochs, "once per epoch")
+    check_steps(train, epochs, batch_size)
     keep = recorder(record)
     if stream.is_pair(train):
         _check_reached(record, epochs * -(-len(train[0]) // batch_size))
+    _check_rows(record_count(record, epochs, steps_per_epoch(train, batch_size)), model)
     objective = resolve_loss(loss)
     resolved, compute = resolve_device(device), resolve_dtype(dtype)
     module = private_copy(model).to(device=resolved, dtype=compute).train()
@@ -170,6 +174,17 @@ def record_path(
     module.train(model.training)
     shapes = tuple(tuple(parameters[n].shape) for n in names)
     return ParameterPath(names, shapes, np.stack(rows), np.array(steps), model=module)
+
+
+def _check_rows(rows: int, model: nn.Module) -> None:
+    """Refuse a path of ``rows`` parameter vectors (float64) that would not fit in the host's memory."""
+    needed = rows * 8 * sum(p.numel() for p in model.parameters())
+    limits = usable_bytes(torch.device("cpu"))
+    if limits is not None and needed > limits[0]:
+        raise FastsurfaceError(
+            f"`record`: {rows:,} parameter vectors need about {format_bytes(needed)}, more than the "
+            f"{format_bytes(limits[0])} this run may use on the host; record fewer steps"
+        )
 
 
 def _check_reached(record: str | Sequence[int], last: int) -> None:
@@ -356,6 +371,22 @@ class PlaneBasis:
         offsets = vectors - self.origin
         coordinates = torch.linalg.lstsq(self.span, offsets.T, driver="gelsd").solution.T
         return coordinates, (offsets - coordinates @ self.span.T).norm(dim=1), offsets.norm(dim=1)
+
+
+def steps_per_epoch(train: object, batch_size: int) -> int | None:
+    """Optimiser steps an epoch over ``train`` takes; None for a loader without a length."""
+    if stream.is_pair(train):
+        return math.ceil(len(train[0]) / batch_size)
+    return len(train) if hasattr(train, "__len__") else None
+
+
+def record_count(record: str | Sequence[int], epochs: int, per_epoch: int | None) -> int:
+    """Records a run keeps (``recorder``'s rule; one step an epoch where a loader has no length)."""
+    if record == "epoch":
+        return epochs + 1
+    if record == "step":
+        return epochs * (per_epoch or 1) + 1
+    return len(set(map(int, record)))  # recorder checked it
 
 
 def recorder(record: str | Sequence[int]) -> Callable[..., bool]:

@@ -86,6 +86,7 @@ def train_sgd(
     options = EvalOptions(loss, reduction, batch_size, device, dtype)
     objective, resolved, compute = options.objective, options.compute_device, options.compute_dtype
     check_representable("lr", np.array([lr], dtype=np.float64), compute)  # an infinite step is no SGD
+    check_representable("start", np.array(start, dtype=np.float64), compute)
     plane = default_plane(model) if plane is None else plane
     check_plane(model, plane)
     module = private_copy(model).to(device=resolved, dtype=compute).eval()
@@ -141,7 +142,7 @@ def _check_training(lr: float, epochs: int, start: tuple[float, float], record: 
     if (
         not isinstance(start, (tuple, list))
         or len(start) != 2
-        or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in start)
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in start)
     ):
         raise FastsurfaceError(f"`start` must be two finite numbers (w1, w2), got {start!r}")
     check_choice("record", record, RECORDS)

@@ -227,6 +227,8 @@ def _as_tensor(values: object) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         if values.device.type == "meta":
             raise FastsurfaceError("`data` tensors are on the meta device (shapes without values)")
+        if values.layout != torch.strided:
+            raise FastsurfaceError(f"`data` tensors must be dense, got layout {values.layout}; use .to_dense()")
         tensor = values.detach()
     else:
         try:

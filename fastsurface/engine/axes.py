@@ -43,13 +43,24 @@ def axis(start: float, stop: float, step: float) -> np.ndarray:
     [1.0, 1.1, 1.2]
     """
     for name, value in (("start", start), ("stop", stop), ("step", step)):
-        if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
-            raise FastsurfaceError(f"`{name}` must be a finite number, got {value!r}")
+        if (
+            not isinstance(value, (int, float, np.floating, np.integer))
+            or isinstance(value, bool)
+            or not _finite(value)
+        ):
+            raise FastsurfaceError(f"`{name}` must be a finite number within float64's range, got {value!r:.100}")
     if step <= 0:
         raise FastsurfaceError(f"`step` must be > 0, got {step!r}")
     if stop <= start:
         raise FastsurfaceError(f"`stop` must be greater than `start`, got start={start!r}, stop={stop!r}")
-    ratio = (stop - start) / step
+    ratio = (float(stop) - float(start)) / float(step)
+    if math.isinf(ratio):  # the span passes float64's range, its halves do not
+        ratio = float(stop) / float(step) - float(start) / float(step)
+    if math.isinf(ratio):
+        raise FastsurfaceError(
+            f"`step` of {step!r} gives more than the {MAX_AXIS_VALUES:,} values an axis may hold "
+            f"in [{start!r}, {stop!r})"
+        )
     nearest = round(ratio)
     count = nearest if abs(ratio - nearest) <= _DRIFT_TOLERANCE * max(1.0, ratio) else math.ceil(ratio)
     if count > MAX_AXIS_VALUES:
@@ -57,7 +68,21 @@ def axis(start: float, stop: float, step: float) -> np.ndarray:
             f"`step` of {step!r} gives {count:,} values in [{start!r}, {stop!r}), more than the "
             f"{MAX_AXIS_VALUES:,} an axis may hold"
         )
-    return start + step * np.arange(count, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        values = start + step * np.arange(count, dtype=np.float64)
+    if not np.isfinite(values).all():  # i·step passes float64's range before start brings it back
+        raise FastsurfaceError(
+            f"`start`, `stop` and `step` give values start + i·step beyond float64's range, got start={start!r}, "
+            f"stop={stop!r}, step={step!r}"
+        )
+    return values
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int beyond float64
+        return False
 
 
 def as_axis(name: str, values: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:

@@ -202,6 +202,10 @@ HOSTILE = st.sampled_from(
         object(),
         torch.zeros(2, device="meta"),
         torch.tensor([1.0, float("nan")]),
+        torch.tensor([0.0, 1.0], dtype=torch.bfloat16),
+        torch.eye(2).to_sparse(),
+        10**400,
+        np.array([[1e308, -1e308]]),
         (x for x in range(3)),
         nn.Linear(3, 3),
     ]
@@ -395,6 +399,41 @@ CATALOGUE = [
     pytest.param(lambda: fs.critical_points_of(None, GRID[0], GRID[1]), "`function`", id="critical-of-none"),
     pytest.param(lambda: fs.train_many(_model(), None, DATA, grid=GRID, epochs=1), "`train`", id="many-no-train"),
     pytest.param(lambda: fs.train_many(_model(), DATA, "test", grid=GRID, epochs=1), "`test`", id="many-bad-test"),
+    # Found by a hostile-input sweep (session of 2026-11-30).
+    pytest.param(lambda: fs.axis(-1e308, 1e308, 0.05), "`step`", id="axis-span-past-float64"),
+    pytest.param(lambda: fs.axis(0, 10**400, 1), "`stop`", id="axis-int-past-float64"),
+    pytest.param(lambda: fs.axis(-1e308, 1e308, 1e307), "`start`", id="axis-values-past-float64"),
+    pytest.param(lambda: fs.axis(True, 2, 1), "`start`", id="axis-bool"),
+    pytest.param(
+        lambda: fs.train_many(_model(), DATA, DATA, starts=np.array([[0.5 + 3j, 0.0]]), epochs=1),
+        "`starts`",
+        id="many-complex-starts",
+    ),
+    pytest.param(
+        lambda: fs.train_many(_model(), DATA, DATA, starts=np.array([[True, False]]), epochs=1),
+        "`starts`",
+        id="many-bool-starts",
+    ),
+    pytest.param(
+        lambda: fs.train_many(_model(), DATA, DATA, grid=(np.arange(1e5), np.arange(1e5)), epochs=1),
+        "`grid`: 10,000,000,000 runs",
+        id="many-runs-past-memory",
+    ),
+    pytest.param(lambda: fs.record_path(_model(), DATA, epochs=10**9), "`epochs`", id="path-steps-past-limit"),
+    pytest.param(
+        lambda: fs.critical_points_of(lambda a, b: a * b, np.arange(1e5), np.arange(1e5)),
+        "`w1` x `w2`",
+        id="critical-of-grid-past-memory",
+    ),
+    pytest.param(lambda: fs.critical_points_of(lambda a, b: a + b * 1j, *GRID), "`function`", id="critical-of-complex"),
+    pytest.param(lambda: fs.train_sgd(_model(), DATA, DATA, start=(1e39, 0.0)), "`start`", id="sgd-start-past-float32"),
+    pytest.param(lambda: fs.train_sgd(_model(), DATA, DATA, start=(True, False)), "`start`", id="sgd-bool-start"),
+    pytest.param(lambda: fs.basin_map(_runs(), True), "`tolerance`", id="basins-bool-tolerance"),
+    pytest.param(
+        lambda: fs.loss_surface(_model(), (torch.tensor(DATA[0]).reshape(-1, 1).to_sparse(), DATA[1]), *GRID),
+        "`data`",
+        id="sparse-data",
+    ),
 ]
 
 
@@ -431,3 +470,15 @@ def test_the_basin_bench_answers_every_hostile_value_before_any_work(monkeypatch
         arguments = {"devices": ["cpu"], "grid": 4, "epochs": 1, "repeats": 1, "max_seconds": 1.0, argument: value}
         with contextlib.suppress(fs.FastsurfaceError, _ChecksPassedError):
             basin_bench.run_basin_bench(**arguments)
+
+
+def test_bfloat16_values_are_read_as_the_numbers_they_hold():
+    axis = torch.tensor([-0.5, 0.0, 0.5], dtype=torch.bfloat16)
+    data = tuple(torch.tensor(values, dtype=torch.bfloat16) for values in DATA)
+    surface = fs.loss_surface(_model(), data, axis, axis, dtype="float64")
+    expected = fs.loss_surface(_model(), tuple(t.double() for t in data), [-0.5, 0.0, 0.5], [-0.5, 0.0, 0.5])
+    np.testing.assert_allclose(surface.loss, expected.loss, rtol=1e-6)
+
+
+def test_a_huge_basin_tolerance_links_every_end_point():
+    assert fs.basin_map(_runs(), 1e308).sizes.tolist() == [len(GRID[0]) * len(GRID[1])]
