@@ -8,6 +8,7 @@ there with the surface engine, so the path can be drawn on the surface.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -325,7 +326,7 @@ def _rebound(given: torch.optim.Optimizer, model: nn.Module, module: nn.Module) 
         groups.append({**group, "params": [copies[names[id(p)]] for p in group["params"]]})
     try:
         rebuilt = type(given)(groups, **given.defaults)
-        rebuilt.load_state_dict(given.state_dict())
+        rebuilt.load_state_dict(copy.deepcopy(given.state_dict()))  # loading keeps given's state tensors
     except (TypeError, ValueError, KeyError, RuntimeError) as error:
         raise FastsurfaceError(
             f"`optimizer`: a {type(given).__name__} cannot be rebuilt for the private copy record_path trains "

@@ -72,6 +72,14 @@ def test_an_optimiser_instance_brings_its_state(data):
     fresh = fs.record_path(model, data, optimizer=lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9), epochs=1)
     np.testing.assert_array_equal(by_instance.vectors, by_factory.vectors)
     assert not np.array_equal(by_instance.vectors[-1], fresh.vectors[-1])
+    # The instance is never stepped, nor its state changed: a second call gives the same path.
+    assert all(torch.equal(a, b) for a, b in zip(_buffers(instance.state_dict()), _buffers(state), strict=True))
+    again = fs.record_path(model, data, optimizer=instance, epochs=1, record="step")
+    np.testing.assert_array_equal(again.vectors, by_instance.vectors)
+
+
+def _buffers(state):
+    return [buffer for entry in state["state"].values() for buffer in entry.values()]
 
 
 def test_an_optimiser_of_other_tensors_is_refused_saying_what_to_pass(data):
