@@ -60,7 +60,7 @@ def test_an_optimiser_instance_brings_its_state(data):
         saved = copy.deepcopy(model.state_dict())
         instance.step()
         model.load_state_dict(saved)
-    state = copy.deepcopy(instance.state_dict())
+    state, kept = copy.deepcopy(instance.state_dict()), copy.deepcopy(instance.state_dict())
 
     def resumed(parameters):
         optimiser = torch.optim.SGD(parameters, lr=1e-2, momentum=0.9)
@@ -73,7 +73,7 @@ def test_an_optimiser_instance_brings_its_state(data):
     np.testing.assert_array_equal(by_instance.vectors, by_factory.vectors)
     assert not np.array_equal(by_instance.vectors[-1], fresh.vectors[-1])
     # The instance is never stepped, nor its state changed: a second call gives the same path.
-    assert all(torch.equal(a, b) for a, b in zip(_buffers(instance.state_dict()), _buffers(state), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(_buffers(instance.state_dict()), _buffers(kept), strict=True))
     again = fs.record_path(model, data, optimizer=instance, epochs=1, record="step")
     np.testing.assert_array_equal(again.vectors, by_instance.vectors)
 
