@@ -1,7 +1,9 @@
 """Critical points of a loss surface: minima, maxima and saddles, located off-grid.
 
 Candidates come from the grid (a point below, above, or alternating around its
-eight neighbours); each is then refined by Newton steps on the exact loss in
+eight neighbours) and from its cells (both finite-difference gradient components
+take both signs at the four corners: a saddle between grid points, whose nearest
+grid points alternate only twice around their rings); each is then refined by Newton steps on the exact loss in
 plane coordinates, with gradient and Hessian from ``torch.func``, and classified
 by the signs of the Hessian's eigenvalues.
 """
@@ -268,11 +270,15 @@ def find_critical_points(
             f"got shape {grid_loss.shape}"
         )
     rows, columns = grid_candidates(grid_loss)
-    if len(rows) == 0:
+    if len(rows):
+        rows, columns = _differentiable(rows, columns, w1, w2, derivatives)
+    centres = torch.as_tensor(cell_candidates(grid_loss, w1, w2, (rows, columns)))
+    if len(centres):
+        centres = centres[~torch.as_tensor(_exactly_flat(derivatives, centres))]
+    start = torch.cat([torch.as_tensor(np.stack([w1[rows], w2[columns]], axis=1)), centres])
+    if len(start) == 0:
         return []
-    rows, columns = _differentiable(rows, columns, w1, w2, derivatives)
     spacing = min(np.diff(w1).min(), np.diff(w2).min())
-    start = torch.as_tensor(np.stack([w1[rows], w2[columns]], axis=1))
     points, iterations, converged = _newton(start, derivatives, max_iterations, max_step=spacing)
     value, gradient, hessian = _grouped(derivatives, points)
     finite_loss = grid_loss[np.isfinite(grid_loss)]
@@ -311,6 +317,34 @@ def grid_candidates(grid_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     highest = (differences <= 0).all(axis=0) & (differences < 0).any(axis=0)
     rows, columns = np.nonzero(finite & (lowest | highest | (_sign_changes(np.sign(differences)) >= 4)))
     return rows + 1, columns + 1
+
+
+def cell_candidates(
+    grid_loss: np.ndarray, w1: np.ndarray, w2: np.ndarray, points: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Centres of the grid cells where each component of the finite-difference gradient
+    (``np.gradient``) is positive at one corner and negative at another: the gradient's
+    two zero lines both cross the cell, as they do at a critical point inside it. Cells
+    with a corner among the candidate grid ``points`` ``(rows, columns)`` are left to them.
+
+    Returns:
+        The cells' centres ``(w1, w2)``, float64, shape ``(K, 2)``.
+
+    >>> w = np.array([-1.5, -0.5, 0.5, 1.5])
+    >>> none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    >>> cell_candidates(np.multiply.outer(w, w), w, w, none)  # the saddle of a·b, between grid points
+    array([[0., 0.]])
+    """
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, which takes neither sign
+        gradients = np.gradient(grid_loss, w1, w2)
+    taken = np.zeros(grid_loss.shape, dtype=bool)
+    taken[points] = True
+    crossed = ~(taken[:-1, :-1] | taken[1:, :-1] | taken[:-1, 1:] | taken[1:, 1:])
+    for gradient in gradients:
+        corners = np.stack([gradient[:-1, :-1], gradient[1:, :-1], gradient[:-1, 1:], gradient[1:, 1:]])
+        crossed &= (corners > 0).any(axis=0) & (corners < 0).any(axis=0)
+    rows, columns = np.nonzero(crossed)
+    return np.stack([(w1[rows] + w1[rows + 1]) / 2, (w2[columns] + w2[columns + 1]) / 2], axis=1)
 
 
 def _differentiable(

@@ -51,6 +51,39 @@ def test_analytic_surfaces_every_point_with_its_kind_off_the_grid(rng, function,
     assert [p.loss for p in points] == sorted(p.loss for p in points)
 
 
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        (lambda a, b: a * b, (0.0, 0.0)),
+        (lambda a, b: a**2 - b**2, (0.0, 0.0)),
+        (lambda a, b: (a - 0.3) * (b + 0.2), (0.3, -0.2)),
+    ],
+)
+@pytest.mark.parametrize(
+    "w",  # the saddle on a grid point, at a cell's centre (grid values symmetric about it), off-centre
+    [np.linspace(-1.0, 1.0, 21), np.linspace(-1.05, 1.05, 22), np.linspace(-1.02, 0.98, 21)],
+    ids=["on-point", "cell-centre", "off-centre"],
+)
+def test_a_saddle_between_grid_points_is_found(function, expected, w):
+    saddles = [(p.w1, p.w2) for p in fs.critical_points_of(function, w, w) if p.kind == "saddle"]
+    assert len(saddles) == 1
+    assert_close(np.array(saddles[0]), np.array(expected), rtol=0, atol=1e-9)
+
+
+def test_a_seed_surface_shows_the_same_saddles_on_coarse_and_fine_grids():
+    data = fs.piecewise_dataset(200, seed=3)  # saddles at w1 ≈ ±1.24, between the coarse grid's points
+
+    def saddles(count):
+        w = np.linspace(-2, 2, count)
+        surface = fs.loss_surface(fs.ANN(1, 1, 1), data, w, w, reduction="batch_mean", batch_size=48)
+        found = fs.critical_points(surface, fs.ANN(1, 1, 1), data, batch_size=48)
+        return np.array(sorted((p.w1, p.w2) for p in found if p.kind == "saddle"))
+
+    coarse, fine = saddles(21), saddles(81)
+    assert len(coarse) == len(fine) == 3
+    assert_close(coarse, fine, rtol=0, atol=1e-8)
+
+
 def test_points_outside_the_grid_are_not_reported():
     points = fs.critical_points_of(lambda a, b: (a**2 - 1) ** 2 + b**2, fs.axis(0.3, 2, 0.1), fs.axis(-1, 1, 0.1))
     assert_found(points, {(1.0, 0.0): ("minimum", (2.0, 8.0))})
