@@ -19,13 +19,15 @@ Two ways to share the work:
 
 ``shard="auto"`` takes grid sharding when every rank gets at least two blocks, else data
 sharding. The backend is ``nccl`` on CUDA and ``gloo`` on CPU; under ``torchrun`` a rank
-on CUDA uses ``cuda:LOCAL_RANK``. With ``checkpoint_dir`` each rank saves its finished
+on CUDA uses ``cuda:LOCAL_RANK``. The first call joins the process group (unless the script
+did), and later calls share it. With ``checkpoint_dir`` each rank saves its finished
 blocks as separate files (atomic renames, no shared file, no locks); a job restarted
 after a rank died reuses them.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -163,16 +165,20 @@ def _choose_shard(shard: str, blocks: tuple[Block, ...], data: object, batch_siz
 
 @contextmanager
 def _process_group(world: World, device: torch.device) -> Iterator[None]:
-    """Join the job's process group for the call (and leave it, if this call joined it)."""
-    if world.size == 1 or dist.is_initialized():
-        yield
-        return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield
-    finally:
+    """Join the job's process group on the first call, for the rest of the process (left at
+    exit). Leaving it after each call broke the next one: torch names a re-made default
+    group as it named the first, so its ranks met the first's stale addresses in
+    torchrun's store (gloo: "connectFullMesh failed", or a hang)."""
+    if world.size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave_process_group)
+    yield
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -105,3 +105,28 @@ def test_a_job_restarted_after_a_rank_died_reuses_the_finished_blocks(tmp_path):
     assert f"50 block(s), {finished} reused" in out
     straight, _ = _surface_file(tmp_path, "straight.npz", "--step", "0.01", "--method", "vmap", "--block-rows", "8")
     assert resumed.loss.tobytes() == straight.loss.tobytes()
+
+
+TWO_CALLS = """
+import os
+import fastsurface as fs
+data = fs.piecewise_dataset(100, seed=5)
+for call in range(3):
+    run = fs.sharded_loss_surface(fs.ANN(1, 1, 1), data, fs.axis(-2, 2, 0.5), fs.axis(-1, 1, 0.5), shard="grid",
+                                  block_rows=2, device="cpu")
+    if os.environ["RANK"] == "0" and run.ranks == 2:
+        fs.save(f"call{call}.npz", surface=run.surface)
+"""
+
+
+def test_several_calls_in_one_torchrun_job_share_its_process_group(tmp_path):
+    """Torch names a re-made default group as the first: joining and leaving per call broke
+    the second call (gloo's connectFullMesh refused, or a hang)."""
+    (tmp_path / "calls.py").write_text(TWO_CALLS)
+    done = _run([*TORCHRUN, "calls.py"], tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    single = fs.loss_surface(
+        fs.ANN(1, 1, 1), fs.piecewise_dataset(100, seed=5), fs.axis(-2, 2, 0.5), fs.axis(-1, 1, 0.5)
+    )
+    for call in range(3):
+        assert fs.load(tmp_path / f"call{call}.npz").surface.loss.tobytes() == single.loss.tobytes()
