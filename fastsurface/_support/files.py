@@ -38,28 +38,70 @@ def check_writable(name: str, path: str | os.PathLike[str], suffixes: tuple[str,
         path: the output file.
         suffixes: allowed file name endings, e.g. ``(".html",)``.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise FastsurfaceError(f"`{name}` must be a file name (str or path-like), got {type(path).__name__}")
-    target = Path(path)
-    if str(path) == "":
-        raise FastsurfaceError(f"`{name}` must name a file, got an empty path")
+    target = checked_path(name, path)
     if target.suffix.lower() not in suffixes:
         raise FastsurfaceError(f"`{name}` must end in {' or '.join(suffixes)}, got {str(path)!r}")
-    folder = target.parent
-    if not folder.is_dir():
-        raise FastsurfaceError(f"`{name}` must be in an existing folder, got {str(path)!r}")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise FastsurfaceError(f"`{name}` is not writable: {str(path)!r}")
-    if target.is_dir():
-        raise FastsurfaceError(f"`{name}` is a folder, not a file: {str(path)!r}")
-    written = _destination(target)
-    longest = _name_max(written.parent)
-    if len(written.name.encode()) + _TEMPORARY_EXTRA > longest:
+    with os_errors_refused(name, path):
+        folder = target.parent
+        if not folder.is_dir():
+            raise FastsurfaceError(f"`{name}` must be in an existing folder, got {str(path)!r}")
+        _check_name_length(name, target)  # before a look at the file itself, which so long a name would fail
+        if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+            raise FastsurfaceError(f"`{name}` is not writable: {str(path)!r}")
+        if target.is_dir():
+            raise FastsurfaceError(f"`{name}` is a folder, not a file: {str(path)!r}")
+        _check_name_length(name, _destination(target))  # a symbolic link's target is what gets a temporary
+    return target
+
+
+def check_readable(name: str, path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an input path that names no existing file, or that the
+    operating system cannot take as a name (``checked_path``, ``os_errors_refused``)."""
+    source = checked_path(name, path)
+    with os_errors_refused(name, path):
+        if not source.is_file():
+            raise FastsurfaceError(f"`{name}` must be an existing file, got {str(path)!r}")
+    return source
+
+
+def checked_path(name: str, path: object) -> Path:
+    """``path`` as a ``Path``, refused unless the operating system could take it as a name:
+    a string (or path-like), not empty, without a NUL byte, in UTF-8. Bytes that are not
+    UTF-8 (on the command line, Python hands them over as lone surrogates) are refused
+    rather than passed on: every message and report would fail to print such a name."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise FastsurfaceError(f"`{name}` must be a path (str or path-like), got {type(path).__name__}")
+    if text == "":
+        raise FastsurfaceError(f"`{name}` must be a path, got an empty string")
+    if "\0" in text:
+        raise FastsurfaceError(f"`{name}` must not contain a NUL byte, got {text!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise FastsurfaceError(f"`{name}` must be a name in UTF-8, got {text!r}, which holds other bytes") from error
+    return Path(text)
+
+
+@contextlib.contextmanager
+def os_errors_refused(name: str, path: object) -> Iterator[None]:
+    """An operating-system error while looking at ``path`` (a name or path too long for the
+    file system, a loop of symbolic links, a folder without permission to look in) as a
+    ``FastsurfaceError`` naming the argument, not a traceback."""
+    try:
+        yield
+    except OSError as error:
+        raise FastsurfaceError(f"`{name}` cannot be used: {error.strerror or error}: {str(path)!r}") from error
+
+
+def _check_name_length(name: str, target: Path) -> None:
+    """Refuse a file name too long for its temporary (``atomic_write``) in its folder."""
+    longest = _name_max(target.parent)
+    if len(target.name.encode()) + _TEMPORARY_EXTRA > longest:
         raise FastsurfaceError(
-            f"`{name}` is too long a file name: {len(written.name.encode())} bytes, and its temporary while writing "
+            f"`{name}` is too long a file name: {len(target.name.encode())} bytes, and its temporary while writing "
             f"needs {_TEMPORARY_EXTRA} more within this folder's limit of {longest}; use a shorter name"
         )
-    return target
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ this module assembles them into one parser and runs the chosen handler.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,14 +20,22 @@ from fastsurface.errors import FastsurfaceError
 
 # The subcommands, in their order in `fastsurface --help`.
 COMMANDS = (run.COMMAND, surface.COMMAND, basins.COMMAND, show.COMMAND, bench.COMMAND, explore.COMMAND)
+# The status when the reader of the output closed it early (`fastsurface show FILE | head -1`), as
+# Python's own: the report was cut short, and what the command had left to do after it was not done.
+_OUTPUT_CLOSED = 1
 
 
-def main(argv: Sequence[str] | None = None) -> ExitCode:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastsurface`` command; returns the exit status."""
     arguments = _parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     try:
-        return arguments.handler(arguments)  # heavy imports happen here, so Ctrl-C meets the handler
+        status = arguments.handler(arguments)  # heavy imports happen here, so Ctrl-C meets the handler
+        sys.stdout.flush()  # a reader gone meets this flush, not the one at exit
+        return status
+    except BrokenPipeError:
+        _discard_output()
+        return _OUTPUT_CLOSED
     except FastsurfaceError as error:
         print(f"fastsurface: error: {as_flags(str(error), arguments)}", file=sys.stderr)
         return ExitCode.ERROR
@@ -39,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> ExitCode:
         return ExitCode.INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _discard_output() -> None:
+    """Point stdout at the null device once its reader has gone, so that Python's flush at exit
+    does not fail again with a traceback (the recipe of Python's documentation on SIGPIPE):
+    every command's report ends quietly, as command-line tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _interrupt(signum: int, _frame: object) -> None:

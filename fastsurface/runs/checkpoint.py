@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsurface._support.files import atomic_write_text
+from fastsurface._support.files import atomic_write_text, checked_path, os_errors_refused
 from fastsurface._support.identity import architecture, describe, describe_data, tensor_digest
 from fastsurface.engine import _stream as stream
 from fastsurface.engine.evaluate import checked_grid, grid_surface
@@ -367,15 +367,16 @@ def _update(digest: Any, name: str, value: object) -> None:
 
 
 def _checkpoint_folder(checkpoint_dir: str | os.PathLike[str]) -> Path:
-    if not isinstance(checkpoint_dir, (str, os.PathLike)) or str(checkpoint_dir) == "":
-        raise FastsurfaceError(f"`checkpoint_dir` must name a folder, got {checkpoint_dir!r}")
-    folder = Path(checkpoint_dir)
-    if folder.exists() and not folder.is_dir():
-        raise FastsurfaceError(f"`checkpoint_dir` must be a folder, got the file {str(checkpoint_dir)!r}")
-    if not folder.parent.is_dir():
-        raise FastsurfaceError(f"`checkpoint_dir` must be in an existing folder, got {str(checkpoint_dir)!r}")
-    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
-        raise FastsurfaceError(f"`checkpoint_dir` is not writable: {str(checkpoint_dir)!r}")
+    """The checkpoint folder, made if missing; a name the operating system cannot take (empty,
+    a NUL byte, not UTF-8, too long) is refused as ``checkpoint_dir``, as an output file's is."""
+    folder = checked_path("checkpoint_dir", checkpoint_dir)
+    with os_errors_refused("checkpoint_dir", checkpoint_dir):
+        if folder.exists() and not folder.is_dir():
+            raise FastsurfaceError(f"`checkpoint_dir` must be a folder, got the file {str(checkpoint_dir)!r}")
+        if not folder.parent.is_dir():
+            raise FastsurfaceError(f"`checkpoint_dir` must be in an existing folder, got {str(checkpoint_dir)!r}")
+        if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
+            raise FastsurfaceError(f"`checkpoint_dir` is not writable: {str(checkpoint_dir)!r}")
     _make_folder(folder)
     return folder
 

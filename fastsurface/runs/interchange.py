@@ -26,20 +26,21 @@ Every file is written atomically (``fastsurface._support.files``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fastsurface._support.files import atomic_write, atomic_write_text, check_writable
+from fastsurface._support.files import atomic_write, atomic_write_text, check_readable, check_writable
 from fastsurface.errors import FastsurfaceError
 from fastsurface.results import Surface
-from fastsurface.runs.storage import read_limit, surface_fields, surface_from_fields
+from fastsurface.runs.storage import axis_problem, read_limit, surface_fields, surface_from_fields
 
 X, Y = "xcoordinates", "ycoordinates"
 # The JSON attribute holding fastsurface's own fields of a surface.
@@ -98,7 +99,8 @@ def save_hdf5(
 def load_hdf5(path: str | os.PathLike[str], name: str = "train_loss") -> Surface:
     """Read one surface of a file in Li et al.'s HDF5 layout, checking every field.
 
-    Refused with ``FastsurfaceError``: a file that is not HDF5; missing, non-numeric,
+    Refused with ``FastsurfaceError``: a file that is not HDF5 or that h5py cannot read
+    (damaged); missing, non-numeric, empty (null dataspace),
     non-1-D, non-finite or unsorted (not strictly increasing) coordinates; a missing
     dataset ``name`` (the message lists those there are); values that are not real
     numbers or whose shape is neither ``(ny, nx)`` nor ``(nx, ny)``; more data than this
@@ -115,20 +117,12 @@ def load_hdf5(path: str | os.PathLike[str], name: str = "train_loss") -> Surface
         ``"loss-landscape"``, device ``"cpu"``, dtype the dataset's, counts 0 (unknown),
         ``seconds`` NaN.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise FastsurfaceError(f"`path` must be a file name (str or path-like), got {type(path).__name__}")
+    source = check_readable("path", path)
     if not isinstance(name, str) or not name:
         raise FastsurfaceError(f"`name` must be a dataset name, got {name!r}")
-    source = Path(path)
-    if not source.is_file():
-        raise FastsurfaceError(f"`path` must be an existing file, got {str(path)!r}")
-    h5py = _h5py()
-    try:
-        with h5py.File(source, "r") as file:
-            w1, w2 = (_coordinates(source, file, key) for key in (X, Y))
-            values, attribute = _values(source, file, name, (len(w1), len(w2)))
-    except OSError as error:  # h5py's answer to a file that is not HDF5, or a damaged one
-        raise FastsurfaceError(f"`path` {str(source)!r} is not a readable HDF5 file: {error}") from error
+    with _hdf5_file(source) as file:
+        w1, w2 = (_coordinates(source, file, key) for key in (X, Y))
+        values, attribute = _values(source, file, name, (len(w1), len(w2)))
     loss = values.reshape(len(w2), len(w1)).T.copy()  # meshgrid order: x varies fastest
     return surface_from_fields(_fields(source, name, attribute, values.dtype), w1, w2, loss, blame="path")
 
@@ -136,21 +130,19 @@ def load_hdf5(path: str | os.PathLike[str], name: str = "train_loss") -> Surface
 def hdf5_surfaces(path: str | os.PathLike[str]) -> list[str]:
     """The names of the datasets of an HDF5 file in Li et al.'s layout that hold surfaces:
     real numbers, as many as the axes make (``dir_file``, a string, is left out)."""
-    source = Path(path)
+    source = check_readable("path", path)
     h5py = _h5py()
-    try:
-        with h5py.File(source, "r") as file:
-            sizes = [len(_coordinates(source, file, key)) for key in (X, Y)]
-            return sorted(
-                key
-                for key, item in file.items()
-                if key not in (X, Y)
-                and isinstance(item, h5py.Dataset)
-                and item.dtype.kind in "fiu"
-                and math.prod(item.shape) == math.prod(sizes)
-            )
-    except OSError as error:
-        raise FastsurfaceError(f"`path` {str(source)!r} is not a readable HDF5 file: {error}") from error
+    with _hdf5_file(source) as file:
+        sizes = [len(_coordinates(source, file, key)) for key in (X, Y)]
+        return sorted(
+            key
+            for key, item in file.items()
+            if key not in (X, Y)
+            and isinstance(item, h5py.Dataset)
+            and item.dtype.kind in "fiu"
+            and item.shape is not None
+            and math.prod(item.shape) == math.prod(sizes)
+        )
 
 
 def save_vtk(path: str | os.PathLike[str], surface: Surface) -> Path:
@@ -214,16 +206,32 @@ def _h5py() -> Any:
     return h5py
 
 
+@contextlib.contextmanager
+def _hdf5_file(source: Path) -> Iterator[Any]:
+    """``source`` open for reading. What h5py raises on a file that is not HDF5 (``OSError``)
+    or on a damaged one, from deeper in the library (``TypeError``, ``ValueError``,
+    ``RuntimeError``, ``KeyError``: what byte flips of a saved file gave), is refused naming
+    the file; fastsurface's own refusals pass through as they are. A flip that crashes HDF5
+    itself (a segmentation fault) or sends it into an endless loop is beyond any caller's reach."""
+    h5py = _h5py()
+    try:
+        with h5py.File(source, "r") as file:
+            yield file
+    except FastsurfaceError:
+        raise
+    except (OSError, TypeError, ValueError, RuntimeError, KeyError) as error:
+        raise FastsurfaceError(
+            f"`path` {str(source)!r} is not a readable HDF5 file (damaged?): {type(error).__name__}: {error}"
+        ) from error
+
+
 def _coordinates(source: Path, file: Any, key: str) -> np.ndarray:
-    """A coordinate dataset: 1-D, real numbers, finite, strictly increasing."""
-    values = _dataset(source, file, key, f"{key} (an axis of the grid)")
-    if values.ndim != 1 or len(values) < 1:
-        raise FastsurfaceError(f"`path` {str(source)!r}: {key} must be 1-D, got shape {values.shape}")
-    values = values.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise FastsurfaceError(f"`path` {str(source)!r}: {key} must be finite, got NaN or inf")
-    if len(values) > 1 and not (np.diff(values) > 0).all():
-        raise FastsurfaceError(f"`path` {str(source)!r}: {key} must be strictly increasing (sorted, no repeats)")
+    """A coordinate dataset: real numbers forming an axis (``storage.axis_problem``: the rule
+    of fastsurface's own files, so a surface read here saves, and one saved there reads here)."""
+    values = _dataset(source, file, key, f"{key} (an axis of the grid)").astype(np.float64)
+    problem = axis_problem(values)
+    if problem is not None:
+        raise FastsurfaceError(f"`path` {str(source)!r}: {key} {problem}")
     return values
 
 
@@ -250,6 +258,8 @@ def _dataset(source: Path, file: Any, key: str, what: str, expected: int | None 
         raise FastsurfaceError(f"`path` {str(source)!r} must hold {what} as a dataset {key!r}; it has none")
     if item.dtype.kind not in "fiu":
         raise FastsurfaceError(f"`path` {str(source)!r}: {key} must hold real numbers, got dtype {item.dtype}")
+    if item.shape is None:  # h5py.Empty: a null dataspace, no values at all
+        raise FastsurfaceError(f"`path` {str(source)!r}: {key} must hold values, got an empty (null) dataset")
     size = math.prod(item.shape)
     if (expected is not None and size != expected) or size * 8 > read_limit():
         raise FastsurfaceError(

@@ -41,6 +41,7 @@ import platform
 import types
 import typing
 import zipfile
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -48,7 +49,9 @@ from typing import Any, BinaryIO, TypeVar
 import numpy as np
 import torch
 
-from fastsurface._support.files import atomic_write, check_writable
+from fastsurface._support.choices import REDUCTIONS
+from fastsurface._support.devices import resolve_dtype
+from fastsurface._support.files import atomic_write, check_readable, check_writable
 from fastsurface._support.memory import usable_bytes
 from fastsurface._version import __version__
 from fastsurface.errors import FastsurfaceError
@@ -82,6 +85,21 @@ _MAX_METADATA = 16 * 2**20
 _MAX_HEADER = 2**16
 _MAX_RATIO = 100
 _MAX_FILE_BYTES = 2**40
+# What zipfile and numpy raise on a damaged archive (a corrupt directory or header, a failed CRC,
+# a truncated entry), a flipped byte included: a compression method, zip version or flag
+# zipfile does not support (NotImplementedError), an encryption flag (RuntimeError).
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    MemoryError,
+    NotImplementedError,
+    RuntimeError,
+)
+# The longest wall-clock time a file may record (about 32 years): more is an edited or damaged field.
+_MAX_SECONDS = 1e9
 
 
 @dataclass(frozen=True)
@@ -194,11 +212,7 @@ def load(path: str | os.PathLike[str]) -> Saved:
     truncated or corrupt archive (zip CRC or ``content_sha256`` mismatch), an entry
     holding Python objects (pickles), an unknown or extra entry, a newer format version.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise FastsurfaceError(f"`path` must be a file name (str or path-like), got {type(path).__name__}")
-    source = Path(path)
-    if not source.is_file():
-        raise FastsurfaceError(f"`path` must be an existing file, got {str(path)!r}")
+    source = check_readable("path", path)
     metadata, entries = _read_archive(source)
     _verified_metadata(source, metadata, entries)
     try:
@@ -212,7 +226,8 @@ def load(path: str | os.PathLike[str]) -> Saved:
             metadata=metadata,
         )
     except (KeyError, TypeError, ValueError) as error:
-        raise FastsurfaceError(f"`path` {str(path)!r} does not hold a valid fastsurface file: {error!r}") from error
+        reason = error if isinstance(error, FastsurfaceError) else repr(error)  # a refusal reads as it is
+        raise FastsurfaceError(f"`path` {str(path)!r} does not hold a valid fastsurface file: {reason}") from error
 
 
 def _stored_plane(surface: Surface | None, plane: Plane | None) -> Plane | None:
@@ -356,20 +371,28 @@ def _from_json(hint: Any, stored: object) -> object:
 
 def _stored_seconds(kind: str, metadata: dict[str, Any]) -> float:
     """The ``seconds`` of ``kind`` if the file keeps it (``timing``, or a file from before
-    timings left the content), else NaN."""
-    timing = metadata.get(_TIMING, {})
-    seconds = timing.get(f"{kind}.seconds") if isinstance(timing, dict) else None
-    seconds = metadata[kind].get("seconds", seconds)
+    timings left the content), else NaN. The ``timing`` field lies outside the content hash,
+    so a plain edit reaches it: its value is checked here, naming the field."""
+    if "seconds" in metadata[kind]:  # a file from before timings left the content
+        field, seconds = f"{kind} seconds", metadata[kind]["seconds"]
+    else:
+        timing = metadata.get(_TIMING, {})
+        if not isinstance(timing, dict):
+            raise FastsurfaceError(f"`path`: the file's {_TIMING} must be a JSON object, got {timing!r:.200}")
+        field, seconds = f"{_TIMING} {kind}.seconds", timing.get(f"{kind}.seconds")
     if seconds is None:
         return math.nan
-    if type(seconds) not in (int, float):
-        raise FastsurfaceError(f"the file's {kind} seconds must be a number, got {seconds!r}")
+    problem = f"must be a number, got {seconds!r:.200}" if type(seconds) not in (int, float) else _seconds(seconds)
+    if problem is not None:
+        raise FastsurfaceError(f"`path`: the file's {field} {problem}")
     return float(seconds)
 
 
 def _check_fields(kind: str, values: dict[str, Any], blame: str) -> None:
     """Refuse values a ``Surface`` or ``Trajectory`` of a file cannot hold: each field's type
-    from the class's annotations, then the arrays' shapes against each other."""
+    from the class's annotations, then the arrays' shapes against each other, then the values
+    themselves (``_VALUE_RULES``, ``axis_problem``): a file edited and re-signed, which the
+    content hash cannot catch, must not load what no computation gives."""
     hints = typing.get_type_hints(_KINDS[kind])
     for name, value in values.items():
         if not _fits(hints[name], value):
@@ -381,6 +404,88 @@ def _check_fields(kind: str, values: dict[str, Any], blame: str) -> None:
             "(len(w1), len(w2)); a trajectory: 1-D arrays of one length; trajectories: positions (K, T, 2), "
             f"loss and residual (K, T), step (T,), diverged_step and group (K,)), got shapes {shapes}"
         )
+    for name, value in values.items():
+        rule = _grid_axis if name in _AXES.get(kind, ()) else _VALUE_RULES.get(name)
+        problem = None if rule is None else rule(value)
+        if problem is not None:
+            raise FastsurfaceError(f"`{blame}`: the {kind}'s {name} {problem}")
+
+
+def axis_problem(values: np.ndarray) -> str | None:
+    """What keeps ``values`` from being an axis of a grid, in words, or ``None``: it must be
+    1-D, non-empty, finite and strictly increasing. The rule of every file format's axes
+    (``interchange`` reads Li et al.'s coordinates by it), so no format writes what another refuses."""
+    if values.ndim != 1 or len(values) < 1:
+        return f"must be 1-D with at least one value, got shape {values.shape}"
+    if not np.isfinite(values).all():
+        return "must be finite, got NaN or inf"
+    if not (np.diff(values) > 0).all():
+        return "must be strictly increasing (sorted, no repeats)"
+    return None
+
+
+def _grid_axis(value: np.ndarray | torch.Tensor) -> str | None:
+    """A surface's axis: floating-point numbers (a ``Surface`` holds float64 axes), by ``axis_problem``."""
+    return _floating(value) or axis_problem(_as_array(value))
+
+
+def _floating(value: np.ndarray | torch.Tensor) -> str | None:
+    """Floating-point numbers: what every computation gives, and what analyses write into."""
+    dtype = _as_array(value).dtype
+    return None if dtype.kind == "f" else f"must hold floating-point numbers, got dtype {dtype}"
+
+
+def _reduction(value: str) -> str | None:
+    """One of the reductions the engine computes: analyses read the loss's meaning from it."""
+    return None if value in REDUCTIONS else f"must be one of {list(REDUCTIONS)}, got {value!r:.100}"
+
+
+def _compute_dtype(value: str) -> str | None:
+    """A compute dtype fastsurface evaluates in (``resolve_dtype``'s rule), which analyses continue in."""
+    try:
+        resolve_dtype(value)
+    except FastsurfaceError:
+        return f"must be 'float32' or 'float64', got {value!r:.100}"
+    return None
+
+
+def _device(value: str) -> str | None:
+    """A device torch can name, available here or not (a file saved on a GPU loads anywhere),
+    but not ``meta``, which holds shapes without values: no loss is computed there."""
+    try:
+        computable = torch.device(value).type != "meta"
+    except (RuntimeError, TypeError, ValueError):
+        computable = False
+    return None if computable else f"must name a device such as 'cpu' or 'cuda:0', got {value!r:.100}"
+
+
+def _count(value: int) -> str | None:
+    """A count of samples, batches or points: never negative."""
+    return None if value >= 0 else f"must be a count >= 0, got {value!r}"
+
+
+def _seconds(value: float) -> str | None:
+    """A wall-clock time, or NaN where it was not recorded."""
+    if math.isnan(value) or 0 <= value <= _MAX_SECONDS:
+        return None
+    return f"must be NaN (not recorded) or a time from 0 to {_MAX_SECONDS:,.0f} seconds, got {value!r}"
+
+
+# What a stored field's value must be beyond its type, by field name, for every kind that has
+# the field (``_fits`` has checked the type): each rule says what is wrong, or returns None.
+_VALUE_RULES: dict[str, Callable[[Any], str | None]] = {
+    "loss_tensor": _floating,
+    "loss": _floating,
+    "reduction": _reduction,
+    "dtype": _compute_dtype,
+    "device": _device,
+    "samples": _count,
+    "batches": _count,
+    "tile_points": _count,
+    "seconds": _seconds,
+}
+# The fields that are a grid's axes, by kind (a trajectory's w1 and w2 are a path, in any order).
+_AXES = {"surface": ("w1", "w2")}
 
 
 def _shapes_fit(kind: str, shapes: dict[str, tuple[int, ...]]) -> bool:
@@ -489,7 +594,7 @@ def _read_archive(source: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             }
     except FastsurfaceError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, MemoryError) as error:
+    except _DAMAGED as error:
         raise FastsurfaceError(
             f"`path` {str(source)!r} is not a readable fastsurface file (truncated or corrupt?): {error}"
         ) from error

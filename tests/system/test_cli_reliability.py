@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 def test_ctrl_c_while_the_engine_loads_is_one_line_and_130(tmp_path):
     command = [sys.executable, "-m", "fastsurface", "run", "--output", str(tmp_path / "f.html")]
@@ -68,3 +70,48 @@ def test_bench_keeps_to_max_seconds_whatever_the_repeats(capsys):
         "1",
     )
     assert status == 0 and time.perf_counter() - started < 300  # a guard against a hang, not a timing assertion
+
+
+LONG = "y" * 300
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["surface", "--save", LONG + ".npz"], "`--save` is too long a file name"),
+        (["run", "--output", LONG + ".html"], "`--output` is too long a file name"),
+        (["show", LONG + ".npz"], "`path` cannot be used: File name too long"),
+        (["surface", "--checkpoint-dir", LONG], "`--checkpoint-dir` cannot be used: File name too long"),
+        (["surface", "--save", "\udcff.npz"], "`--save` must be a name in UTF-8"),  # argv bytes that are not UTF-8
+        (["show", "\udcff.npz"], "`path` must be a name in UTF-8"),
+    ],
+    ids=[
+        "save-too-long",
+        "output-too-long",
+        "show-too-long",
+        "checkpoint-dir-too-long",
+        "save-not-utf-8",
+        "show-not-utf-8",
+    ],
+)
+def test_file_names_the_system_cannot_take_are_one_line_errors(tmp_path, capsys, monkeypatch, flags, says):
+    monkeypatch.chdir(tmp_path)
+    status, error = _cli(capsys, *flags, *(["--step", "0.5", "--samples", "200"] if flags[0] != "show" else []))
+    assert status == 2 and error.count("\n") == 1 and error.startswith(f"fastsurface: error: {says}"), error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.multiprocess
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    import fastsurface as fs
+
+    surface = fs.loss_surface(fs.ANN(1, 1, 1), fs.piecewise_dataset(50), [0.0, 1.0], [0.0, 1.0])
+    provenance = {f"fact{i}": "x" * 500 for i in range(400)}  # 200 kB to print: more than a pipe holds
+    saved = fs.save(tmp_path / "s.npz", surface=surface, provenance=provenance)
+    command = [sys.executable, "-m", "fastsurface", "show", str(saved)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        first = process.stdout.readline()  # as `fastsurface show FILE | head -1` reads it
+        process.stdout.close()
+        error = process.stderr.read()
+    assert process.returncode == 1 and error == "", error
+    assert first.startswith(f"file      {saved}: fastsurface format")

@@ -9,6 +9,7 @@ import fastsurface as fs
 from fastsurface.runs import checkpoint as checkpoint_module
 from fastsurface.runs.checkpoint import Checkpoint, plan_blocks
 from tests.helpers import assert_close
+from tests.unit.test_trusted_files import ZIP_DAMAGE, damage_zip_directory
 
 
 @pytest.fixture
@@ -59,13 +60,20 @@ def test_blocks_shared_between_workers_assemble_the_same_surface(tmp_path, probl
     assert workers[1].assemble().loss.tobytes() == alone.loss.tobytes()
 
 
-def test_a_damaged_block_is_computed_again(tmp_path, problem):
+# Ways a block file gets damaged: truncated, or a byte of its zip directory that zipfile cannot read past.
+BLOCK_DAMAGE = {
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[:-10]),
+    **{case: functools.partial(damage_zip_directory, case=case) for case in ZIP_DAMAGE},
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BLOCK_DAMAGE))
+def test_a_damaged_block_is_computed_again(tmp_path, problem, damage):
     model, data, w1, w2 = problem
     run = Checkpoint.open(tmp_path, model, data, w1, w2, block_rows=3)
     run.compute()
     reference = run.assemble().loss
-    path = run.block_path(run.blocks[1])
-    path.write_bytes(path.read_bytes()[:-10])
+    BLOCK_DAMAGE[damage](run.block_path(run.blocks[1]))
     assert run.pending() == [run.blocks[1]]
     assert run.compute() == 1
     assert run.assemble().loss.tobytes() == reference.tobytes()

@@ -4,6 +4,8 @@ read back (files written by hand in that layout too), and VTK structured grids f
 import dataclasses
 import json
 import math
+import re
+import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 
@@ -114,6 +116,8 @@ BAD_FILES = {
     "group": (SQUARE, lambda f: (f.__delitem__("train_loss"), f.create_group("train_loss")), "as a dataset"),
     "bad-json": (SQUARE, lambda f: f["train_loss"].attrs.__setitem__("fastsurface", "{"), "not JSON"),
     "bad-field": (SQUARE, lambda f: f["train_loss"].attrs.__setitem__("fastsurface", json.dumps(FIELDS)), "samples"),
+    "empty-axis": (SQUARE, lambda f: _replace(f, "xcoordinates", h5py.Empty("f8")), "empty"),
+    "empty-surface": (SQUARE, lambda f: _replace(f, "train_loss", h5py.Empty("f8")), "empty"),
 }
 
 
@@ -131,6 +135,60 @@ def test_bad_hdf5_files_are_refused_naming_the_field(tmp_path, case):
             damage(file)
     with pytest.raises(fs.FastsurfaceError, match=named):
         fs.load_hdf5(path)
+
+
+def test_an_empty_dataset_is_not_listed_as_a_surface(tmp_path):
+    path = _write_li(tmp_path / "li.h5", SQUARE, SQUARE, nothing=h5py.Empty("f8"))
+    assert hdf5_surfaces(path) == ["train_acc", "train_loss"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TypeError("Unknown string encoding (value 14)"),
+        ValueError("Insufficient precision in available types to represent (63, 52, 11, 0, 52)"),
+        RuntimeError("Unable to synchronously check link existence (unable to offset into local heap data block)"),
+        KeyError("Unable to synchronously open object (bad object header version number)"),
+        OSError("Unable to synchronously read data (wrong B-tree signature)"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_what_h5py_raises_on_a_damaged_file_is_refused_naming_the_file(surface, tmp_path, monkeypatch, error):
+    """What h5py raised on byte flips of a file ``save_hdf5`` wrote (found by fuzzing)."""
+    path = fs.save_hdf5(tmp_path / "s.h5", surface)
+
+    def damaged(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", damaged)
+    for read in (fs.load_hdf5, hdf5_surfaces):
+        with pytest.raises(fs.FastsurfaceError, match=f"`path` {re.escape(repr(str(path)))} is not a readable HDF5"):
+            read(path)
+
+
+FLIPPED = """
+import sys
+import fastsurface as fs
+try:
+    fs.load_hdf5(sys.argv[1])
+except fs.FastsurfaceError as error:
+    print("refused:", error)
+"""
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("offset", [753, 873, 1113, 1914])
+def test_a_file_with_a_flipped_byte_loads_or_is_refused(tmp_path, offset):
+    """Byte flips of this file that made h5py raise TypeError, ValueError or RuntimeError; each
+    in its own process, as another flip (1913) crashes HDF5 itself, which no caller can catch."""
+    surface = fs.loss_surface(fs.ANN(1, 1, 1), fs.piecewise_dataset(100), fs.axis(-2, 2, 1), fs.axis(-2, 2, 1))
+    raw = bytearray(fs.save_hdf5(tmp_path / "s.h5", surface).read_bytes())
+    raw[offset] ^= 0xFF
+    (tmp_path / "s.h5").write_bytes(bytes(raw))
+    done = subprocess.run([sys.executable, "-c", FLIPPED, str(tmp_path / "s.h5")], capture_output=True, text=True)
+    if done.returncode < 0:  # another HDF5 lays the file out otherwise, and the flip hit a spot it crashes on
+        pytest.skip(f"HDF5 itself was killed by signal {-done.returncode}; no caller can catch that")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
 
 def test_other_bad_reads_and_writes_are_refused(surface, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ equal work in equal bytes, and no stale temporaries (issue: Reliability II)."""
 import dataclasses
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,21 +38,29 @@ def _metadata(path):
     return json.loads(np.load(io.BytesIO(_entries(path)["metadata.npy"])).tobytes())
 
 
-def _rewritten(path, metadata, sign=True):
-    """``path`` with its metadata replaced (and its content hash recomputed: re-signed)."""
+def _rewritten(path, metadata, sign=True, arrays=None):
+    """``path`` with its metadata replaced, and the entries of ``arrays`` (by name) with their
+    listing; its content hash recomputed (re-signed) unless not ``sign``."""
     entries = _entries(path)
-    arrays = {
-        name.removesuffix(".npy"): np.load(io.BytesIO(raw)) for name, raw in entries.items() if name != "metadata.npy"
-    }
+    for name, array in (arrays or {}).items():
+        entries[f"{name}.npy"] = _npy(array)
+        listed = {**metadata["arrays"][name], "dtype": array.dtype.str, "shape": list(array.shape)}
+        metadata = {**metadata, "arrays": {**metadata["arrays"], name: listed}}
     if sign:
-        metadata = {**metadata, "content_sha256": storage._content_hash(metadata, arrays)}
-    buffer = io.BytesIO()
-    np.save(buffer, np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8))
-    entries["metadata.npy"] = buffer.getvalue()
+        stored = {name.removesuffix(".npy"): np.load(io.BytesIO(raw)) for name, raw in entries.items()}
+        del stored["metadata"]
+        metadata = {**metadata, "content_sha256": storage._content_hash(metadata, stored)}
+    entries["metadata.npy"] = _npy(np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8))
     with zipfile.ZipFile(path, "w") as archive:
         for name, raw in entries.items():
             archive.writestr(name, raw)
     return path
+
+
+def _npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 BOMB = """
@@ -199,3 +208,129 @@ def test_a_plain_numpy_reader_still_reads_every_entry(saved, surface):
     with np.load(saved, allow_pickle=False) as archive:
         assert np.array_equal(archive["surface/loss_tensor"], surface.loss)
     assert torch.equal(fs.load(saved).surface.loss_tensor, surface.loss_tensor.cpu())
+
+
+# One byte of a zip central-directory record (its offset there, the new value) that zipfile
+# cannot read past: a compression method or zip version it does not know (NotImplementedError),
+# the flags of patched data or strong encryption (NotImplementedError), of encryption (RuntimeError).
+ZIP_DAMAGE = {
+    "compression-method": (10, lambda byte: 99),
+    "zip-version": (6, lambda byte: 200),
+    "patched-data-flag": (8, lambda byte: byte | 0x20),
+    "strong-encryption-flag": (8, lambda byte: byte | 0x40),
+    "encryption-flag": (8, lambda byte: byte | 0x01),
+}
+
+
+def damage_zip_directory(path, case):
+    """``path`` with one byte of its first central-directory record changed as ``ZIP_DAMAGE[case]`` says."""
+    offset, change = ZIP_DAMAGE[case]
+    raw = bytearray(path.read_bytes())
+    where = raw.index(b"PK\x01\x02") + offset
+    raw[where] = change(raw[where])
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("case", sorted(ZIP_DAMAGE))
+def test_an_archive_zipfile_cannot_read_is_refused_as_corrupt(saved, case):
+    damage_zip_directory(saved, case)
+    with pytest.raises(fs.FastsurfaceError, match=r"`path` .* \(truncated or corrupt\?\)"):
+        fs.load(saved)
+
+
+# Values of a surface's fields that no computation gives (field, value or a function of the
+# surface, what the refusal names): their types are right, so only a check of values catches them.
+IMPOSSIBLE_VALUES = {
+    "w1-decreasing": ("w1", lambda s: s.w1[::-1].copy(), "w1 must be strictly increasing"),
+    "w1-repeated": ("w1", lambda s: np.full_like(s.w1, 0.5), "w1 must be strictly increasing"),
+    "w1-nan": ("w1", lambda s: np.full_like(s.w1, np.nan), "w1 must be finite"),
+    "w2-integers": ("w2", lambda s: np.arange(len(s.w2)), "w2 must hold floating-point numbers"),
+    "integer-loss": ("loss_tensor", lambda s: torch.zeros(s.loss.shape, dtype=torch.int32), "loss_tensor must hold"),
+    "reduction-sum": ("reduction", "sum", "reduction must be one of"),
+    "device-meta": ("device", "meta", "device must name a device"),
+    "device-unknown": ("device", "abacus", "device must name a device"),
+    "dtype-complex": ("dtype", "complex64", "dtype must be 'float32' or 'float64'"),
+    "negative-samples": ("samples", -5, "samples must be a count"),
+    "negative-batches": ("batches", -1, "batches must be a count"),
+    "negative-tile-points": ("tile_points", -1, "tile_points must be a count"),
+    "negative-seconds": ("seconds", -5.0, "seconds must be NaN"),
+}
+
+
+def _impossible(surface, case):
+    field, value, named = IMPOSSIBLE_VALUES[case]
+    return field, value(surface) if callable(value) else value, named
+
+
+@pytest.mark.parametrize("case", sorted(IMPOSSIBLE_VALUES))
+def test_values_no_computation_gives_are_refused_by_save_and_in_a_re_signed_file(tmp_path, saved, surface, case):
+    field, value, named = _impossible(surface, case)
+    with pytest.raises(fs.FastsurfaceError, match=f"`surface`: the surface's {named}"):
+        fs.save(tmp_path / "bad.npz", surface=dataclasses.replace(surface, **{field: value}))
+    assert not (tmp_path / "bad.npz").exists()
+    metadata = _metadata(saved)
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        _rewritten(saved, metadata, arrays={f"surface/{field}": np.asarray(value)})
+    else:
+        _rewritten(saved, {**metadata, "surface": {**metadata["surface"], field: value}})
+    with pytest.raises(fs.FastsurfaceError, match=f"`path`.*{named}"):
+        fs.load(saved)
+
+
+@pytest.mark.parametrize(
+    ("timing", "named"),
+    [
+        ({"surface.seconds": -5.0}, r"timing surface\.seconds must be NaN \(not recorded\) or a time from 0"),
+        ({"surface.seconds": math.inf}, r"timing surface\.seconds must be NaN \(not recorded\) or a time from 0"),
+        ({"surface.seconds": 1e300}, r"timing surface\.seconds must be NaN \(not recorded\) or a time from 0"),
+        ([12.5], "timing must be a JSON object"),
+    ],
+    ids=["negative", "infinite", "absurd", "not-an-object"],
+)
+def test_a_timing_edited_outside_the_content_hash_is_refused_naming_the_field(tmp_path, surface, timing, named):
+    timed = fs.save(tmp_path / "timed.npz", surface=surface, timing=True)
+    _rewritten(timed, {**_metadata(timed), "timing": timing}, sign=False)
+    with pytest.raises(fs.FastsurfaceError, match=f"`path`.*the file's {named}"):
+        fs.load(timed)
+
+
+def test_a_time_not_recorded_saves_with_timing_and_loads_as_not_recorded(tmp_path, surface):
+    unrecorded = dataclasses.replace(surface, seconds=math.nan)
+    assert math.isnan(fs.load(fs.save(tmp_path / "s.npz", surface=unrecorded, timing=True)).surface.seconds)
+
+
+LONG = "y" * 300
+# File names the operating system cannot take, with what the refusal says; `{}` is the suffix.
+BAD_NAMES = {
+    "name-too-long": (LONG + "{}", "too long"),
+    "folder-name-too-long": (LONG + "/s{}", "too long"),
+    "nul-byte": ("a\0b{}", "NUL byte"),
+    "not-utf-8": ("\udcff{}", "UTF-8"),  # what Python makes of argv bytes that are not UTF-8
+}
+# Every public function that takes a file or folder name: (call, suffix, the argument's name).
+NAMED_PATHS = {
+    "save": (lambda s, p: fs.save(p, surface=s), ".npz", "path"),
+    "load": (lambda s, p: fs.load(p), ".npz", "path"),
+    "save_hdf5": (lambda s, p: fs.save_hdf5(p, s), ".h5", "path"),
+    "load_hdf5": (lambda s, p: fs.load_hdf5(p), ".h5", "path"),
+    "save_vtk": (lambda s, p: fs.save_vtk(p, s), ".vts", "path"),
+    "write_figure": (lambda s, p: fs.write_figure(fs.plot_contour(s), p), ".html", "path"),
+    "checkpoint_dir": (
+        lambda s, p: fs.resumable_loss_surface(
+            fs.ANN(1, 1, 1), fs.piecewise_dataset(50), [0.0], [0.0], checkpoint_dir=p
+        ),
+        "",
+        "checkpoint_dir",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_NAMES))
+@pytest.mark.parametrize("call", sorted(NAMED_PATHS))
+def test_names_the_system_cannot_take_are_refused_naming_the_argument(tmp_path, monkeypatch, surface, call, name):
+    monkeypatch.chdir(tmp_path)
+    function, suffix, argument = NAMED_PATHS[call]
+    pattern, says = BAD_NAMES[name]
+    with pytest.raises(fs.FastsurfaceError, match=f"`{argument}`.*{says}"):
+        function(surface, pattern.format(suffix))
+    assert list(tmp_path.iterdir()) == []
