@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastsurface._support.files import check_readable
 from fastsurface.errors import FastsurfaceError, check_positive_int, check_seed
 
 if TYPE_CHECKING:
@@ -314,9 +315,7 @@ def optimizer_factory(arguments: argparse.Namespace) -> Callable[[Any], Any]:
 def _import(flag: str, where: str) -> Any:
     """The module at ``where``: a ``.py`` file, or a dotted module name."""
     if where.endswith(".py"):
-        file = Path(where)
-        if not file.is_file():
-            raise FastsurfaceError(f"`{flag}`: no file {where!r}")
+        file = check_readable(flag, where)
         folder = str(file.resolve().parent)
         name = f"fastsurface_user_{file.stem}"
         return _guarded(flag, where, lambda: _from_file(name, file), folder)

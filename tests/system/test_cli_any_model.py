@@ -175,7 +175,8 @@ def test_entries_and_interpolation_planes(tmp_path, user_file, capsys):
 
 BAD = [
     (["--model", "{file}"], "`--model`", "a colon"),
-    (["--model", "{folder}/missing.py:mlp"], "`--model`", "no file"),
+    (["--model", "{folder}/missing.py:mlp"], "`--model`", "must be an existing file"),
+    (["--model", "{folder}/" + "m" * 300 + ".py:mlp"], "`--model`", "File name too long"),
     (["--model", "{file}:absent"], "`--model`", "has no 'absent'"),
     (["--model", "{file}:raising"], "`--model`", "RuntimeError: no weights here"),
     (["--model", "{file}:not_a_model"], "`--model`", "must return a torch.nn.Module, got int"),
