@@ -92,13 +92,24 @@ def as_axis(name: str, values: Sequence[float] | np.ndarray | torch.Tensor) -> n
         float64 array of shape ``(len(values),)``.
     """
     array = real_values(name, values, "a 1-D sequence of numbers")
-    if array.ndim != 1 or array.size == 0:
-        raise FastsurfaceError(f"`{name}` must be a non-empty 1-D array, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise FastsurfaceError(f"`{name}` must hold finite values only, got {array[~np.isfinite(array)][:3]}")
-    if array.size > 1 and not (np.diff(array) > 0).all():
-        raise FastsurfaceError(f"`{name}` must be strictly increasing, got {_preview(array)}")
+    problem = axis_problem(array)
+    if problem is not None:
+        raise FastsurfaceError(f"`{name}` {problem}")
     return array
+
+
+def axis_problem(values: np.ndarray) -> str | None:
+    """What keeps ``values`` from being an axis of a grid, in words, or ``None``: it must be
+    1-D, non-empty, finite and strictly increasing. The rule of axes given to a function and
+    of every file format's axes (``runs.storage``, ``runs.interchange``), so that no format
+    writes what another refuses."""
+    if values.ndim != 1 or values.size == 0:
+        return f"must be a non-empty 1-D array, got shape {values.shape}"
+    if not np.isfinite(values).all():
+        return f"must hold finite values only, got {values[~np.isfinite(values)][:3]}"
+    if not (np.diff(values) > 0).all():
+        return f"must be strictly increasing, got {_preview(values)}"
+    return None
 
 
 def _preview(array: np.ndarray) -> str:

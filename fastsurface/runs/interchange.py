@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 
 from fastsurface._support.files import atomic_write, atomic_write_text, check_readable, check_writable
+from fastsurface.engine.axes import axis_problem
 from fastsurface.errors import FastsurfaceError
 from fastsurface.results import Surface
-from fastsurface.runs.storage import axis_problem, read_limit, surface_fields, surface_from_fields
+from fastsurface.runs.storage import read_limit, surface_fields, surface_from_fields
 
 X, Y = "xcoordinates", "ycoordinates"
 # The JSON attribute holding fastsurface's own fields of a surface.
@@ -226,7 +227,7 @@ def _hdf5_file(source: Path) -> Iterator[Any]:
 
 
 def _coordinates(source: Path, file: Any, key: str) -> np.ndarray:
-    """A coordinate dataset: real numbers forming an axis (``storage.axis_problem``: the rule
+    """A coordinate dataset: real numbers forming an axis (``axes.axis_problem``: the rule
     of fastsurface's own files, so a surface read here saves, and one saved there reads here)."""
     values = _dataset(source, file, key, f"{key} (an axis of the grid)").astype(np.float64)
     problem = axis_problem(values)

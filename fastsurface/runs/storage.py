@@ -54,6 +54,7 @@ from fastsurface._support.devices import resolve_dtype
 from fastsurface._support.files import atomic_write, check_readable, check_writable
 from fastsurface._support.memory import usable_bytes
 from fastsurface._version import __version__
+from fastsurface.engine.axes import axis_problem
 from fastsurface.errors import FastsurfaceError
 from fastsurface.planes.plane import Plane
 from fastsurface.results import DataDescription, Surface, Trajectories, Trajectory
@@ -409,19 +410,6 @@ def _check_fields(kind: str, values: dict[str, Any], blame: str) -> None:
         problem = None if rule is None else rule(value)
         if problem is not None:
             raise FastsurfaceError(f"`{blame}`: the {kind}'s {name} {problem}")
-
-
-def axis_problem(values: np.ndarray) -> str | None:
-    """What keeps ``values`` from being an axis of a grid, in words, or ``None``: it must be
-    1-D, non-empty, finite and strictly increasing. The rule of every file format's axes
-    (``interchange`` reads Li et al.'s coordinates by it), so no format writes what another refuses."""
-    if values.ndim != 1 or len(values) < 1:
-        return f"must be 1-D with at least one value, got shape {values.shape}"
-    if not np.isfinite(values).all():
-        return "must be finite, got NaN or inf"
-    if not (np.diff(values) > 0).all():
-        return "must be strictly increasing (sorted, no repeats)"
-    return None
 
 
 def _grid_axis(value: np.ndarray | torch.Tensor) -> str | None:

@@ -243,7 +243,7 @@ def test_an_archive_zipfile_cannot_read_is_refused_as_corrupt(saved, case):
 IMPOSSIBLE_VALUES = {
     "w1-decreasing": ("w1", lambda s: s.w1[::-1].copy(), "w1 must be strictly increasing"),
     "w1-repeated": ("w1", lambda s: np.full_like(s.w1, 0.5), "w1 must be strictly increasing"),
-    "w1-nan": ("w1", lambda s: np.full_like(s.w1, np.nan), "w1 must be finite"),
+    "w1-nan": ("w1", lambda s: np.full_like(s.w1, np.nan), "w1 must hold finite values only"),
     "w2-integers": ("w2", lambda s: np.arange(len(s.w2)), "w2 must hold floating-point numbers"),
     "integer-loss": ("loss_tensor", lambda s: torch.zeros(s.loss.shape, dtype=torch.int32), "loss_tensor must hold"),
     "reduction-sum": ("reduction", "sum", "reduction must be one of"),
