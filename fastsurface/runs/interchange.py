@@ -115,8 +115,8 @@ def load_hdf5(path: str | os.PathLike[str], name: str = "train_loss") -> Surface
         A ``Surface`` with ``w1 = xcoordinates``, ``w2 = ycoordinates`` and ``loss`` of
         shape ``(nx, ny)``. Without fastsurface's fields: labels ``("x", "y")``, loss name
         ``name``, reduction ``"mean"`` (Li et al. average over samples), method
-        ``"loss-landscape"``, device ``"cpu"``, dtype ``"float64"`` (values are read as float64), counts 0 (unknown),
-        ``seconds`` NaN.
+        ``"loss-landscape"``, device ``"cpu"``, dtype ``"float64"`` (values are read as
+        float64), counts 0 (unknown), ``seconds`` NaN.
     """
     source = check_readable("path", path)
     if not isinstance(name, str) or not name:
