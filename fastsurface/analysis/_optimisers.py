@@ -62,6 +62,15 @@ class OptimizerGroup:
     runs: np.ndarray
 
 
+def step(optimiser: torch.optim.Optimizer) -> None:
+    """One step of an optimiser the caller's factory built; its failure (a learning rate
+    whose arithmetic overflows the compute dtype, say) is the `optimizer` argument's error."""
+    try:
+        optimiser.step()
+    except RuntimeError as error:
+        raise FastsurfaceError(f"`optimizer` fails to step the parameters: {error}") from error
+
+
 def group_runs(optimizer: OptimizerFactory | Sequence[OptimizerFactory] | None, count: int) -> list[OptimizerGroup]:
     """Check ``optimizer`` (one factory for all ``count`` runs, or one per run) and group
     the runs by the optimiser each factory builds, in order of first appearance."""

@@ -32,6 +32,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from fastsurface._support.identity import architecture
 from fastsurface.analysis._optimisers import OptimizerGroup, build
+from fastsurface.analysis._optimisers import step as step_optimiser
 from fastsurface.engine._inductor import CompiledFunction
 from fastsurface.engine._kernels import compile_available
 from fastsurface.engine._losses import Loss
@@ -195,7 +196,7 @@ class StackedTile:
         step = torch.tensor(float(taken), dtype=torch.float64, device=self.diverged_step.device)
         parts = (self.layout.state, *self.layout.plane_parts, self.diverged_step, step)
         self.diverged_step = self.function(self.tensors, x, y, *parts)
-        self.optimizer.step()
+        step_optimiser(self.optimizer)
 
     def finish(self, taken: int) -> None:
         """Stop the runs whose last step (``taken``) left their parameters non-finite."""

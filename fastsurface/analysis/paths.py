@@ -22,7 +22,7 @@ from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
 from fastsurface._support.memory import format_bytes, usable_bytes
 from fastsurface._support.progress import Progress, step_total
-from fastsurface.analysis._optimisers import OptimizerFactory, default_optimizer
+from fastsurface.analysis._optimisers import OptimizerFactory, default_optimizer, step
 from fastsurface.analysis.training import check_steps, training_batches
 from fastsurface.engine import _stream as stream
 from fastsurface.engine._losses import PerSampleLoss, resolve_loss
@@ -153,7 +153,7 @@ def record_path(
                 if taken == 0:
                     objective.check_shapes(prediction.detach(), y)
                 objective.per_sample(prediction, y).mean().backward()
-                optimiser.step()
+                step(optimiser)
                 taken += 1
                 bar.update()
                 if keep(taken, epoch_end=False):

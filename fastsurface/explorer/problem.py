@@ -20,10 +20,12 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 import fastsurface as fs
+from fastsurface._support.devices import check_representable, resolve_dtype
 from fastsurface.errors import FastsurfaceError
 from fastsurface.explorer.settings import (
     MAX_TRAINING_STEPS,
@@ -110,6 +112,7 @@ class Problem:
     def _path(self, settings: PathSettings) -> fs.Trajectory:
         train, test = self.split(settings.evaluation.data)
         _check_training_steps(train, settings.epochs, settings.evaluation.batch_size)
+        self._check_lr(settings.lr)
         return self._train(settings, train, test)
 
     def _train(self, settings: PathSettings, train: Data, test: Data) -> fs.Trajectory:
@@ -136,6 +139,7 @@ class Problem:
         evaluation = settings.surface.evaluation
         train, test = self.split(evaluation.data)
         _check_training_steps(train, settings.epochs, evaluation.batch_size)
+        self._check_lr(settings.lr)
         runs = fs.train_many(
             self.model,
             train,
@@ -148,6 +152,11 @@ class Problem:
             **self._evaluation(evaluation),
         )
         return fs.basin_map(runs), runs
+
+    def _check_lr(self, lr: float) -> None:
+        """Refuse a learning rate the compute dtype cannot hold: torch's optimisers would
+        fail on it mid-step (Adam at once, SGD with momentum on its first update)."""
+        check_representable("lr", np.array([lr]), resolve_dtype(self.engine["dtype"]))
 
     def _evaluation(self, evaluation: Evaluation) -> dict[str, Any]:
         return {**self.engine, "reduction": evaluation.reduction, "batch_size": evaluation.batch_size}

@@ -299,7 +299,7 @@ async def _body(request: Request) -> object:
             raise HTTPException(413, f"request bodies may hold at most {_MAX_BODY_BYTES:,} bytes")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deep
         raise FastsurfaceError(f"the request body must be JSON: {error}") from None
 
 

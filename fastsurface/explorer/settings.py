@@ -192,7 +192,7 @@ class Fields:
 
     def number(self, name: str) -> float:
         value = self.raw(name)
-        if not _is_number(value) or not math.isfinite(value):
+        if not _is_number(value) or not _finite(value):
             raise FastsurfaceError(f"`{name}` must be a finite number, got {_shown(value)}")
         return float(value)
 
@@ -207,7 +207,7 @@ class Fields:
         if (
             not isinstance(value, (list, tuple))
             or len(value) != 2
-            or not all(_is_number(v) and math.isfinite(float(v)) for v in value)
+            or not all(_is_number(v) and _finite(v) for v in value)
         ):
             raise FastsurfaceError(f"`{name}` must be two finite numbers, got {_shown(value)}")
         return float(value[0]), float(value[1])
@@ -237,9 +237,8 @@ class Fields:
         unknown = sorted(set(self._body) - self._read)
         if unknown:
             known = ", ".join(sorted(self._read))
-            raise FastsurfaceError(
-                f"{self._what} has unknown field(s) {', '.join(f'`{n}`' for n in unknown)}; it takes {known}"
-            )
+            names = ", ".join(f"`{json.dumps(n)[1:-1]}`" for n in unknown)  # escaped: a lone surrogate cannot be sent
+            raise FastsurfaceError(f"{self._what} has unknown field(s) {names}; it takes {known}")
 
 
 def surface_request(body: object, defaults: Mapping[str, object], seed_data: bool) -> SurfaceRequest:
@@ -368,6 +367,13 @@ def _ticket(fields: Fields) -> Ticket | None:
 
 def _is_number(value: object) -> TypeGuard[numbers.Real]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # a JSON integer beyond float64
+        return False
 
 
 def _shown(value: object) -> str:

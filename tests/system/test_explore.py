@@ -221,6 +221,12 @@ REFUSED = [
     ("basins", {"lr": 0}, "`lr` must be a finite number > 0"),
     ("basins", {"epochs": 1000}, "125,000 optimiser steps, more than the 25,000"),
     ("basins", {"start": [0, 0]}, "unknown field(s) `start`"),
+    # Found by fuzzing the server (session of 2026-11-30): each was an HTTP 500.
+    ("surface", {"step": 10**400}, "`step` must be a finite number"),
+    ("path", {"path": "p", "start": [10**400, 0]}, "`start` must be two finite numbers"),
+    ("path", {"path": "p", "lr": 1e39, "optimiser": "momentum", "epochs": 1, **DATA}, "`lr` holds 1e+39"),
+    ("path", {"path": "p", "lr": 3e38, "optimiser": "adam", "epochs": 1, **DATA}, "`optimizer` fails to step"),
+    ("basins", {"lr": 1e39, "epochs": 1, "points": 2}, "`lr` holds 1e+39"),
     ("download", {"surface": {}, "paths": [], "view": "contour"}, "needs the field `format`"),
     ("download", {"surface": [], "paths": [], "view": "contour", "format": "html"}, "`surface` must be a JSON object"),
     ("download", {"surface": {}, "paths": {}, "view": "contour", "format": "html"}, "`paths` must be a list"),
@@ -245,6 +251,8 @@ def test_bad_values_are_refused_with_a_message_and_the_server_keeps_serving(clie
         ("{", "the request body must be JSON"),
         ('{"step": NaN}', "`step` must be a finite number, got NaN"),
         ("[0.1]", "the request must be a JSON object, got [0.1]"),
+        ("[" * 30000 + "]" * 30000, "the request body must be JSON: maximum recursion depth"),
+        ('{"\\ud800": 1}', "unknown field(s) `\\ud800`"),  # a lone surrogate, escaped in the message
     ],
 )
 def test_bodies_that_are_no_json_object_are_refused(client, content, message):
