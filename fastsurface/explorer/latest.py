@@ -67,8 +67,13 @@ class LatestWins:
                     raise SupersededError(f"request {seq} arrived after request {self._latest[key]} of the same kind")
                 self._latest[key] = seq
                 self._open[key] += 1
+        future = self._executor.submit(self._unless_superseded, key, seq, work)
         try:
-            return await asyncio.wrap_future(self._executor.submit(self._unless_superseded, key, seq, work))
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if future.cancelled() and self._closed:  # dropped from the queue by ``close``
+                raise StoppingError("the explorer is stopping") from None
+            raise
         finally:
             self._release(key)
 
@@ -79,10 +84,11 @@ class LatestWins:
             return len(self._latest)
 
     def close(self) -> None:
-        """Let the running job finish; queued and later jobs raise ``StoppingError``."""
+        """Let the running job finish; queued jobs raise ``StoppingError`` at once, and
+        later ones as they arrive."""
         with self._lock:
             self._closed = True
-        self._executor.shutdown(wait=False)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _unless_superseded(self, key: Key | None, seq: int, work: Callable[[], T]) -> T:
         """On the worker: ``work()``, unless a newer request of ``key`` arrived meanwhile."""

@@ -315,14 +315,16 @@ def test_stopping_finishes_the_running_job_and_answers_the_queued_ones():
         queued = asyncio.ensure_future(worker.run(("page", "surface"), 1, lambda: "ran"))
         await asyncio.sleep(0.05)
         worker.close()
+        await asyncio.wait([queued], timeout=5)
+        answered_first = queued.done() and not running.done()  # not after the running job
         gate.set()
         results = await asyncio.gather(running, queued, return_exceptions=True)
         with pytest.raises(StoppingError):
             await worker.run(None, 0, lambda: "too late")
-        return results
+        return (*results, answered_first)
 
-    finished, queued = asyncio.run(stop_while_busy())
-    assert finished == "finished" and isinstance(queued, StoppingError)
+    finished, queued, answered_first = asyncio.run(stop_while_busy())
+    assert finished == "finished" and isinstance(queued, StoppingError) and answered_first
 
 
 def test_a_request_older_than_one_in_progress_is_answered_409(problem, monkeypatch):
