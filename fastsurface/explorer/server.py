@@ -242,7 +242,7 @@ def download_file(problem: Problem, request: settings.DownloadRequest) -> tuple[
     A figure draws every path on a 2-D view and the last one on the 3-D view (which
     draws one); the ``.npz`` file holds the surface, the last path and the plane."""
     surface = problem.surface(request.surface.settings)
-    paths = {path.name(): problem.path(path) for path in request.paths}
+    paths = dict(zip(_distinct([path.name() for path in request.paths]), map(problem.path, request.paths), strict=True))
     last = problem.path(request.paths[-1]) if request.paths else None
     with tempfile.TemporaryDirectory(prefix="fastsurface-explore-") as folder:
         if request.format == "npz":
@@ -264,6 +264,17 @@ def download_file(problem: Problem, request: settings.DownloadRequest) -> tuple[
             name = f"loss_surface-{request.view}.{request.format}"
             fs.write_figure(figure, Path(folder) / name)
         return name, (Path(folder) / name).read_bytes()
+
+
+def _distinct(names: list[str]) -> list[str]:
+    """``names`` with a repeated one numbered (``"... (2)"``): a legend name leaves settings
+    out (the batch size) or rounds them (``lr``), and two paths must not share one key."""
+    seen: dict[str, int] = {}
+    distinct = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        distinct.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return distinct
 
 
 def _warm_up(problem: Problem) -> None:

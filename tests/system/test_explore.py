@@ -351,6 +351,15 @@ def test_a_request_older_than_one_in_progress_is_answered_409(problem, monkeypat
     assert replies["newer"].status_code == 200
 
 
+def test_a_figure_draws_every_path_also_when_their_legend_names_agree(client):
+    """A name leaves out the batch size: two paths differing only there are both drawn."""
+    path = {"start": [0.0, 1.0], "epochs": 2, **DATA}
+    body = {"surface": {**WINDOW, **DATA}, "paths": [path, {**path, "batch_size": 16}], "format": "html"}
+    html = client.post("/api/download", json={**body, "view": "contour"})
+    assert html.status_code == 200
+    assert "sgd lr=0.01, 2 epochs from (0, 1)" in html.text and "sgd lr=0.01, 2 epochs from (0, 1) (2)" in html.text
+
+
 def test_downloads_are_the_library_files(client, split, tmp_path):
     surface = {**WINDOW, **DATA}
     paths = [{"start": [0.0, 1.0], "epochs": 2, **DATA}, {"start": [1.0, 1.0], "epochs": 2, **DATA}]
