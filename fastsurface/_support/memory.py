@@ -54,16 +54,25 @@ def check_figure_fits(points: int, name: str) -> None:
         points: grid points to draw.
         name: the argument to name in the message.
     """
+    check_host_fits(
+        name,
+        f"a figure of {points:,} grid points needs",
+        points * _FIGURE_BYTES_PER_POINT,
+        "draw a coarser grid (a saved surface may be larger: fastsurface.save, `fastsurface surface --save`)",
+    )
+
+
+def check_host_fits(name: str, what: str, needed: int, advice: str) -> None:
+    """Refuse, before any is allocated, ``needed`` bytes that the host's memory cannot hold
+    now: a ``FastsurfaceError`` "`name`: what about N, more than ...; advice"."""
     limits = usable_bytes(torch.device("cpu"))
     if limits is None:
         return
     usable, available = limits
-    needed = points * _FIGURE_BYTES_PER_POINT
     if needed > usable:
         raise FastsurfaceError(
-            f"`{name}`: a figure of {points:,} grid points needs about {format_bytes(needed)}, more than the "
-            f"{format_bytes(usable)} this run may use ({format_bytes(available)} available); draw a coarser grid "
-            "(a saved surface may be larger: fastsurface.save, `fastsurface surface --save`)"
+            f"`{name}`: {what} about {format_bytes(needed)}, more than the {format_bytes(usable)} this run may use "
+            f"on the host ({format_bytes(available)} available); {advice}"
         )
 
 

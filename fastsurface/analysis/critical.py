@@ -3,9 +3,9 @@
 Candidates come from the grid (a point below, above, or alternating around its
 eight neighbours) and from its cells (both finite-difference gradient components
 take both signs at the four corners: a saddle between grid points, whose nearest
-grid points alternate only twice around their rings); each is then refined by Newton steps on the exact loss in
-plane coordinates, with gradient and Hessian from ``torch.func``, and classified
-by the signs of the Hessian's eigenvalues.
+grid points alternate only twice around their rings); each is then refined by
+Newton steps on the exact loss in plane coordinates, with gradient and Hessian from
+``torch.func``, and classified by the signs of the Hessian's eigenvalues.
 """
 
 from __future__ import annotations

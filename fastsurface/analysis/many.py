@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from fastsurface._support.choices import TRAINING_METHODS, Method, Reduction
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike
-from fastsurface._support.memory import format_bytes, usable_bytes
+from fastsurface._support.memory import check_host_fits
 from fastsurface._support.values import real_values
 from fastsurface.analysis._optimisers import OptimizerFactory, OptimizerGroup, group_runs
 from fastsurface.analysis._stacked import COORDINATES, Layout, StackedTile, step_function
@@ -330,23 +330,14 @@ def _seeds(seed: int | Sequence[int], count: int, train: object) -> np.ndarray:
 def _check_runs(name: str, count: int, trained: int) -> None:
     """Refuse ``count`` runs, each training ``trained`` numbers, where they would not fit in
     the host's memory, before any is made."""
-    limits = usable_bytes(torch.device("cpu"))
-    needed = count * (_RUN_BYTES + _TRAINED_BYTES * trained)
-    if limits is not None and needed > limits[0]:
-        raise FastsurfaceError(
-            f"`{name}`: {count:,} runs need about {format_bytes(needed)}, more than the {format_bytes(limits[0])} "
-            "this run may use on the host; start fewer runs"
-        )
+    check_host_fits(name, f"{count:,} runs need", count * (_RUN_BYTES + _TRAINED_BYTES * trained), "start fewer runs")
 
 
 def _check_records(runs: int, records: int) -> None:
-    limits = usable_bytes(torch.device("cpu"))
     needed = runs * records * _RECORD_BYTES
-    if limits is not None and needed > limits[0]:
-        raise FastsurfaceError(
-            f"`record`: {runs:,} runs x {records:,} records need about {format_bytes(needed)}, more than the "
-            f"{format_bytes(limits[0])} this run may use on the host; record fewer steps or start fewer runs"
-        )
+    check_host_fits(
+        "record", f"{runs:,} runs x {records:,} records need", needed, "record fewer steps or start fewer runs"
+    )
 
 
 class _Records:

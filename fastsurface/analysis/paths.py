@@ -20,7 +20,7 @@ from torch import nn
 
 from fastsurface._support.copying import private_copy
 from fastsurface._support.devices import DeviceLike, DTypeLike, resolve_device, resolve_dtype
-from fastsurface._support.memory import format_bytes, usable_bytes
+from fastsurface._support.memory import check_host_fits
 from fastsurface._support.progress import Progress, step_total
 from fastsurface.analysis._optimisers import OptimizerFactory, default_optimizer, step
 from fastsurface.analysis.training import check_steps, training_batches
@@ -180,12 +180,7 @@ def record_path(
 def _check_rows(rows: int, model: nn.Module) -> None:
     """Refuse a path of ``rows`` parameter vectors (float64) that would not fit in the host's memory."""
     needed = rows * 8 * sum(p.numel() for p in model.parameters())
-    limits = usable_bytes(torch.device("cpu"))
-    if limits is not None and needed > limits[0]:
-        raise FastsurfaceError(
-            f"`record`: {rows:,} parameter vectors need about {format_bytes(needed)}, more than the "
-            f"{format_bytes(limits[0])} this run may use on the host; record fewer steps"
-        )
+    check_host_fits("record", f"{rows:,} parameter vectors need", needed, "record fewer steps")
 
 
 def _check_reached(record: str | Sequence[int], last: int) -> None:

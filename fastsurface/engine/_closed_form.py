@@ -47,8 +47,8 @@ def linear_coordinate(module: nn.Module, plane: Plane, loss: Loss, x: torch.Tens
 
     The rule: the loss is the built-in ``"mse"``; the coordinate's direction is non-zero
     only in parameters of one ``nn.Linear`` (exactly that class, with plain ``weight`` and
-    ``bias`` and no forward hooks, its own or global); those parameters are not shared with another module;
-    and on a forward pass over the example inputs ``x`` that layer runs once, its output
+    ``bias`` and no forward hooks, its own or global); those parameters are not shared
+    with another module; and on a forward pass over the example inputs ``x`` that layer runs once, its output
     tensor is the model's output and is not modified in place afterwards, and its input
     does not depend on its own parameters (checked with autograd, and by moving them,
     which also catches reads through ``.detach()``). Every later forward pass checks
