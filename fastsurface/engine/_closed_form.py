@@ -236,8 +236,8 @@ class ClosedFormKernel:
         gram = torch.zeros(values, 2, 2, dtype=torch.float64, device=predicted.device)
         for first in range(0, values, group):
             last = min(values, first + group)
+            part = None if centre is None else centre[first:last]
             for start in range(0, elements, block):
-                part = None if centre is None else centre[first:last]
                 self._add_block(gram[first:last], predicted[first:last, :, start : start + block], part, start)
         return gram if self._uniform is None else gram.mul_(self._uniform)
 
